@@ -1,0 +1,414 @@
+"""Run configuration: YAML + dotted overrides → frozen, documented dataclasses.
+
+Every field of every section has a docstring (read by ``ember train --help`` through
+:func:`field_docs`). Loading is strict: an unknown key, or a value of the wrong type, raises
+:class:`ConfigError` before any work starts, naming the dotted key path, the value, the expected type
+and, for typos, the closest valid key.
+
+Sections whose extra keys belong to a builder (``model``, ``data``, ``task``) collect them in an
+``options`` dict; those are checked against the builder's signature when the recipe is built, still
+before any training.
+
+Example:
+    >>> cfg = load_config({"model": {"name": "cnn_tiny"}}, overrides=["trainer.epochs=2"])
+    >>> cfg.trainer.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ember._registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message says which and what to do."""
+
+
+def _rest() -> Any:
+    """An ``options`` field: keys not declared by the section are collected here."""
+    return field(default_factory=dict, metadata={"rest": True})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how they are split and batched."""
+
+    name: str = "digits"
+    """Dataset name from `ember list datasets` (digits, fashion-mnist, mnist-10k, image-folder, csv, npz)."""
+    val_fraction: float = 0.1
+    """Fraction of the training pool held out for validation (0 for none)."""
+    test_fraction: float = 0.2
+    """Fraction held out for testing when the dataset has no test split of its own."""
+    split: Literal["stratified", "random"] = "stratified"
+    """How held-out sets are drawn: per-class proportions kept (stratified) or plain random."""
+    split_seed: int = 0
+    """Seed of the split, independent of the training seed so splits stay fixed across runs."""
+    batch_size: int = 128
+    """Examples per optimizer step (before gradient accumulation)."""
+    eval_batch_size: int = 512
+    """Examples per forward pass during validation, test and predict."""
+    augment: tuple[str, ...] = ()
+    """Training augmentations by name, applied in order: crop, flip, cutout, mixup, cutmix."""
+    num_workers: int = 0
+    """DataLoader worker processes for file-backed datasets (in-memory data ignores it)."""
+    options: dict[str, Any] = _rest()
+    """Dataset-specific keys (path, root, target column ...), passed to the dataset builder."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which zoo model to build; other keys are passed to its builder."""
+
+    name: str = "cnn"
+    """Model name from `ember list models`."""
+    options: dict[str, Any] = _rest()
+    """Builder keyword arguments (width, depth, dropout, norm, act ...)."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """What is learned: the loss and the metrics."""
+
+    name: str = "classification"
+    """Task name from `ember list tasks`."""
+    options: dict[str, Any] = _rest()
+    """Task keyword arguments, e.g. label_smoothing for classification."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer."""
+
+    name: str = "adamw"
+    """Optimizer from `ember list optimizers`: sgd, momentum, nesterov, adam, adamw, adagrad, rmsprop."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled (AdamW) or L2 weight decay; never applied to biases and norm weights."""
+    momentum: float = 0.9
+    """Momentum for sgd-family and rmsprop (ignored by Adam-family)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam-family moment decay rates."""
+    eps: float = 1e-8
+    """Numerical stabilizer of adaptive optimizers."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """How the learning rate moves over training."""
+
+    name: str = "constant"
+    """Schedule from `ember list schedules`: constant, cosine, linear, step, multistep, onecycle."""
+    warmup: float = 0.0
+    """Linear warmup: a fraction of all steps when < 1, a number of steps when >= 1."""
+    min_lr_ratio: float = 0.0
+    """Floor of cosine/linear decay, as a fraction of the peak lr."""
+    step_size: int = 0
+    """step: decay every this many epochs (0 means a third of training)."""
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    """multistep: epochs (>= 1) or fractions of training (< 1) at which lr is multiplied by gamma."""
+    gamma: float = 0.1
+    """step/multistep: the decay factor."""
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The training loop's knobs."""
+
+    epochs: int = 10
+    """Passes over the training data."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: no limit beyond epochs)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    """fp32; bf16 autocast (CPU and CUDA); fp16 autocast with GradScaler (CUDA only); auto picks bf16 where native."""
+    clip_grad_norm: float = 0.0
+    """Clip the global gradient L2 norm to this value (0: off)."""
+    clip_grad_value: float = 0.0
+    """Clip every gradient element to [-v, v] (0: off)."""
+    accumulate: int = 1
+    """Micro-batches whose gradients are summed before one optimizer step."""
+    seed: int = 0
+    """Seed for weights, data order, augmentation and dropout."""
+    deterministic: bool = False
+    """Use deterministic algorithms only (bit-identical resumes; can be slower)."""
+    checkpoint_every: int = 0
+    """Also checkpoint every this many optimizer steps (0: only at epoch ends)."""
+    keep_last: int = 2
+    """Step checkpoints kept besides the best one and the one resumed from."""
+    early_stopping_metric: str = ""
+    """Stop when this validation metric (e.g. val/loss, val/accuracy) stops improving ('' : off)."""
+    early_stopping_patience: int = 3
+    """Validations without improvement before stopping."""
+    monitor: str = ""
+    """Metric that picks the best checkpoint ('': the task's headline metric on validation)."""
+    log_every: int = 50
+    """Steps between progress-bar updates and logged training loss (the only per-step host syncs)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda, cuda:1 ..."""
+    threads: int = 0
+    """torch intra-op threads (0: leave torch's default)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole recipe: data, model, task, optimizer, schedule and trainer."""
+
+    name: str = ""
+    """A short name for runs of this recipe (default: the config file's stem)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The data section."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model section."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The task section."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """The optimizer section."""
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    """The learning-rate schedule section."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """The training-loop section."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(
+    source: str | Path | dict[str, Any] | Config | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Build a :class:`Config` from a YAML path or a dict, then apply dotted overrides.
+
+    Args:
+        source: a YAML file, a nested dict, an existing Config, or None for the defaults.
+        overrides: ``["trainer.epochs=3", ...]`` (values parsed as YAML) or ``{"trainer.epochs": 3}``.
+
+    Returns:
+        The validated, frozen Config.
+
+    Raises:
+        ConfigError: naming the key path, the value and what was expected.
+    """
+    name = ""
+    if source is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(source, Config):
+        raw = to_dict(source)
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}. See configs/ for ready recipes.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+        name = path.stem
+    for key, value in _parse_overrides(overrides).items():
+        _set_dotted(raw, key, value)
+    cfg = from_dict(Config, raw, "")
+    if not cfg.name and name:
+        cfg = dataclasses.replace(cfg, name=name)
+    return cfg
+
+
+def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' must look like section.key=value, e.g. trainer.epochs=3")
+        try:
+            parsed[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            parsed[key.strip()] = text
+    return parsed
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' holds a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass ``cls`` from ``raw``, checking every key and type (``path`` prefixes errors)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    rest_field = next((f.name for f in fields.values() if f.metadata.get("rest")), None)
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields or key == rest_field:
+            if rest_field is not None and key != rest_field:
+                extra[key] = value
+                continue
+            if key == rest_field and isinstance(value, dict):
+                extra.update(value)
+                continue
+            known = [f"{path}.{k}" if path else k for k in fields if k != rest_field]
+            hint = did_you_mean(where, known)
+            raise ConfigError(f"unknown config key '{where}'{hint} Valid keys here: {', '.join(known)}.")
+        kwargs[key] = _coerce(hints[key], value, where)
+    if rest_field is not None:
+        kwargs[rest_field] = extra
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, where)  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in args:
+            hint = did_you_mean(str(value), [str(a) for a in args])
+            raise ConfigError(f"{where}={value!r} is not one of {list(args)}{hint}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}={value!r} does not fit {_type_name(tp)}")
+    if origin is tuple:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value] if not isinstance(value, str) else [v.strip() for v in value.split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}={value!r}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}={value!r}: expected a list of {len(args)} values")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r}: expected a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r}: expected true or false")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}={value!r}: expected a number (float)")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}={value!r}: expected an integer")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r}: expected a string")
+        return value
+    return value
+
+
+# --------------------------------------------------------------------------- writing, docs
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready data; ``options`` dicts are flattened back into their section."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("rest"):
+            out.update(value)
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The resolved config as YAML text, as saved with every run."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def diff(a: Config, b: Config) -> list[str]:
+    """Lines ``key: old -> new`` for every leaf that differs between two configs."""
+    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    keys = sorted(set(flat_a) | set(flat_b))
+    return [f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys if flat_a.get(k) != flat_b.get(k)]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of dataclass ``cls`` (the string literal below each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def describe() -> str:
+    """Every config key with its default and docstring, for ``--help``."""
+    lines = []
+    for f in dataclasses.fields(Config):
+        if f.default_factory is dataclasses.MISSING:
+            continue
+        section = f.default_factory()  # type: ignore[misc]
+        docs = field_docs(type(section))
+        for g in dataclasses.fields(section):
+            default = "" if g.metadata.get("rest") else f" (default {getattr(section, g.name)!r})"
+            key = f"{f.name}.<key>" if g.metadata.get("rest") else f"{f.name}.{g.name}"
+            lines.append(f"  {key:34s} {docs.get(g.name, '')}{default}")
+    return "\n".join(lines)

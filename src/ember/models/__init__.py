@@ -1,0 +1,40 @@
+"""The vision model zoo: ``create(name, **options)`` builds any registered model by name.
+
+Importing this package registers every family (mlp, cnn, resnet, mobilenet, convattn); each has a
+``*_tiny`` variant for tests and CI. Every vision builder takes ``in_channels``, ``num_classes`` and
+``image_size``; models map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
+``forward_features`` / ``forward_head`` split.
+
+Example:
+    >>> import torch
+    >>> from ember import models
+    >>> model = models.create("resnet", in_channels=1, num_classes=10)
+    >>> model(torch.randn(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    >>> "resnet_tiny" in models.list_models()
+    True
+"""
+
+from ember.models._zoo import create, list_models, register_model, registry
+from ember.models.cnn import CNN, CNNConfig
+from ember.models.convattn import ConvAttn, ConvAttnConfig
+from ember.models.mlp import MLP, MLPConfig
+from ember.models.mobilenet import MobileNet, MobileNetConfig
+from ember.models.resnet import ResNet, ResNetConfig
+
+__all__ = [
+    "CNN",
+    "MLP",
+    "CNNConfig",
+    "ConvAttn",
+    "ConvAttnConfig",
+    "MLPConfig",
+    "MobileNet",
+    "MobileNetConfig",
+    "ResNet",
+    "ResNetConfig",
+    "create",
+    "list_models",
+    "register_model",
+    "registry",
+]

@@ -1,0 +1,203 @@
+"""Recipes: a config in, a trained and recorded run out (``ember.train`` and ``ember train``).
+
+This is where the zoo names in a config become objects: the dataset, its seeded splits, the model
+(filled with the data's shape), the task, the augmentation and the Trainer. Everything a user can
+misname is checked before any data is loaded or any step is taken.
+
+Example:
+    >>> import ember, tempfile
+    >>> result = ember.train("configs/digits-cnn.yaml",
+    ...                      overrides={"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=tempfile.mkdtemp())
+    >>> 0.0 <= result.metrics["val/accuracy"] <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import Subset
+
+from ember import models, tasks
+from ember._registry import accepted_kwargs, check_kwargs
+from ember.config import Config, ConfigError, load_config
+from ember.data import (
+    ArrayData,
+    DataBundle,
+    build_augment,
+    fingerprint,
+    fingerprint_indices,
+    load_dataset,
+    load_splits,
+    save_splits,
+    split_indices,
+)
+from ember.data import registry as datasets
+from ember.track import RunStore, seed_everything
+from ember.train.optim import optimizers, schedules
+from ember.train.trainer import FitResult, Trainer
+
+
+@dataclass
+class Prepared:
+    """Everything built from a config, ready to train."""
+
+    config: Config
+    bundle: DataBundle
+    splits: dict[str, np.ndarray]
+    train: Any
+    val: Any | None
+    test: Any | None
+    model: nn.Module
+    data_sha256: str
+
+
+def check(cfg: Config) -> None:
+    """Fail fast on misnamed zoo entries and builder options, before any data is touched."""
+    try:
+        check_kwargs(models.registry.get(cfg.model.name), cfg.model.options, f"model '{cfg.model.name}'")
+        check_kwargs(datasets.get(cfg.data.name), cfg.data.options, f"dataset '{cfg.data.name}'")
+        check_kwargs(tasks.registry.get(cfg.task.name), cfg.task.options, f"task '{cfg.task.name}'")
+        optimizers.get(cfg.optim.name)
+        schedules.get(cfg.schedule.name)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def _labels(data: Any) -> np.ndarray | None:
+    if isinstance(data, ArrayData):
+        return data.y.numpy() if data.y.ndim == 1 and not data.y.is_floating_point() else None
+    targets = getattr(data, "targets", None)
+    return np.asarray(targets) if targets is not None else None
+
+
+def _subset(data: Any, idx: np.ndarray) -> Any:
+    return data.subset(idx) if isinstance(data, ArrayData) else Subset(data, idx.tolist())
+
+
+def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
+    """The zoo model of ``cfg``, with in_channels / num_classes / image_size filled from the data."""
+    builder = models.registry.get(cfg.model.name)
+    accepted = accepted_kwargs(builder) or set()
+    shape = bundle.input_shape
+    known: dict[str, Any] = {"num_classes": bundle.num_classes or 1}
+    if len(shape) == 3:
+        known.update(in_channels=shape[0], image_size=shape[1])
+    elif len(shape) == 1:
+        known.update(in_features=shape[0], in_channels=shape[0], image_size=1)
+    fill = {k: v for k, v in known.items() if k in accepted and k not in cfg.model.options}
+    return models.create(cfg.model.name, **fill, **cfg.model.options)
+
+
+def prepare(cfg: Config, *, splits: dict[str, np.ndarray] | None = None) -> Prepared:
+    """Load data, split it (or reuse ``splits``), and build the model, seeded."""
+    check(cfg)
+    bundle = load_dataset(cfg.data.name, **cfg.data.options)
+    pool = bundle.train
+    if splits is None:
+        test_fraction = 0.0 if bundle.test is not None else cfg.data.test_fraction
+        splits = split_indices(
+            _labels(pool),
+            len(pool),  # type: ignore[arg-type]
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=test_fraction,
+            seed=cfg.data.split_seed,
+            stratified=cfg.data.split == "stratified",
+        )
+    train = _subset(pool, splits["train"])
+    val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
+    test = (
+        bundle.test
+        if bundle.test is not None
+        else (_subset(pool, splits["test"]) if "test" in splits else None)
+    )
+    h = hashlib.sha256()
+    h.update(fingerprint(pool.x, pool.y).encode() if isinstance(pool, ArrayData) else bundle.name.encode())
+    for name in sorted(splits):
+        h.update(f"{name}:{fingerprint_indices(splits[name])}".encode())
+    seed_everything(cfg.trainer.seed)
+    model = build_model(cfg, bundle)
+    return Prepared(cfg, bundle, splits, train, val, test, model, h.hexdigest())
+
+
+def train(
+    config: str | Path | dict[str, Any] | Config,
+    overrides: list[str] | dict[str, Any] | None = None,
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train a recipe end to end and record it in the run store.
+
+    Args:
+        config: a YAML path, a dict, or a Config.
+        overrides: dotted overrides, ``["trainer.epochs=3"]`` or ``{"trainer.epochs": 3}``.
+        runs_dir: the run store (default ``$EMBER_RUNS`` or ``runs``).
+        resume: a run to continue from its newest checkpoint (its config must match).
+        progress: progress bar on/off (None: only on a terminal).
+
+    Returns:
+        The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
+    """
+    cfg = load_config(config, overrides)
+    saved = None
+    if resume is not None:
+        saved = load_splits(RunStore(runs_dir).get(resume).folder / "splits")
+    prep = prepare(cfg, splits=saved)
+    augment = build_augment(
+        cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
+    )
+    trainer = Trainer(prep.model, config=cfg, augment=augment, runs_dir=runs_dir, progress=progress)
+    trainer.data_sha256 = prep.data_sha256
+    if resume is None:
+        run = trainer.start_run()
+        save_splits(prep.splits, run.dir / "splits")
+    result = trainer.fit(prep.train, prep.val, resume=resume)
+    if prep.test is not None and trainer.run is not None:
+        test = trainer.test(prep.test)
+        result.metrics.update({f"test/{k}": v for k, v in test.items()})
+    return result
+
+
+def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Prepared, Any]:
+    """Rebuild a finished run's data (same splits) and model (its final weights)."""
+    record = RunStore(runs_dir).get(ref)
+    weights = record.folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
+    cfg = load_config(_yaml(record.config))
+    prep = prepare(cfg, splits=load_splits(record.folder / "splits"))
+    prep.model.load_state_dict(load_file(weights))
+    return prep, record
+
+
+def evaluate_run(ref: str, split: str = "test", *, runs_dir: str | Path | None = None) -> dict[str, float]:
+    """Metrics of a finished run's final model on one of its splits (``train``, ``val`` or ``test``)."""
+    prep, record = load_run_model(ref, runs_dir=runs_dir)
+    data = {"train": prep.train, "val": prep.val, "test": prep.test}.get(split)
+    if data is None:
+        raise ValueError(
+            f"run {record.id} has no '{split}' split; it has: train, val" + (", test" if prep.test else "")
+        )
+    trainer = Trainer(prep.model, config=prep.config, runs_dir=runs_dir, progress=False)
+    metrics = trainer.validate(data)
+    run = trainer.store.open(record.id)
+    run.log({f"eval/{split}/{k}": v for k, v in metrics.items()}, step=0)
+    run.flush()
+    return metrics
+
+
+def _yaml(text: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(text) or {}
+
+
+__all__ = ["Prepared", "build_model", "check", "evaluate_run", "load_run_model", "prepare", "train"]

@@ -1,0 +1,71 @@
+"""Regression: MSE loss; MSE, MAE and R² metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ember.tasks.base import LossMean, registry, split_batch
+
+
+class Regression:
+    """Real-valued targets of shape (B,) or (B, D); the model outputs the same shape (or (B, 1)).
+
+    Example:
+        >>> task = Regression()
+        >>> y = torch.tensor([1.0, 2.0, 3.0])
+        >>> ev = task.evaluation(); ev.update(y, y, task.loss(y, y)); ev.compute()["r2"]
+        1.0
+    """
+
+    headline = "mse"
+    mode: Literal["max", "min"] = "min"
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, target = split_batch(batch)
+        output = model(inputs)
+        if output.ndim == 2 and output.shape[1] == 1 and target.ndim == 1:
+            output = output.squeeze(1)
+        return output, target
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(output.float(), target.float())
+
+    def evaluation(self) -> RegressionEvaluation:
+        return RegressionEvaluation()
+
+
+class RegressionEvaluation:
+    def __init__(self) -> None:
+        self.outputs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.loss = LossMean()
+
+    def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        self.outputs.append(output.detach().float().cpu())
+        self.targets.append(target.detach().float().cpu())
+        self.loss.update(loss, output.shape[0])
+
+    def compute(self) -> dict[str, float]:
+        return {
+            "loss": self.loss.compute(),
+            **regression_metrics(torch.cat(self.outputs), torch.cat(self.targets)),
+        }
+
+
+def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """MSE, MAE and R² (uniform average over output dimensions, like scikit-learn's default)."""
+    err = pred - target
+    mse = err.pow(2).mean(dim=0)
+    ss_tot = (target - target.mean(dim=0)).pow(2).mean(dim=0)
+    r2 = 1.0 - mse / ss_tot.clamp_min(torch.finfo(ss_tot.dtype).tiny)
+    return {"mse": mse.mean().item(), "mae": err.abs().mean().item(), "r2": r2.mean().item()}
+
+
+@registry.register("regression")
+def regression() -> Regression:
+    """Mean-squared-error regression (see :class:`Regression`)."""
+    return Regression()

@@ -1,0 +1,311 @@
+"""The run store: every run gets a folder and a row in SQLite (``runs/ember.db``).
+
+Layout of one run folder::
+
+    runs/<id>/config.yaml          the resolved config
+    runs/<id>/splits/*.npy         the split indices
+    runs/<id>/checkpoints/         step-NNNNNN.safetensors (atomic)
+    runs/<id>/metrics.jsonl        one JSON object per logged step / evaluation
+    runs/<id>/model.safetensors    the final weights
+
+Tables: ``runs`` (one row a run: config, hashes, environment, status, best metric), ``params``
+(flattened config), ``metrics`` (run, step, epoch, name, value) and ``artifacts`` (path, sha256, size).
+Metric rows are buffered in memory and written in one transaction by :meth:`Run.flush`, so logging
+costs the training loop nothing per step.
+
+Example:
+    >>> import tempfile
+    >>> store = RunStore(tempfile.mkdtemp())
+    >>> run = store.create("demo", config_yaml="name: demo\\n", params={"optim.lr": 0.1})
+    >>> run.log({"train/loss": 0.5}, step=10, epoch=0); run.finish("completed")
+    >>> store.get("latest").status
+    'completed'
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ember.track.repro import sha256_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, finished REAL,
+    status TEXT NOT NULL, folder TEXT NOT NULL, config TEXT NOT NULL, config_sha256 TEXT,
+    data_sha256 TEXT, seed INTEGER, source TEXT, environment TEXT,
+    headline TEXT, best REAL, summary TEXT, error TEXT
+);
+CREATE TABLE IF NOT EXISTS params (
+    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value TEXT, PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(id), step INTEGER NOT NULL, epoch INTEGER,
+    name TEXT NOT NULL, value REAL, time REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name, step);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL REFERENCES runs(id), path TEXT NOT NULL, kind TEXT, sha256 TEXT NOT NULL,
+    size INTEGER, PRIMARY KEY (run_id, path)
+);
+"""
+
+
+class RunNotFoundError(LookupError):
+    """A run reference that matches no run (or several)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def default_root() -> Path:
+    """``$EMBER_RUNS`` or ``./runs``."""
+    return Path(os.environ.get("EMBER_RUNS", "runs"))
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the ``runs`` table, JSON columns decoded."""
+
+    id: str
+    name: str
+    created: float
+    finished: float | None
+    status: str
+    folder: Path
+    config: str
+    config_sha256: str | None
+    data_sha256: str | None
+    seed: int | None
+    source: dict[str, Any]
+    environment: dict[str, Any]
+    headline: str | None
+    best: float | None
+    summary: dict[str, Any]
+    error: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished is None else self.finished - self.created
+
+
+class RunStore:
+    """A folder of runs plus their SQLite index."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "ember.db"
+        with closing(self.connect()) as db, db:
+            db.executescript(SCHEMA)
+
+    def connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # ------------------------------------------------------------------ writing
+
+    def create(
+        self,
+        name: str,
+        *,
+        config_yaml: str,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        config_sha256: str | None = None,
+        source: dict[str, Any] | None = None,
+        environment: dict[str, Any] | None = None,
+    ) -> Run:
+        """Register a new run and make its folder (with ``config.yaml``)."""
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or "run")).strip("-") or "run"
+        run_id = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        folder = self.root / run_id
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(config_yaml)
+        with closing(self.connect()) as db, db:
+            db.execute(
+                "INSERT INTO runs (id, name, created, status, folder, config, config_sha256, seed, source,"
+                " environment) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    name,
+                    time.time(),
+                    run_id,
+                    config_yaml,
+                    config_sha256,
+                    seed,
+                    json.dumps(source or {}),
+                    json.dumps(environment or {}),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)",
+                [(run_id, k, json.dumps(v)) for k, v in (params or {}).items()],
+            )
+        return Run(self, run_id)
+
+    def open(self, ref: str) -> Run:
+        """A handle to log more into an existing run (``--resume``)."""
+        return Run(self, self.get(ref).id)
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, ref: str) -> RunRecord:
+        """A run by id, unique id prefix, ``latest`` or ``latest:<name>``."""
+        with closing(self.connect()) as db:
+            db.row_factory = sqlite3.Row
+            if ref == "latest" or ref.startswith("latest:"):
+                name = ref.partition(":")[2]
+                sql = (
+                    "SELECT * FROM runs"
+                    + (" WHERE name = ?" if name else "")
+                    + " ORDER BY created DESC LIMIT 1"
+                )
+                rows = db.execute(sql, (name,) if name else ()).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM runs WHERE id = ?", (ref,)).fetchall()
+                if not rows:
+                    rows = db.execute(
+                        "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\'", (_like(ref) + "%",)
+                    ).fetchall()
+        if not rows:
+            raise RunNotFoundError(f"no run '{ref}' in {self.root}; `ember runs` lists them")
+        if len(rows) > 1:
+            ids = ", ".join(r["id"] for r in rows[:5])
+            raise RunNotFoundError(f"'{ref}' matches {len(rows)} runs ({ids}...); give more of the id")
+        return self._record(rows[0])
+
+    def list(self, limit: int | None = None) -> builtins.list[RunRecord]:
+        """Runs, newest first."""
+        with closing(self.connect()) as db:
+            db.row_factory = sqlite3.Row
+            sql = "SELECT * FROM runs ORDER BY created DESC" + (f" LIMIT {int(limit)}" if limit else "")
+            return [self._record(r) for r in db.execute(sql)]
+
+    def metrics(
+        self, run_id: str, name: str | None = None
+    ) -> builtins.list[tuple[int, int | None, str, float]]:
+        """``(step, epoch, name, value)`` rows of a run, in step order."""
+        with closing(self.connect()) as db:
+            sql = "SELECT step, epoch, name, value FROM metrics WHERE run_id = ?"
+            args: tuple[Any, ...] = (run_id,)
+            if name is not None:
+                sql += " AND name = ?"
+                args += (name,)
+            return list(db.execute(sql + " ORDER BY step, rowid", args))
+
+    def params(self, run_id: str) -> dict[str, Any]:
+        with closing(self.connect()) as db:
+            return {
+                k: json.loads(v)
+                for k, v in db.execute("SELECT key, value FROM params WHERE run_id = ?", (run_id,))
+            }
+
+    def artifacts(self, run_id: str) -> builtins.list[tuple[str, str, str, int]]:
+        """``(path, kind, sha256, size)`` of a run's recorded files."""
+        with closing(self.connect()) as db:
+            return list(
+                db.execute("SELECT path, kind, sha256, size FROM artifacts WHERE run_id = ?", (run_id,))
+            )
+
+    def folder(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        d = dict(row)
+        return RunRecord(
+            id=d["id"],
+            name=d["name"],
+            created=d["created"],
+            finished=d["finished"],
+            status=d["status"],
+            folder=self.root / d["folder"],
+            config=d["config"],
+            config_sha256=d["config_sha256"],
+            data_sha256=d["data_sha256"],
+            seed=d["seed"],
+            source=json.loads(d["source"] or "{}"),
+            environment=json.loads(d["environment"] or "{}"),
+            headline=d["headline"],
+            best=d["best"],
+            summary=json.loads(d["summary"] or "{}"),
+            error=d["error"],
+        )
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class Run:
+    """A live run: buffered metric logging, artifacts with sha256, and the final status."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
+        self.id = run_id
+        self.dir = store.folder(run_id)
+        self._rows: list[tuple[str, int, int | None, str, float, float]] = []
+
+    def log(self, metrics: dict[str, float], *, step: int, epoch: int | None = None) -> None:
+        """Buffer metric values at ``step``; they reach disk on :meth:`flush`."""
+        now = time.time()
+        self._rows.extend((self.id, step, epoch, k, float(v), now) for k, v in metrics.items())
+
+    def flush(self) -> None:
+        """Write buffered metrics to SQLite (one transaction) and ``metrics.jsonl``."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        with closing(self.store.connect()) as db, db:
+            db.executemany(
+                "INSERT INTO metrics (run_id, step, epoch, name, value, time) VALUES (?,?,?,?,?,?)", rows
+            )
+        by_step: dict[tuple[int, int | None], dict[str, Any]] = {}
+        for _, step, epoch, name, value, t in rows:
+            by_step.setdefault((step, epoch), {"step": step, "epoch": epoch, "time": round(t, 3)})[name] = (
+                value
+            )
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.writelines(json.dumps(entry) + "\n" for entry in by_step.values())
+
+    def update(self, **fields: Any) -> None:
+        """Set columns of this run's row (data_sha256, headline, best, ...)."""
+        allowed = {"data_sha256", "headline", "best", "status", "error", "finished", "summary"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"cannot set run fields {sorted(bad)}; allowed: {sorted(allowed)}")
+        if "summary" in fields:
+            fields["summary"] = json.dumps(fields["summary"])
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with closing(self.store.connect()) as db, db:
+            db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), self.id))
+
+    def artifact(self, path: Path, kind: str) -> str:
+        """Record a file of this run with its sha256 (returned); the path is stored relative to the run."""
+        path = Path(path)
+        digest = sha256_file(path)
+        rel = str(path.resolve().relative_to(self.dir.resolve()))
+        with closing(self.store.connect()) as db, db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, path, kind, sha256, size) VALUES (?, ?, ?, ?, ?)",
+                (self.id, rel, kind, digest, path.stat().st_size),
+            )
+        return digest
+
+    def finish(self, status: str, *, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
+        """Flush, then mark the run completed / failed / stopped."""
+        self.flush()
+        fields: dict[str, Any] = {"status": status, "finished": time.time(), "error": error}
+        if summary is not None:
+            fields["summary"] = summary
+        self.update(**fields)

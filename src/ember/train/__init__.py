@@ -1,0 +1,32 @@
+"""Training: the loop, the Trainer, optimizers and schedules, precision, checkpoints, callbacks."""
+
+from ember.train.callbacks import Callback, EarlyStopping, ProgressBar
+from ember.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from ember.train.loop import NonFiniteLossError, evaluate, fit, predict
+from ember.train.optim import build_optimizer, build_schedule, optimizers, schedules
+from ember.train.precision import resolve_device, resolve_precision
+from ember.train.state import TrainState
+from ember.train.trainer import FitResult, Trainer
+
+__all__ = [
+    "Callback",
+    "CheckpointError",
+    "EarlyStopping",
+    "FitResult",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "TrainState",
+    "Trainer",
+    "build_optimizer",
+    "build_schedule",
+    "evaluate",
+    "fit",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "optimizers",
+    "predict",
+    "resolve_device",
+    "resolve_precision",
+    "save_checkpoint",
+    "schedules",
+]

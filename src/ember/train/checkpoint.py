@@ -1,0 +1,219 @@
+"""Checkpoints that nothing executes on load: one safetensors file holding every tensor, with the
+rest of the training state as JSON in the file's metadata.
+
+A checkpoint holds the model weights, the optimizer state, the GradScaler state, the RNG states
+(torch, CUDA, numpy, Python) and the loop position (epoch, batch within the epoch, step), so a
+resumed run continues exactly, mid-epoch included. Writes are atomic: bytes go to a temporary file in
+the same folder, are fsynced, then renamed over the target, and the folder is fsynced; a crash at any
+point leaves the previous checkpoint as it was.
+
+Example:
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> model = torch.nn.Linear(2, 2)
+    >>> path = Path(tempfile.mkdtemp()) / "step-000001.safetensors"
+    >>> save_checkpoint(path, model=model, meta={"step": 1})
+    >>> load_checkpoint(path).meta["step"]
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+from torch import nn
+
+STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns: tensors by section, and the JSON metadata."""
+
+    path: Path
+    model: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer ``state_dict`` rebuilt from flat tensors plus JSON."""
+        layout = self.meta["optimizer"]
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in layout["scalars"].items():
+            idx, name = key.split("/", 1)
+            state.setdefault(int(idx), {})[name] = value
+        for key, tensor in self.tensors.items():
+            if key.startswith("optim/"):
+                _, idx, name = key.split("/", 2)
+                state.setdefault(int(idx), {})[name] = tensor
+        return {"state": state, "param_groups": layout["param_groups"]}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def safetensors_ready(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors with no shared storage (tied weights are copied)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, Any]] = set()
+    for name, tensor in state.items():
+        t = tensor.detach().to("cpu").contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        out[name] = t.clone() if key in seen else t
+        seen.add(key)
+    return out
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """All RNG states: tensors (torch, CUDA, numpy's key) and JSON (the rest)."""
+    tensors = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng/numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    py_version, py_state, py_gauss = random.getstate()
+    meta = {
+        "numpy": [kind, int(pos), int(has_gauss), float(cached)],
+        "python": [py_version, list(py_state), py_gauss],
+    }
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["rng/numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write model, optimizer, scaler and RNG state plus ``meta`` (JSON) to ``path``."""
+    tensors = {f"model/{k}": v for k, v in safetensors_ready(model.state_dict()).items()}
+    rng_tensors, rng_meta = rng_state()
+    tensors.update(rng_tensors)
+    info: dict[str, Any] = dict(meta or {})
+    info["rng"] = rng_meta
+    if optimizer is not None:
+        sd = optimizer.state_dict()
+        scalars: dict[str, Any] = {}
+        for idx, slots in sd["state"].items():
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim/{idx}/{name}"] = value.detach().to("cpu").contiguous()
+                else:
+                    scalars[f"{idx}/{name}"] = value
+        info["optimizer"] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    if scaler is not None:
+        info["scaler"] = scaler.state_dict()
+    data = save(tensors, metadata={"ember": json.dumps(info)})
+    atomic_write_bytes(Path(path), data)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (no code runs: safetensors + JSON)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        tensors = load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + header_len])
+        meta = json.loads(header["__metadata__"]["ember"])
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not an ember checkpoint: {e}") from None
+    model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    rest = {k: v for k, v in tensors.items() if not k.startswith("model/")}
+    return Checkpoint(path=path, model=model, meta=meta, tensors=rest)
+
+
+def restore(
+    ckpt: Checkpoint,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    rng: bool = True,
+) -> None:
+    """Load a checkpoint's state into live objects."""
+    model.load_state_dict(ckpt.model)
+    if optimizer is not None and "optimizer" in ckpt.meta:
+        optimizer.load_state_dict(ckpt.optimizer_state())
+    if scaler is not None and "scaler" in ckpt.meta:
+        scaler.load_state_dict(ckpt.meta["scaler"])
+    if rng:
+        set_rng_state(ckpt.tensors, ckpt.meta["rng"])
+
+
+def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every step checkpoint in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(folder: Path) -> Checkpoint | None:
+    """The newest readable checkpoint in ``folder`` (a corrupt newest one falls back to the previous)."""
+    errors = []
+    for _, path in reversed(step_checkpoints(folder)):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as e:
+            errors.append(str(e))
+    if errors:
+        raise CheckpointError("no readable checkpoint in " + str(folder) + ": " + "; ".join(errors))
+    return None
+
+
+def prune_checkpoints(folder: Path, *, keep_last: int, protect: set[Path]) -> None:
+    """Delete old step checkpoints, keeping the newest ``keep_last`` and every path in ``protect``."""
+    found = step_checkpoints(folder)
+    doomed = found[: max(0, len(found) - keep_last)]
+    protected = {p.resolve() for p in protect}
+    for _, path in doomed:
+        if path.resolve() not in protected:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,255 @@
+"""The training loop: :func:`fit`, plus :func:`evaluate` and :func:`predict`.
+
+One loop serves every model and task. What varies is passed in: the ``task`` (how a batch becomes a
+loss), the ``callbacks`` (what happens around steps), the ``checkpointer``. The only host syncs are
+every ``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device
+until then, which is what keeps ember's per-step overhead near a hand-written loop's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ember.config import TrainerConfig
+from ember.tasks.base import Task
+from ember.train.callbacks import CallbackList
+from ember.train.state import TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or Inf; the message gives the optimizer step."""
+
+
+class Checkpointer(Protocol):
+    def save(self, state: TrainState, *, reason: str) -> None: ...
+
+
+def iterate_epoch(loader: Iterable[Any], epoch: int, start_batch: int) -> Iterator[Any]:
+    """Batches of ``epoch`` from ``start_batch`` on: loaders with ``set_epoch(epoch, start_batch)``
+    (ember's) seek directly; any other iterable is advanced by skipping batches."""
+    set_epoch = getattr(loader, "set_epoch", None)
+    if set_epoch is not None:
+        try:
+            set_epoch(epoch, start_batch)
+            return iter(loader)
+        except TypeError:  # a DistributedSampler-style set_epoch(epoch)
+            set_epoch(epoch)
+    return islice(iter(loader), start_batch, None)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors of a (nested) batch to ``device``; a no-op for tensors already there."""
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _batch_size(batch: Any) -> int:
+    first = (
+        batch[0]
+        if isinstance(batch, list | tuple)
+        else next(iter(batch.values()))
+        if isinstance(batch, dict)
+        else batch
+    )
+    while isinstance(first, list | tuple | dict):
+        first = first[0] if not isinstance(first, dict) else next(iter(first.values()))
+    return int(first.shape[0])
+
+
+def fit(
+    state: TrainState,
+    loader: Iterable[Any],
+    task: Task,
+    callbacks: CallbackList,
+    *,
+    cfg: TrainerConfig,
+    val_loader: Iterable[Any] | None = None,
+    checkpointer: Checkpointer | None = None,
+) -> TrainState:
+    """Train ``state.model`` from ``state``'s position until the epochs or ``max_steps`` are done.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/Inf; no checkpoint is written after that step.
+    """
+    model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    groups = optimizer.param_groups
+    accumulate = max(1, cfg.accumulate)
+    max_steps = cfg.max_steps or state.total_steps
+    step_callbacks = callbacks.has("on_step_end")
+    window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
+    window_start = state.step
+    window_samples = 0
+    window_time = time.perf_counter()
+
+    def sync(force_log: bool = False) -> None:
+        """Check the window's losses are finite; log their mean (the only host sync)."""
+        nonlocal window, window_start, window_samples, window_time
+        if not window:
+            return
+        losses = torch.stack(window).float()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            step = window_start + bad // accumulate + 1
+            state.should_stop, state.stop_reason = True, f"non-finite loss at step {step}"
+            raise NonFiniteLossError(
+                f"loss became {losses[bad].item()} at optimizer step {step} (epoch {state.epoch + 1}); "
+                "training stopped and the last good checkpoint is kept. Try a lower lr, clip_grad_norm, "
+                "or precision=fp32."
+            )
+        now = time.perf_counter()
+        metrics = {
+            "train/loss": losses.mean().item(),
+            "lr": state.lr,
+            "samples_per_s": window_samples / max(now - window_time, 1e-9),
+        }
+        state.metrics.update(metrics)
+        callbacks("on_log", state, metrics)
+        window, window_start, window_samples, window_time = [], state.step, 0, now
+
+    callbacks("on_fit_start", state)
+    if state.schedule is not None:
+        _set_lr(groups, state.schedule(state.step))
+    while state.epoch < state.epochs and state.step < max_steps and not state.should_stop:
+        model.train()
+        micro = 0
+        completed = False
+        for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
+            batch = to_device(batch, state.device)
+            with state.precision.autocast():
+                output, target = task.forward(model, batch)
+                loss = task.loss(output, target)
+            if accumulate > 1:
+                loss = loss / accumulate
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            window.append(loss.detach() * accumulate if accumulate > 1 else loss.detach())
+            window_samples += _batch_size(batch)
+            state.batch_in_epoch += 1
+            micro += 1
+            if micro % accumulate:
+                continue
+            _optimizer_step(optimizer, scaler, params, cfg)
+            state.step += 1
+            if state.schedule is not None:
+                _set_lr(groups, state.schedule(state.step))
+            if step_callbacks:
+                callbacks("on_step_end", state)
+            if state.step % cfg.log_every == 0:
+                sync()
+            if checkpointer is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                sync()
+                checkpointer.save(state, reason="step")
+            if state.should_stop or state.step >= max_steps:
+                break
+        else:
+            completed = True
+            if micro % accumulate:  # a ragged last group still makes a step
+                _optimizer_step(optimizer, scaler, params, cfg)
+                state.step += 1
+        sync()
+        if completed or 0 < _len(loader) <= state.batch_in_epoch:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+        if val_loader is not None:
+            metrics = {f"val/{k}": v for k, v in evaluate(model, val_loader, task, state=state).items()}
+            state.metrics.update(metrics)
+            state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
+            callbacks("on_validation_end", state, metrics)
+        callbacks("on_epoch_end", state)
+        if checkpointer is not None:
+            checkpointer.save(state, reason="epoch")
+    callbacks("on_fit_end", state)
+    return state
+
+
+def _len(loader: Iterable[Any]) -> int:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+
+
+def _set_lr(groups: list[dict[str, Any]], factor: float) -> None:
+    for group in groups:
+        group["lr"] = group["base_lr"] * factor
+
+
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    params: list[nn.Parameter],
+    cfg: TrainerConfig,
+) -> None:
+    if scaler is not None and (cfg.clip_grad_norm or cfg.clip_grad_value):
+        scaler.unscale_(optimizer)
+    if cfg.clip_grad_value:
+        torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
+    if cfg.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    task: Task,
+    *,
+    state: TrainState | None = None,
+    device: torch.device | None = None,
+    precision: Any = None,
+) -> dict[str, float]:
+    """The task's metrics (and mean loss) over ``loader`` in eval mode; training mode is restored."""
+    device = device or (state.device if state else torch.device("cpu"))
+    precision = precision or (state.precision if state else None)
+    was_training = model.training
+    model.eval()
+    ev = task.evaluation()
+    for batch in loader:
+        batch = to_device(batch, device)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            output, target = task.forward(model, batch)
+            loss = task.loss(output, target)
+        ev.update(output, target, loss)
+    model.train(was_training)
+    metrics = ev.compute()
+    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v) and k != "loss")}
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, loader: Iterable[Any], *, device: torch.device, precision: Any = None
+) -> torch.Tensor:
+    """Model outputs over ``loader`` concatenated on the CPU. Batches may be inputs or (inputs, target)."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for batch in loader:
+        inputs = batch[0] if isinstance(batch, list | tuple) else batch
+        inputs = to_device(inputs, device)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            outputs.append(model(inputs).float().cpu())
+    model.train(was_training)
+    return torch.cat(outputs)

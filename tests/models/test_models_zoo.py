@@ -1,0 +1,98 @@
+"""The zoo contract, checked over every registered ``*_tiny`` model (timm / check_estimator style)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ember import models
+
+TINY = [name for name in models.list_models() if name.endswith("_tiny")]
+SHAPES = [(1, 8), (3, 32)]  # (in_channels, image_size): sklearn digits, CIFAR-like
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("in_channels,image_size", SHAPES)
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_model_contract(name: str, in_channels: int, image_size: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    options = {"in_channels": in_channels, "num_classes": 10, "image_size": image_size}
+    model = models.create(name, **options)
+    x = torch.randn(3, in_channels, image_size, image_size)
+
+    # forward and backward: logits of the right shape, a finite gradient on every trainable parameter
+    model.train()
+    logits = model(x)
+    assert logits.shape == (3, 10)
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name}: no gradient for {pname}"
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+
+    # timm's split: forward == forward_head(forward_features)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), expected)  # type: ignore[operator]
+
+    # safetensors round trip into a freshly built model
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    torch.manual_seed(1)
+    fresh = models.create(name, **options)
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
+    assert _count(model) > 0
+    assert _count(fresh) == _count(model)
+
+
+def test_every_family_has_a_tiny_variant() -> None:
+    families: dict[str, set[str]] = {}
+    for name in models.list_models():
+        families.setdefault(models.registry.get(name).__module__, set()).add(name)
+    assert len(families) >= 5
+    for module, names in families.items():
+        assert any(n.endswith("_tiny") for n in names), f"{module} registers no *_tiny variant: {names}"
+
+
+def test_public_contract_resnet_for_mnist() -> None:
+    model = models.create("resnet", in_channels=1, num_classes=10)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_variants_pass_user_options_through() -> None:
+    model = models.create("resnet_tiny", in_channels=1, num_classes=7, dropout=0.1, depths=[1, 2])
+    assert isinstance(model, models.ResNet)
+    assert model.config.dropout == 0.1
+    assert model.config.depths == (1, 2)  # YAML lists become tuples
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 7)
+
+
+def test_unknown_model_name_suggests_the_closest() -> None:
+    with pytest.raises(KeyError, match="did you mean 'resnet'"):
+        models.create("resnt")
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(TypeError, match="'widht'.*did you mean 'width'"):
+        models.create("cnn_tiny", widht=8)
+
+
+def test_mlp_explains_a_wrong_image_size() -> None:
+    model = models.create("mlp_tiny", in_channels=1, image_size=8)
+    with pytest.raises(ValueError, match="image_size"):
+        model(torch.randn(2, 1, 28, 28))
+
+
+def test_convattn_resizes_its_position_embedding_for_other_sizes() -> None:
+    model = models.create("convattn_tiny", in_channels=1, image_size=8)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+    assert models.create("convattn_tiny", pos_embed=False)(torch.randn(2, 3, 8, 8)).shape == (2, 10)
