@@ -8,6 +8,7 @@ Example:
 
 from ember import data, models, tasks
 from ember.config import Config, ConfigError, load_config
+from ember.deploy.bundle import load
 from ember.recipe import evaluate_run, train
 from ember.train import FitResult, Trainer
 
@@ -21,6 +22,7 @@ __all__ = [
     "__version__",
     "data",
     "evaluate_run",
+    "load",
     "load_config",
     "models",
     "tasks",

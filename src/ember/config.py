@@ -159,6 +159,8 @@ class TrainerConfig:
     """auto (CUDA when present), cpu, cuda, cuda:1 ..."""
     threads: int = 0
     """torch intra-op threads (0: leave torch's default)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in backward: less memory, ~1 extra forward."""
 
 
 @dataclass(frozen=True)

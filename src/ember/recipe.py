@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from ember.data import (
     split_indices,
 )
 from ember.data import registry as datasets
+from ember.data.text import TextBundle
+from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
 from ember.train.optim import optimizers, schedules
 from ember.train.trainer import FitResult, Trainer
@@ -78,7 +81,8 @@ def _labels(data: Any) -> np.ndarray | None:
 
 
 def _subset(data: Any, idx: np.ndarray) -> Any:
-    return data.subset(idx) if isinstance(data, ArrayData) else Subset(data, idx.tolist())
+    # ArrayData and text TokenChunks select their own examples; any other Dataset gets a Subset
+    return data.subset(idx) if hasattr(data, "subset") else Subset(data, idx.tolist())
 
 
 def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
@@ -87,12 +91,41 @@ def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
     accepted = accepted_kwargs(builder) or set()
     shape = bundle.input_shape
     known: dict[str, Any] = {"num_classes": bundle.num_classes or 1}
-    if len(shape) == 3:
+    tokenizer = getattr(bundle, "tokenizer", None)
+    if tokenizer is not None:  # text: (block_size,) token ids
+        known = _text_options(
+            tokenizer, shape[0], bundle.num_classes if bundle.task != "language_model" else None
+        )
+    elif len(shape) == 3:
         known.update(in_channels=shape[0], image_size=shape[1])
     elif len(shape) == 1:
         known.update(in_features=shape[0], in_channels=shape[0], image_size=1)
     fill = {k: v for k, v in known.items() if k in accepted and k not in cfg.model.options}
     return models.create(cfg.model.name, **fill, **cfg.model.options)
+
+
+def _text_options(tokenizer: Any, block_size: int, num_classes: int | None) -> dict[str, Any]:
+    """Builder options a text model takes from its data: vocabulary, context, padding id."""
+    known: dict[str, Any] = {
+        "vocab_size": tokenizer.vocab_size,
+        "block_size": block_size,
+        "max_len": block_size,
+    }
+    if tokenizer.pad_id is not None:
+        known["pad_id"] = tokenizer.pad_id
+    if num_classes is not None:
+        known["num_classes"] = num_classes
+    return known
+
+
+def build_task(cfg: Config, bundle: DataBundle) -> tasks.Task:
+    """The task of ``cfg``; a language model's also learns the tokenizer's bytes per token."""
+    builder = tasks.registry.get(cfg.task.name)
+    tokenizer = getattr(bundle, "tokenizer", None)
+    fill: dict[str, Any] = {}
+    if tokenizer is not None and "token_bytes" in (accepted_kwargs(builder) or set()):
+        fill["token_bytes"] = tokenizer.token_bytes()
+    return tasks.create(cfg.task.name, **{**fill, **cfg.task.options})
 
 
 def prepare(cfg: Config, *, splits: dict[str, np.ndarray] | None = None) -> Prepared:
@@ -118,9 +151,18 @@ def prepare(cfg: Config, *, splits: dict[str, np.ndarray] | None = None) -> Prep
         else (_subset(pool, splits["test"]) if "test" in splits else None)
     )
     h = hashlib.sha256()
-    h.update(fingerprint(pool.x, pool.y).encode() if isinstance(pool, ArrayData) else bundle.name.encode())
+    if isinstance(pool, ArrayData):
+        h.update(fingerprint(pool.x, pool.y).encode())
+    else:  # a data set that can hash itself (text token streams) does
+        h.update(pool.fingerprint().encode() if hasattr(pool, "fingerprint") else bundle.name.encode())
     for name in sorted(splits):
         h.update(f"{name}:{fingerprint_indices(splits[name])}".encode())
+    if isinstance(bundle, TextBundle):  # token chunks → window batches (random ones for training)
+        train = bundle.loader(train, batch_size=cfg.data.batch_size, train=True, seed=cfg.trainer.seed)
+        val, test = (
+            bundle.loader(part, batch_size=cfg.data.eval_batch_size, train=False) if part else None
+            for part in (val, test)
+        )
     seed_everything(cfg.trainer.seed)
     model = build_model(cfg, bundle)
     return Prepared(cfg, bundle, splits, train, val, test, model, h.hexdigest())
@@ -154,11 +196,18 @@ def train(
     augment = build_augment(
         cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
     )
-    trainer = Trainer(prep.model, config=cfg, augment=augment, runs_dir=runs_dir, progress=progress)
+    task = build_task(cfg, prep.bundle)
+    trainer = Trainer(
+        prep.model, task=task, config=cfg, augment=augment, runs_dir=runs_dir, progress=progress
+    )
     trainer.data_sha256 = prep.data_sha256
     if resume is None:
         run = trainer.start_run()
         save_splits(prep.splits, run.dir / "splits")
+        tokenizer = getattr(prep.bundle, "tokenizer", None)
+        if tokenizer is not None:  # `ember generate RUN` decodes with it
+            tokenizer.save(run.dir / "tokenizer.json")
+            run.artifact(run.dir / "tokenizer.json", "tokenizer")
     result = trainer.fit(prep.train, prep.val, resume=resume)
     if prep.test is not None and trainer.run is not None:
         test = trainer.test(prep.test)
@@ -186,12 +235,41 @@ def evaluate_run(ref: str, split: str = "test", *, runs_dir: str | Path | None =
         raise ValueError(
             f"run {record.id} has no '{split}' split; it has: train, val" + (", test" if prep.test else "")
         )
-    trainer = Trainer(prep.model, config=prep.config, runs_dir=runs_dir, progress=False)
+    task = build_task(prep.config, prep.bundle)
+    trainer = Trainer(prep.model, task=task, config=prep.config, runs_dir=runs_dir, progress=False)
     metrics = trainer.validate(data)
     run = trainer.store.open(record.id)
     run.log({f"eval/{split}/{k}": v for k, v in metrics.items()}, step=0)
     run.flush()
     return metrics
+
+
+def load_language_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[nn.Module, Any, Config]:
+    """A finished language-model run's model (final weights, eval mode), tokenizer and config.
+
+    Needs only the run folder (``tokenizer.json``, ``model.safetensors``, the config), not the data.
+    """
+    record = RunStore(runs_dir).get(ref)
+    weights, tokenizer_file = record.folder / "model.safetensors", record.folder / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        raise FileNotFoundError(f"run {record.id} saved no tokenizer.json: it is not a language-model run")
+    if not weights.is_file():
+        raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
+    cfg = load_config(_yaml(record.config))
+    tokenizer = load_tokenizer(tokenizer_file)
+    block_size = cfg.data.options.get("block_size")
+    if block_size is None:  # the data set builder's default
+        block_size = inspect.signature(datasets.get(cfg.data.name)).parameters["block_size"].default
+    builder = models.registry.get(cfg.model.name)
+    accepted = accepted_kwargs(builder) or set()
+    fill = {
+        k: v
+        for k, v in _text_options(tokenizer, int(block_size), None).items()
+        if k in accepted and k not in cfg.model.options
+    }
+    model = models.create(cfg.model.name, **fill, **cfg.model.options)
+    model.load_state_dict(load_file(weights))
+    return model.eval(), tokenizer, cfg
 
 
 def _yaml(text: str) -> dict[str, Any]:
@@ -200,4 +278,14 @@ def _yaml(text: str) -> dict[str, Any]:
     return yaml.safe_load(text) or {}
 
 
-__all__ = ["Prepared", "build_model", "check", "evaluate_run", "load_run_model", "prepare", "train"]
+__all__ = [
+    "Prepared",
+    "build_model",
+    "build_task",
+    "check",
+    "evaluate_run",
+    "load_language_model",
+    "load_run_model",
+    "prepare",
+    "train",
+]

@@ -9,8 +9,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ember import models
+from ember._registry import accepted_kwargs
 
-TINY = [name for name in models.list_models() if name.endswith("_tiny")]
+
+def takes_tokens(name: str) -> bool:
+    """Text models (their builders take ``vocab_size``) are checked with token ids, not images."""
+    return "vocab_size" in (accepted_kwargs(models.registry.get(name)) or set())
+
+
+# dense prediction (boxes, masks) has its own contract in test_models_dense.py
+DENSE = {"centernet_tiny", "unet_tiny"}
+TINY = [
+    name
+    for name in models.list_models()
+    if name.endswith("_tiny") and not takes_tokens(name) and name not in DENSE
+]
+TEXT_TINY = [name for name in models.list_models() if name.endswith("_tiny") and takes_tokens(name)]
 SHAPES = [(1, 8), (3, 32)]  # (in_channels, image_size): sklearn digits, CIFAR-like
 
 
@@ -52,6 +66,43 @@ def test_tiny_model_contract(name: str, in_channels: int, image_size: int, tmp_p
         assert torch.equal(fresh(x), expected)
     assert _count(model) > 0
     assert _count(fresh) == _count(model)
+
+
+@pytest.mark.parametrize("name", TEXT_TINY)
+def test_tiny_text_model_contract(name: str, tmp_path: Path) -> None:
+    """Classifiers map (B, T) ids to (B, K); LMs to (B, T, V); seq2seq (src, tgt) to (B, T_tgt, V)."""
+    torch.manual_seed(0)
+    classifier = "num_classes" in (accepted_kwargs(models.registry.get(name)) or set())
+    options = {"vocab_size": 50, **({"num_classes": 3} if classifier else {})}
+    model = models.create(name, **options)
+    ids = torch.randint(1, 50, (3, 12))
+    inputs = (ids, ids[:, :7]) if hasattr(model, "decode_step") else (ids,)
+
+    model.train()
+    out = model(*inputs)
+    if classifier:
+        assert out.shape == (3, 3)
+        F.cross_entropy(out, torch.tensor([0, 1, 2])).backward()
+    else:
+        assert out.shape == (*inputs[-1].shape, 50)
+        F.cross_entropy(out.flatten(0, 1), inputs[-1].flatten()).backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name}: no gradient for {pname}"
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+
+    model.eval()
+    with torch.no_grad():
+        expected = model(*inputs)
+        if classifier:
+            torch.testing.assert_close(model.forward_head(model.forward_features(ids)), expected)  # type: ignore[operator]
+
+    save_file(model.state_dict(), tmp_path / "model.safetensors")  # tied weights are one tensor
+    torch.manual_seed(1)
+    fresh = models.create(name, **options)
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(*inputs), expected)
 
 
 def test_every_family_has_a_tiny_variant() -> None:

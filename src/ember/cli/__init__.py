@@ -10,20 +10,37 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ember.cli import data, evaluate, listing, runs, train
+from ember.cli import check as check_cli
+from ember.cli import compress as compress_cli
+from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import human as human_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
     "eval": evaluate.register,
+    "report": report.register,
+    "check": check_cli.register,
+    "human": human_cli.register,
     "runs": runs.register,
     "list": listing.register,
     "data": data.register,
+    "package": package.register,
+    "registry": registry.register,
+    "export": export.register,
+    "serve": serve.register,
+    "monitor": serve.register_monitor,
+    "generate": generate.register,
+    "compress": compress_cli.register,
+    "plan": compress_cli.register_plan,
 }
 
 EPILOG = """examples:
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember runs                      # every run: id, config, data hash, best metric, time
   ember eval latest --split test
+  ember report latest             # one HTML page: metrics, baselines, plots, checks
+  ember check latest              # overfitting, leakage, shift, imbalance findings
+  ember human export RUN_A --pairwise RUN_B --n 50
   ember list models
   ember data get fashion-mnist
 """

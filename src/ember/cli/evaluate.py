@@ -1,19 +1,30 @@
-"""``ember eval``: metrics of a finished run on one of its splits."""
+"""``ember eval``: a finished run's metrics on one of its splits, with intervals, beside baselines."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
-from ember.cli._format import metrics_block
+from ember.cli._format import fmt, table
+
+HELP = """Rebuild a run's data (the same saved splits) and final model, and print its metrics on one split:
+each with a bootstrap confidence interval, beside a trivial and a classical baseline fitted on the run's
+training split and scored on the same examples, and the model's margin over each baseline with its
+interval and paired-bootstrap p-value.
+
+examples:
+  ember eval latest --split test
+  ember eval digits-cnn-2026 --split val --json
+  ember eval latest --resamples 5000 --no-baselines
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "eval",
-        help="evaluate a finished run on its train/val/test split",
-        description="Rebuild a run's data (the same saved splits) and final model, and print its metrics.\n\n"
-        "examples:\n  ember eval latest --split test\n  ember eval digits-cnn-2026 --split val --json",
+        help="evaluate a finished run on its train/val/test split, with intervals and baselines",
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", help="run id, unique prefix, or 'latest'")
@@ -22,16 +33,65 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval coverage (default 0.95)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-baselines", action="store_true", help="skip fitting the baselines")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.recipe import evaluate_run
+    from ember.evaluate import run_predictions, scorecard
+    from ember.track import RunStore
 
-    metrics = evaluate_run(args.run, args.split, runs_dir=args.runs_dir)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        print(f"{args.split} metrics of {args.run}:")
-        print(metrics_block(metrics))
+    predictions = run_predictions(args.run, args.split, runs_dir=args.runs_dir)
+    card = scorecard(
+        predictions,
+        baselines=not args.no_baselines,
+        n_resamples=args.resamples,
+        confidence=args.confidence,
+        seed=args.seed,
+    )
+    log = RunStore(args.runs_dir).open(card.run_id)
+    log.log({f"eval/{args.split}/{k}": v for k, v in card.metrics.items()}, step=0)
+    log.flush()
+    print(json.dumps(card.to_dict(), indent=2) if args.json else render(card))
     return 0
+
+
+def render(card: Any) -> str:
+    """The scorecard as one screen of text."""
+    from ember.evaluate.scorecard import fmt_p
+
+    level = f"{card.confidence:.0%}"
+    how = f"{level} bootstrap intervals ({card.n_resamples} resamples)" if card.intervals else "no intervals"
+    lines = [f"{card.run_id} · {card.split} split · {card.n} examples · {how}", ""]
+    names = list(card.intervals) or [k for k in card.metrics if "/" not in k and k != "loss"]
+    rows = []
+    for name in names:
+        model = str(card.intervals[name]) if name in card.intervals else fmt(card.metrics.get(name))
+        rows.append([name, model, *[_cell(b.intervals.get(name)) for b in card.baselines]])
+    if "loss" in card.metrics:
+        rows.append(["loss", fmt(card.metrics["loss"]), *["-" for _ in card.baselines]])
+    lines.append(table(["metric", "model", *[b.name for b in card.baselines]], rows))
+    margins = [b for b in card.baselines if b.margin is not None]
+    if margins:
+        better = "higher" if card.mode == "max" else "lower"
+        lines += ["", f"margin on {card.headline} (model - baseline; {better} is better), paired bootstrap:"]
+        width = max(len(b.name) for b in margins)
+        for b in margins:
+            d = b.margin.difference
+            verdict = "significant" if b.margin.significant else "not significant"
+            lines.append(
+                f"  {b.name.ljust(width)}  {d.value:+.4f} [{d.low:+.4f}, {d.high:+.4f}]  "
+                f"{fmt_p(b.margin.p_value)}  {verdict}"
+            )
+    if card.baselines:
+        lines += ["", "baselines (fitted on the training split):"]
+        lines += [f"  {b.name}: {b.description}" for b in card.baselines]
+    lines += [f"note: {n}" for n in card.notes]
+    return "\n".join(lines)
+
+
+def _cell(ci: Any) -> str:
+    return "-" if ci is None else str(ci)

@@ -37,10 +37,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     show.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS)
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     show.set_defaults(func=run_show)
-    compare = verbs.add_parser("compare", help="two runs side by side: config differences and metrics")
+    compare = verbs.add_parser(
+        "compare",
+        help="two runs side by side: config differences, metrics, and a paired test of B against A",
+        description="Config differences and logged metrics of two runs, then a paired test on one split: both "
+        "final models predict the same examples; a paired bootstrap gives B - A with its interval and p-value for "
+        "every metric, McNemar's test compares their right/wrong answers (classification), and a verdict says "
+        "whether B is significantly better.\n\nexamples:\n  ember runs compare RUN_A RUN_B\n"
+        "  ember runs compare RUN_A RUN_B --split val --resamples 5000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     compare.add_argument("run_a")
     compare.add_argument("run_b")
     compare.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS)
+    compare.add_argument("--split", default="test", choices=["train", "val", "test"], help="default test")
+    compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    compare.add_argument("--no-test", action="store_true", help="configs and logged metrics only")
     compare.set_defaults(func=run_compare)
 
 
@@ -140,11 +153,61 @@ def run_compare(args: argparse.Namespace) -> int:
     keys = [
         k
         for k in dict.fromkeys([*a.summary, *b.summary])
-        if isinstance(a.summary.get(k, b.summary.get(k)), float)
+        if isinstance(a.summary.get(k, b.summary.get(k)), float) and "/class_" not in k
     ]
     rows = [(k, a.summary.get(k), b.summary.get(k), _delta(a.summary.get(k), b.summary.get(k))) for k in keys]
     print(table(["metric", "A", "B", "B - A"], rows))
+    if not args.no_test:
+        print()
+        print(_paired_test(args, a.id, b.id))
     return 0
+
+
+def _paired_test(args: argparse.Namespace, a_id: str, b_id: str) -> str:
+    """The paired bootstrap and McNemar section of ``ember runs compare``, or why there is none."""
+    from ember.evaluate import comparable, compare, run_predictions
+    from ember.evaluate.scorecard import fmt_p
+
+    try:
+        pa = run_predictions(a_id, args.split, runs_dir=args.runs_dir)
+        pb = run_predictions(b_id, args.split, runs_dir=args.runs_dir)
+    except (FileNotFoundError, ValueError) as e:
+        return f"paired test skipped: {e}"
+    reason = comparable(pa, pb)
+    if reason is not None:
+        return f"paired test skipped: {reason}"
+    try:
+        result = compare(pa, pb, n_resamples=args.resamples, seed=args.seed)
+    except ValueError as e:
+        return f"paired test skipped: {e}"
+    lines = [
+        f"paired test on the {result.split} split ({result.n} examples, the same for both runs; "
+        f"{args.resamples} bootstrap resamples):"
+    ]
+    rows = [
+        (name, str(t.a), str(t.b), f"{t.difference.value:+.4f} [{t.difference.low:+.4f}, {t.difference.high:+.4f}]",
+         fmt_p(t.p_value).removeprefix("p=").removeprefix("p"))
+        for name, t in result.tests.items()
+    ]  # fmt: skip
+    lines.append(table(["metric", "A", "B", "B - A", "p (bootstrap)"], rows))
+    if result.mcnemar is not None:
+        m = result.mcnemar
+        kind = "exact binomial" if m.exact else "chi-square, continuity-corrected"
+        lines.append(
+            f"McNemar ({kind}): A right & B wrong {m.b}, A wrong & B right {m.c}, {fmt_p(m.p_value)} "
+            f"(p-value {m.p_value:.4g})"
+        )
+    head = result.tests.get(result.headline)
+    if head is not None:
+        floor = 1 / (args.resamples + 1)
+        note = (
+            f" (the floor of {args.resamples} resamples; raise --resamples to resolve it)"
+            if head.p_value <= floor * 1.0001
+            else ""
+        )
+        lines.append(f"paired bootstrap p-value on {result.headline}: {head.p_value:.4g}{note}")
+    lines.append(f"verdict: {result.verdict}")
+    return "\n".join(lines)
 
 
 def _delta(x: Any, y: Any) -> Any:

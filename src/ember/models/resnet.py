@@ -43,6 +43,8 @@ class ResNetConfig:
     """Norm after each conv, a ``make_norm`` name."""
     act: str = "relu"
     """Activation, a ``get_activation`` name."""
+    channels_last: bool = False
+    """Keep weights channels-last (NHWC): oneDNN's NHWC kernels run narrow convs faster on CPU."""
 
 
 class ResNet(nn.Module):
@@ -75,6 +77,8 @@ class ResNet(nn.Module):
         self.num_features = ch
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(ch, c.num_classes)
+        if c.channels_last:
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, H, W) -> (B, F, H / 2^(stages-1), W / 2^(stages-1))
@@ -102,6 +106,7 @@ def resnet(
     drop_path: float = 0.0,
     norm: str = "batch",
     act: str = "relu",
+    channels_last: bool = False,
 ) -> ResNet:
     """Three stages of two blocks (32, 64, 128 channels); see ``ResNetConfig`` for the options."""
     config = ResNetConfig(
@@ -114,6 +119,7 @@ def resnet(
         drop_path=drop_path,
         norm=norm,
         act=act,
+        channels_last=channels_last,
     )
     return ResNet(config)
 
@@ -130,6 +136,7 @@ def resnet18(
     drop_path: float = 0.0,
     norm: str = "batch",
     act: str = "relu",
+    channels_last: bool = False,
 ) -> ResNet:
     """ResNet-18's blocks (64 to 512 channels) with the small-image stem."""
     config = ResNetConfig(
@@ -142,6 +149,7 @@ def resnet18(
         drop_path=drop_path,
         norm=norm,
         act=act,
+        channels_last=channels_last,
     )
     return ResNet(config)
 
@@ -158,6 +166,7 @@ def resnet_tiny(
     drop_path: float = 0.1,
     norm: str = "batch",
     act: str = "relu",
+    channels_last: bool = False,
 ) -> ResNet:
     """Two one-block stages of 8 and 16 channels, for tests and CI."""
     config = ResNetConfig(
@@ -170,5 +179,6 @@ def resnet_tiny(
         drop_path=drop_path,
         norm=norm,
         act=act,
+        channels_last=channels_last,
     )
     return ResNet(config)

@@ -8,12 +8,23 @@ Example:
     torch.Size([2, 32, 4, 4])
 """
 
+from ember.nn import checkpointing
 from ember.nn.activations import get_activation, list_activations
 from ember.nn.attention import MultiHeadSelfAttention
+from ember.nn.causal import CrossAttention, KVCache, LayerCache, SelfAttention
 from ember.nn.conv import ConvBlock, DepthwiseSeparable, SqueezeExcite
 from ember.nn.dropout import DropPath
+from ember.nn.embeddings import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    TokenEmbedding,
+    make_positional,
+)
 from ember.nn.norm import ChannelsLast, RMSNorm, default_groups, list_norms, make_norm
+from ember.nn.recurrent import Recurrent
 from ember.nn.residual import ResidualBlock
+from ember.nn.transformer import FeedForward, SwiGLU, TransformerBlock, make_mlp
 
 __all__ = [
     "ChannelsLast",
@@ -29,4 +40,20 @@ __all__ = [
     "list_activations",
     "list_norms",
     "make_norm",
+    # sequences
+    "CrossAttention",
+    "FeedForward",
+    "KVCache",
+    "LayerCache",
+    "LearnedPositionalEmbedding",
+    "Recurrent",
+    "RotaryEmbedding",
+    "SelfAttention",
+    "SinusoidalPositionalEncoding",
+    "SwiGLU",
+    "TokenEmbedding",
+    "TransformerBlock",
+    "checkpointing",
+    "make_mlp",
+    "make_positional",
 ]

@@ -9,7 +9,10 @@ Example:
 
 from ember.tasks.base import Evaluation, Task, registry
 from ember.tasks.classification import Classification
+from ember.tasks.detection import Detection
+from ember.tasks.language_model import LanguageModel
 from ember.tasks.regression import Regression
+from ember.tasks.segmentation import Segmentation
 
 create = registry.create
 register_task = registry.register
@@ -23,10 +26,13 @@ def list_tasks() -> list[str]:
 __all__ = [
     "Classification",
     "Evaluation",
+    "LanguageModel",
     "Regression",
     "Task",
     "create",
     "list_tasks",
     "register_task",
     "registry",
+    "Detection",
+    "Segmentation",
 ]

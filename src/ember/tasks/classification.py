@@ -1,4 +1,5 @@
-"""Classification: cross-entropy (with label smoothing and soft targets), accuracy, top-k, per class."""
+"""Classification: cross-entropy (with label smoothing and soft targets); accuracy, top-k, macro F1, ECE and
+per-class accuracy from :func:`ember.evaluate.metrics.classification_metrics`."""
 
 from __future__ import annotations
 
@@ -61,30 +62,12 @@ class ClassificationEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
+        # the metrics live in ember.evaluate.metrics (over torchmetrics), imported at the first
+        # evaluation rather than by `import ember`; training steps never touch them
+        from ember.evaluate.metrics import classification_metrics
+
         logits, target = torch.cat(self.logits), torch.cat(self.targets)
         return {"loss": self.loss.compute(), **classification_metrics(logits, target, top_k=self.top_k)}
-
-
-def classification_metrics(logits: torch.Tensor, target: torch.Tensor, *, top_k: int = 5) -> dict[str, float]:
-    """Accuracy, top-k accuracy (when K > k) and per-class accuracy from (N, K) logits.
-
-    Soft targets (N, K) are scored against their arg-max class.
-    """
-    if target.ndim == 2:
-        target = target.argmax(dim=1)
-    pred = logits.argmax(dim=1)
-    correct = pred == target
-    out = {"accuracy": correct.float().mean().item()}
-    num_classes = logits.shape[1]
-    if num_classes > top_k:
-        top = logits.topk(top_k, dim=1).indices
-        out[f"top{top_k}_accuracy"] = (top == target[:, None]).any(dim=1).float().mean().item()
-    per_class_total = torch.bincount(target, minlength=num_classes)
-    per_class_correct = torch.bincount(target[correct], minlength=num_classes)
-    for k in range(num_classes):
-        if per_class_total[k] > 0:
-            out[f"accuracy/class_{k}"] = (per_class_correct[k] / per_class_total[k]).item()
-    return out
 
 
 @registry.register("classification")

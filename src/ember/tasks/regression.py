@@ -1,4 +1,4 @@
-"""Regression: MSE loss; MSE, MAE and R² metrics."""
+"""Regression: MSE loss; MSE, MAE and R² from :func:`ember.evaluate.metrics.regression_metrics`."""
 
 from __future__ import annotations
 
@@ -50,19 +50,12 @@ class RegressionEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
+        from ember.evaluate.metrics import regression_metrics  # torchmetrics, loaded at the first evaluation
+
         return {
             "loss": self.loss.compute(),
             **regression_metrics(torch.cat(self.outputs), torch.cat(self.targets)),
         }
-
-
-def regression_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """MSE, MAE and R² (uniform average over output dimensions, like scikit-learn's default)."""
-    err = pred - target
-    mse = err.pow(2).mean(dim=0)
-    ss_tot = (target - target.mean(dim=0)).pow(2).mean(dim=0)
-    r2 = 1.0 - mse / ss_tot.clamp_min(torch.finfo(ss_tot.dtype).tiny)
-    return {"mse": mse.mean().item(), "mae": err.abs().mean().item(), "r2": r2.mean().item()}
 
 
 @registry.register("regression")

@@ -16,8 +16,10 @@ Set ``state.should_stop = True`` (and ``state.stop_reason``) to end training aft
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+import warnings
 from typing import Any
 
 from ember._registry import Registry
@@ -134,3 +136,113 @@ class ProgressBar(Callback):
     def on_fit_end(self, state: TrainState) -> None:
         self.bar.update(state.step - self.bar.n)
         self.bar.close()
+
+
+class OverfittingWarning(UserWarning):
+    """Validation loss turned up while training loss kept falling (raised by :class:`OverfitWarning`)."""
+
+
+@callbacks.register("overfit_warning")
+class OverfitWarning(Callback):
+    """Warn early when a run starts to overfit: validation loss rising while training loss falls.
+
+    After each validation it compares ``val/loss`` with the mean ``train/loss`` logged since the
+    previous validation. The signal is: the validation loss has not improved for ``patience``
+    validations, now sits more than ``min_rise`` (relative) above its best, and the training loss
+    is lower than it was at that best. It then warns once (an :class:`OverfittingWarning`, or a
+    log line on the ``ember.train`` logger with ``warn=False``) and keeps :attr:`finding` up to
+    date; ``stop=True`` also ends training. :meth:`update` is the rule alone, without side
+    effects (``ember check`` replays a finished run's curves through it).
+
+    Args:
+        patience: validations past the best validation loss before the signal can fire.
+        min_rise: relative rise of the validation loss over its best that counts (0.05 = 5%).
+        stop: end training when the signal fires (like early stopping, with a reason).
+        warn: emit a Python warning (else a log line); the finding is recorded either way.
+
+    Attributes:
+        finding: ``{"name", "severity", "message", "evidence"}`` once the signal fired, else None.
+        history: ``(epoch, step, train_loss, val_loss)`` of every validation seen.
+
+    Example:
+        >>> watcher = OverfitWarning(patience=2, warn=False)
+        >>> for train, val in [(1.0, 1.0), (0.6, 0.8), (0.4, 0.9), (0.3, 1.0)]:
+        ...     _ = watcher.update(train, val)
+        >>> watcher.finding["evidence"]["best_epoch"]
+        2
+    """
+
+    def __init__(
+        self, *, patience: int = 3, min_rise: float = 0.05, stop: bool = False, warn: bool = True
+    ) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}")
+        self.patience = patience
+        self.min_rise = min_rise
+        self.stop = stop
+        self.warn = warn
+        self.finding: dict[str, Any] | None = None
+        self.history: list[tuple[int, int, float, float]] = []
+        self._train_losses: list[float] = []
+
+    def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if "train/loss" in metrics:
+            self._train_losses.append(float(metrics["train/loss"]))
+
+    def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if "val/loss" not in metrics or not self._train_losses:
+            return
+        train = sum(self._train_losses) / len(self._train_losses)
+        self._train_losses = []
+        fired = self.update(train, float(metrics["val/loss"]), epoch=state.epoch, step=state.step)
+        if fired and self.warn:
+            warnings.warn(OverfittingWarning(f"overfitting: {fired['message']}"), stacklevel=2)
+        elif fired:
+            logging.getLogger("ember.train").warning("overfitting: %s", fired["message"])
+        if fired and self.stop:
+            state.should_stop = True
+            state.stop_reason = f"overfitting: {fired['message']}"
+
+    def update(
+        self, train_loss: float, val_loss: float, *, epoch: int | None = None, step: int = 0
+    ) -> dict[str, Any] | None:
+        """Record one validation; returns the finding the first time the signal fires, else None.
+
+        Pure bookkeeping: it neither warns, logs nor stops (``on_validation_end`` does).
+        """
+        epoch = len(self.history) + 1 if epoch is None else epoch
+        self.history.append((epoch, step, train_loss, val_loss))
+        finite = [h for h in self.history if math.isfinite(h[3])]
+        if not finite:
+            return None
+        best = min(finite, key=lambda h: h[3])
+        since = sum(1 for h in self.history if h[0] > best[0])
+        rise = (val_loss - best[3]) / max(abs(best[3]), 1e-12)
+        if since < self.patience or rise <= self.min_rise or not train_loss < best[2]:
+            return None
+        evidence = {
+            "best_epoch": best[0],
+            "best_val_loss": round(best[3], 6),
+            "train_loss_at_best": round(best[2], 6),
+            "epoch": epoch,
+            "val_loss": round(val_loss, 6),
+            "train_loss": round(train_loss, 6),
+            "val_rise": round(rise, 4),
+            "gap": round(val_loss - train_loss, 6),
+            "validations_since_best": since,
+        }
+        message = (
+            f"validation loss rose {rise:.0%} above its best (epoch {best[0]}) over {since} validations "
+            f"while training loss fell from {best[2]:.4g} to {train_loss:.4g}"
+        )
+        first = self.finding is None
+        evidence["first_epoch"] = epoch if self.finding is None else self.finding["evidence"]["first_epoch"]
+        self.finding = {
+            "name": "overfitting.curve",
+            "severity": "warning",
+            "message": message,
+            "evidence": evidence,
+        }
+        if not first:
+            return None
+        return self.finding

@@ -30,6 +30,7 @@ from ember import tasks
 from ember._registry import did_you_mean
 from ember.config import Config, TrainerConfig, diff, dump_yaml, load_config, to_dict
 from ember.data import ArrayData, fingerprint, make_loader
+from ember.nn import checkpointing
 from ember.tasks.base import Task
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
@@ -182,6 +183,8 @@ class Trainer:
         seed_everything(cfg.trainer.seed)
         started = time.perf_counter()
         model = self.model.to(self.device)
+        if cfg.trainer.activation_checkpointing:
+            checkpointing.apply(model)  # blocks recompute activations in backward (same loss, less memory)
         loader = self._loader(train_data, train=True)
         val_loader = self._loader(val_data, train=False) if val_data is not None else None
         per_epoch = max(1, math.ceil(len(loader) / max(1, cfg.trainer.accumulate)))  # type: ignore[arg-type]

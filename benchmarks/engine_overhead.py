@@ -1,0 +1,321 @@
+"""What the training engine costs per step: ember's Trainer and Lightning against a hand-written loop.
+
+The same model, data, optimizer (AdamW, lr 1e-3, weight decay 0, PyTorch's default implementation)
+and step count run through four variants:
+
+- ``plain``: the loop a PyTorch user writes (shuffle, index, forward, loss, zero_grad, backward, step);
+- ``ember``: ``ember.Trainer`` with its defaults: run store (SQLite + run folder), metric logging every
+  ``log_every`` steps, a finite-loss check, a checkpoint (weights, optimizer, RNG, position; atomic,
+  fsynced) at every epoch end. Only the progress bar is off, as it is anyway without a terminal;
+- ``lightning``: Lightning's ``Trainer`` with its defaults (logger, checkpoint every epoch, progress
+  bar, model summary; the loss logged with ``self.log`` as ember logs it), its terminal output discarded;
+- ``lightning-stripped``: Lightning with logger, checkpointing, progress bar and model summary off;
+- ``ember-loop`` (a diagnostic, not a configuration anyone runs): ember's ``fit`` loop, loader, task
+  and optimizer builder alone, without the run store, logging callbacks and checkpoints, so the
+  ``ember`` row splits into per-step loop overhead and per-epoch bookkeeping.
+
+``plain`` and both Lightning variants draw batches from the same in-memory iterable (a ``randperm``
+per epoch, then tensor indexing); ember gets the ``(X, y)`` tensors and uses its own in-memory
+loader. So no variant pays for a ``DataLoader``'s per-item collation and the figure is the engine's.
+
+Each variant trains ``N1`` and ``N2`` steps from a fresh model; the marginal time per step is
+``(t(N2) - t(N1)) / (N2 - N1)`` (the per-epoch work inside it, amortized) and the fixed cost is
+``t(N1) - N1 * marginal`` (building the trainer, run store, first-step warm-up...). Variants take
+turns, the order rotated each round; the ratio to ``plain`` is the median over rounds of that
+round's ratio.
+
+Digits has 1,797 examples: an epoch is only 29 steps, so per-epoch work (ember's checkpoint and run
+store flush, Lightning's checkpoint) weighs a lot; ``--epoch-scale K`` repeats the examples K times
+to show the same engines with K times longer epochs.
+
+Usage:
+    python benchmarks/engine_overhead.py                        # both models, 1 and 2 threads
+    python benchmarks/engine_overhead.py --models mlp --threads 1 --rounds 7
+    python benchmarks/engine_overhead.py --models mlp --epoch-scale 20 --steps-mlp 580,5800
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import _common
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ember
+from ember.config import OptimConfig, TrainerConfig
+from ember.data import ArrayData, load_dataset, make_loader
+from ember.tasks.classification import Classification
+from ember.train.callbacks import CallbackList
+from ember.train.loop import fit
+from ember.train.optim import build_optimizer
+from ember.train.precision import resolve_precision
+from ember.train.state import TrainState
+
+LR = 1e-3
+BATCH = 64
+VARIANTS = ("plain", "ember", "lightning", "lightning-stripped", "ember-loop")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    build: Callable[[], nn.Module]
+    x: torch.Tensor
+    y: torch.Tensor
+    steps: tuple[int, int]
+
+
+def workloads(steps_mlp: tuple[int, int], steps_cnn: tuple[int, int], scale: int = 1) -> dict[str, Workload]:
+    """The tiny MLP (64-64-10 on flattened 8x8 digits) and ember's ``cnn`` on the 8x8 digit images."""
+    data = load_dataset("digits").train  # 1,797 examples: 28 batches of 64 and one of 5 per epoch
+    x, y = data.x.repeat(scale, 1, 1, 1), data.y.repeat(scale)
+
+    def mlp() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def cnn() -> nn.Module:
+        torch.manual_seed(0)
+        return ember.models.create("cnn", in_channels=1, num_classes=10, image_size=8)
+
+    return {
+        "mlp": Workload("tiny MLP 64-64-10", mlp, x.reshape(len(x), -1).contiguous(), y, steps_mlp),
+        "cnn": Workload("ember cnn (32-64-128) on 8x8", cnn, x, y, steps_cnn),
+    }
+
+
+def adamw(model: nn.Module) -> torch.optim.Optimizer:
+    # ember's adamw with its defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0
+    return torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+
+
+class Batches:
+    """Shuffled in-memory batches: what a hand-written loop does, as an iterable Lightning accepts."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.y), generator=self.generator)
+        for start in range(0, len(self.y), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.x.index_select(0, index), self.y.index_select(0, index)  # faster than x[index]
+
+
+# --------------------------------------------------------------------------- the four variants
+
+
+def run_plain(work: Workload, steps: int, tmp: Path) -> None:
+    model = work.build()
+    optimizer = adamw(model)
+    model.train()
+    batches = Batches(work.x, work.y, BATCH)
+    step = 0
+    while step < steps:
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == steps:
+                break
+
+
+def run_ember(work: Workload, steps: int, tmp: Path) -> None:
+    trainer = ember.Trainer(
+        work.build(),
+        optimizer="adamw",
+        lr=LR,
+        batch_size=BATCH,
+        epochs=1_000_000,
+        max_steps=steps,
+        runs_dir=tmp / "runs",
+        progress=False,
+    )
+    trainer.fit((work.x, work.y))
+
+
+def run_ember_loop(work: Workload, steps: int, tmp: Path) -> None:
+    model = work.build()
+    optimizer = build_optimizer(model, OptimConfig(name="adamw", lr=LR))
+    loader = make_loader(ArrayData(work.x, work.y), batch_size=BATCH, shuffle=True)
+    cpu = torch.device("cpu")
+    state = TrainState(
+        model=model,
+        optimizer=optimizer,
+        precision=resolve_precision("fp32", cpu),
+        device=cpu,
+        epochs=1_000_000,
+        total_steps=steps,
+        steps_per_epoch=len(loader),
+    )
+    fit(state, loader, Classification(), CallbackList([]), cfg=TrainerConfig(max_steps=steps))
+
+
+def _lightning_module(model: nn.Module, log_loss: bool) -> object:
+    import lightning as L
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = F.cross_entropy(self.model(x), y)
+            if log_loss:
+                self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return adamw(self)
+
+    return Module()
+
+
+def _run_lightning(work: Workload, steps: int, tmp: Path, *, stripped: bool) -> None:
+    import lightning as L
+
+    options: dict[str, Any] = (
+        {
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
+        if stripped
+        else {}
+    )
+    module = _lightning_module(work.build(), log_loss=not stripped)
+    sink = io.StringIO()
+    with contextlib.redirect_stderr(sink), contextlib.redirect_stdout(sink):
+        trainer = L.Trainer(
+            max_steps=steps,
+            max_epochs=-1,
+            accelerator="cpu",
+            devices=1,
+            default_root_dir=tmp / "lightning",
+            **options,
+        )
+        trainer.fit(module, train_dataloaders=Batches(work.x, work.y, BATCH))  # type: ignore[arg-type]
+
+
+RUNNERS: dict[str, Callable[[Workload, int, Path], None]] = {
+    "plain": run_plain,
+    "ember": run_ember,
+    "lightning": lambda w, n, t: _run_lightning(w, n, t, stripped=False),
+    "lightning-stripped": lambda w, n, t: _run_lightning(w, n, t, stripped=True),
+    "ember-loop": run_ember_loop,
+}
+
+
+def timed(variant: str, work: Workload, steps: int, tmp: Path) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    RUNNERS[variant](work, steps, tmp)
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measured:
+    marginal: list[float]  # seconds per step, one per round
+    fixed: list[float]  # seconds, one per round
+
+
+def measure(work: Workload, variants: list[str], rounds: int, tmp: Path) -> dict[str, Measured]:
+    n1, n2 = work.steps
+    for variant in variants:  # one untimed warm-up each: imports, lazy initialization, page cache
+        timed(variant, work, min(n1, 30), tmp)
+    out = {v: Measured([], []) for v in variants}
+    for r in range(rounds):
+        for variant in _common.rotate(variants, r):
+            t1 = timed(variant, work, n1, tmp)
+            t2 = timed(variant, work, n2, tmp)
+            marginal = (t2 - t1) / (n2 - n1)
+            out[variant].marginal.append(marginal)
+            out[variant].fixed.append(t1 - n1 * marginal)
+    return out
+
+
+def report(work: Workload, threads: int, results: dict[str, Measured]) -> str:
+    base = results["plain"].marginal
+    rows = []
+    for variant, m in results.items():
+        ratios = [v / b for v, b in zip(m.marginal, base)]
+        per_step = _common.median(m.marginal)
+        rows.append(
+            [
+                variant,
+                f"{1 / per_step:,.0f}",
+                f"{per_step * 1e3:.3f}",
+                f"{_common.median(ratios):.3f}x",
+                _common.spread(ratios),
+                f"{_common.median(m.fixed) * 1e3:.0f}",
+            ]
+        )
+    n1, n2 = work.steps
+    per_epoch = -(-len(work.y) // BATCH)
+    head = (
+        f"{work.name}, batch {BATCH}, {per_epoch} steps per epoch, {threads} thread(s), "
+        f"steps {n1} and {n2}, {len(base)} rounds"
+    )
+    header = ["variant", "steps/s", "ms/step", "ratio to plain (median)", "ratio range", "fixed set-up ms"]
+    return head + "\n" + _common.table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mlp,cnn", help="comma list of: mlp, cnn")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma list; plain is always included")
+    parser.add_argument("--threads", default="1,2", help="comma list of torch thread counts")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps-mlp", default="580,2900", help="N1,N2 for the MLP (29 steps per epoch)")
+    parser.add_argument("--steps-cnn", default="58,290", help="N1,N2 for the CNN (29 steps per epoch)")
+    parser.add_argument("--epoch-scale", type=int, default=1, help="repeat the 1,797 digits this many times")
+    args = parser.parse_args(argv)
+
+    def pair(text: str) -> tuple[int, int]:
+        a, b = (int(v) for v in text.split(","))
+        return a, b
+
+    warnings.filterwarnings("ignore")
+    variants = ["plain"] + [v for v in args.variants.split(",") if v and v != "plain"]
+    if any(v.startswith("lightning") for v in variants):
+        import lightning  # noqa: F401  (its import sets its loggers to INFO; quiet them afterwards)
+
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    works = workloads(pair(args.steps_mlp), pair(args.steps_cnn), args.epoch_scale)
+    print(_common.machine())
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models.split(","):
+            for threads in (int(t) for t in args.threads.split(",")):
+                _common.set_threads(threads)
+                results = measure(works[name], variants, args.rounds, Path(folder))
+                print()
+                print(report(works[name], threads, results), flush=True)
+
+
+if __name__ == "__main__":
+    main()

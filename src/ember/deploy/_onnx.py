@@ -1,0 +1,322 @@
+"""ONNX Runtime plumbing shared by quantize and placement: export, sessions, a module-like runner.
+
+``onnx``, ``onnxscript`` and ``onnxruntime`` are optional (``pip install 'ember[export]'``) and are
+imported inside the functions here, never at import time.
+
+The export itself is :func:`ember.deploy.export.export_onnx` (dynamic batch axis, checked against
+the eager model in ONNX Runtime to ``atol`` 1e-4 before the file is kept).
+
+Example:
+    >>> import torch, tempfile
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    >>> runner = onnx_module(model, torch.randn(2, 8), tempfile.mkdtemp())  # doctest: +SKIP
+    >>> runner(torch.randn(3, 8)).shape  # doctest: +SKIP
+    torch.Size([3, 4])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+INPUT, OUTPUT = "input", "output"
+# Execution providers that compute on this machine; Azure's forwards requests to a remote endpoint.
+REMOTE_PROVIDERS = ("AzureExecutionProvider",)
+
+
+def require(module: str) -> Any:
+    """Import an optional export dependency, or fail with the pip line to run."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"this needs {module}: pip install 'ember[export]'") from None
+
+
+def available() -> bool:
+    """Whether onnx, onnxscript and ONNX Runtime can all be imported."""
+    try:
+        for name in ("onnx", "onnxscript", "onnxruntime"):
+            importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def providers() -> list[str]:
+    """ONNX Runtime execution providers available here that compute locally."""
+    ort = require("onnxruntime")
+    return [p for p in ort.get_available_providers() if p not in REMOTE_PROVIDERS]
+
+
+def export(model: nn.Module, example: torch.Tensor, path: str | Path, *, atol: float = 1e-4) -> float:
+    """Export ``model`` to ONNX with a dynamic batch axis, verified against eager; returns the max abs error.
+
+    Tries opset 23 first, where attention becomes one ONNX ``Attention`` node that ONNX Runtime
+    runs as a fused kernel (a padding mask broadcast over queries is expanded to the full
+    ``(B, 1, T, S)`` shape ONNX Runtime requires). When that fails for any reason, falls back to
+    :func:`ember.deploy.export.export_onnx` with the exporter's default opset. Either way the file
+    is kept only if it matches eager within ``atol`` on batches of 1, N and N + 3 rows.
+    """
+    path = Path(path)
+    try:
+        return _export_fused(model, example, path, atol=atol)
+    except Exception:  # noqa: BLE001 - any failure of the fast path falls back to the plain export
+        from ember.deploy.export import export_onnx
+
+        return float(
+            export_onnx(model, example, path, atol=atol, input_name=INPUT, output_name=OUTPUT).max_abs_error
+        )
+
+
+def _export_fused(model: nn.Module, example: torch.Tensor, path: Path, *, atol: float) -> float:
+    onnx = require("onnx")
+    require("onnxscript")
+    x = example if len(example) > 1 else example.repeat(2, *([1] * (example.dim() - 1)))
+    was_training = model.training
+    model.eval()
+    try:
+        with quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (x,),
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 20)},),
+                opset_version=23,
+                dynamo=True,
+                verbose=False,
+            )
+        if program is None:
+            raise RuntimeError("torch.onnx.export returned no program")
+        proto = program.model_proto
+        _expand_attention_masks(proto)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        onnx.save_model(proto, str(tmp))
+        try:
+            error = _max_error(model, OnnxModule(tmp), x)
+            if not error <= atol:
+                raise ValueError(f"opset-23 export differs from eager by {error:.3g} > {atol:g}")
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return error
+    finally:
+        model.train(was_training)
+
+
+def _expand_attention_masks(proto: Any) -> None:
+    """Give every ``Attention`` node's ``attn_mask`` the query length ONNX Runtime requires.
+
+    ``F.scaled_dot_product_attention`` broadcasts a key padding mask ``(B, 1, 1, S)`` over the
+    queries; ONNX Runtime's Attention kernel insists on ``(B, 1, T, S)``, so an ``Expand`` to
+    ``[1, 1, T, 1]`` (T read from Q's shape) is inserted before it. Same values, no other change.
+    """
+    from onnx import TensorProto, helper
+
+    nodes = []
+    for node in proto.graph.node:
+        if (
+            node.op_type == "Attention"
+            and node.domain in ("", "ai.onnx")
+            and len(node.input) > 3
+            and node.input[3]
+        ):
+            p = f"{node.name or node.output[0]}_mask"
+            one = helper.make_tensor(f"{p}_one_value", TensorProto.INT64, [1], [1])
+            nodes += [
+                helper.make_node("Shape", [node.input[0]], [f"{p}_t"], start=-2, end=-1),
+                helper.make_node("Constant", [], [f"{p}_one"], value=one),
+                helper.make_node(
+                    "Concat", [f"{p}_one", f"{p}_one", f"{p}_t", f"{p}_one"], [f"{p}_shape"], axis=0
+                ),
+                helper.make_node("Expand", [node.input[3], f"{p}_shape"], [f"{p}_full"]),
+            ]
+            node.input[3] = f"{p}_full"
+        nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
+def _max_error(model: nn.Module, runner: nn.Module, x: torch.Tensor) -> float:
+    """Largest |runner - model| over batches of 1, N and N + 3 rows (the batch axis is dynamic)."""
+    more = torch.cat([x, x[:3]]) if len(x) >= 3 else x.repeat(3, *([1] * (x.dim() - 1)))
+    worst = 0.0
+    with torch.no_grad():
+        for batch in (x[:1], x, more):
+            want, got = model(batch).float(), runner(batch).float()
+            if want.shape != got.shape:
+                raise ValueError(f"ONNX output shape {tuple(got.shape)} != eager {tuple(want.shape)}")
+            worst = max(worst, float((want - got).abs().max()))
+    return worst
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's internals: torch deprecations a user cannot act on, per-op log lines."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice ("run pre-processing") through the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def session(path: str | Path, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> Any:
+    """An ``InferenceSession`` on ``path`` with ``threads`` intra-op threads (0: ORT's default)."""
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no hardware-specific-optimization notices
+    return ort.InferenceSession(str(path), options, providers=[provider])
+
+
+class OnnxModule(nn.Module):
+    """An ONNX file run by ONNX Runtime, behaving like the module it came from.
+
+    ``module(x)`` takes and returns torch tensors (CPU, float32 in and out); it has no parameters
+    and cannot be trained. ``onnx_path``, ``onnx_bytes``, ``threads`` and ``provider`` say what runs.
+
+    Args:
+        path: the ``.onnx`` file (one input, one output).
+        threads: ONNX Runtime intra-op threads (0: its default, all cores).
+        provider: the execution provider.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> None:
+        super().__init__()
+        self.onnx_path = Path(path)
+        self.onnx_bytes = self.onnx_path.stat().st_size
+        self.threads = threads
+        self.provider = provider
+        self.session = session(path, threads=threads, provider=provider)
+        self._input = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, ...) -> (B, K): numpy views both ways, no copies beyond making x contiguous
+        out = self.session.run(None, {self._input: x.detach().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(out)
+
+    def with_threads(self, threads: int) -> OnnxModule:
+        """The same file in a new session with ``threads`` intra-op threads."""
+        return OnnxModule(self.onnx_path, threads=threads, provider=self.provider)
+
+    def extra_repr(self) -> str:
+        return f"{self.onnx_path.name}, threads={self.threads}, provider={self.provider}"
+
+
+def onnx_module(
+    model: nn.Module, example: torch.Tensor, workdir: str | Path, *, threads: int = 0, name: str = "model"
+) -> OnnxModule:
+    """Export ``model`` to ``workdir/NAME.onnx`` (verified to 1e-4) and open it in ONNX Runtime."""
+    path = Path(workdir) / f"{name}.onnx"
+    export(model, example, path)
+    return OnnxModule(path, threads=threads)
+
+
+def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
+    """ONNX Runtime dynamic int8: int8 weights of MatMul/Gemm, activations quantized per call.
+
+    Weights signed int8 per tensor, activations unsigned (the u8 x s8 kernels VNNI runs).
+    Only MatMul and Gemm are quantized: attention and convolutions stay float.
+    """
+    quantization = require("onnxruntime.quantization")
+    with quiet_quantizer():
+        quantization.quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=quantization.QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+    return Path(dst)
+
+
+class _Reader:
+    """Feeds calibration batches to ONNX Runtime's static quantizer."""
+
+    def __init__(self, name: str, batches: Iterable[torch.Tensor]) -> None:
+        self.name = name
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict[str, Any] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {self.name: batch.detach().cpu().contiguous().numpy()}
+
+
+def quantize_static_file(
+    src: str | Path, dst: str | Path, batches: Iterable[torch.Tensor], *, per_channel: bool = True
+) -> Path:
+    """ONNX Runtime static int8 (QDQ): activation ranges calibrated (min/max) on ``batches``.
+
+    Conv, MatMul and Gemm run in int8 with u8 activations and s8 weights (per output channel when
+    ``per_channel``); the graph is pre-processed (shape inference, fusions) first, as ONNX Runtime
+    recommends.
+    """
+    quantization = require("onnxruntime.quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src), Path(dst)
+    prepared = dst.with_name(dst.stem + ".pre.onnx")
+    with quiet_quantizer():
+        try:
+            quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs (opset 23 Attention)
+            try:
+                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            except Exception:  # noqa: BLE001 - then quantize the graph as exported
+                prepared.write_bytes(src.read_bytes())
+        reader = _Reader(INPUT, batches)
+        quantization.quantize_static(
+            str(prepared),
+            str(dst),
+            reader,
+            quant_format=quantization.QuantFormat.QDQ,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+    prepared.unlink(missing_ok=True)
+    return dst
+
+
+__all__ = [
+    "OnnxModule",
+    "available",
+    "export",
+    "onnx_module",
+    "providers",
+    "quantize_dynamic_file",
+    "quantize_static_file",
+    "require",
+    "session",
+]

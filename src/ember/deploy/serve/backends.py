@@ -1,0 +1,341 @@
+"""Model runners for serving: eager PyTorch, or the backend that ``ember plan`` chose.
+
+A runner maps one batch tensor to a :class:`RunOutput`: the model's outputs and, when the model
+offers timm's ``forward_features`` / ``forward_head`` split, its pre-logit embeddings (the drift
+monitor compares those with the bundle's reference sample). Backends:
+
+- ``eager``: the ``nn.Module`` under ``torch.inference_mode`` (always available; the default).
+- ``compiled``: the same module through ``torch.compile`` (dynamic batch dimension).
+- ``int8-dynamic``: PyTorch dynamic int8 quantization of the Linear layers.
+- ``onnxruntime`` / ``onnxruntime-int8``: the module exported to ONNX (dynamic batch, outputs and
+  embeddings, verified by ``ember.deploy.export.export_onnx``) and run by ONNX Runtime, optionally
+  after ONNX Runtime's dynamic int8 quantization of MatMul/Gemm.
+
+A serving plan is the JSON file ``ember plan`` writes (``plan.json`` beside a bundle)::
+
+    {"backend": "onnxruntime-int8", "threads": 2, "max_batch": 64, "max_wait_ms": 2.0, ...}
+
+Example:
+    >>> import torch
+    >>> from ember.models import create
+    >>> runner = build_runner(create("cnn_tiny", in_channels=1, image_size=8), "eager")
+    >>> out = runner(torch.rand(3, 1, 8, 8))
+    >>> tuple(out.outputs.shape), tuple(out.embeddings.shape)
+    ((3, 10), (3, 16))
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
+PLAN_KEYS: dict[str, tuple[type, ...]] = {
+    "backend": (str,),
+    "threads": (int,),
+    "max_batch": (int,),
+    "max_wait_ms": (int, float),
+}
+
+
+@dataclass
+class RunOutput:
+    """What a runner returns for one batch."""
+
+    outputs: torch.Tensor
+    """(B, ...) model outputs: logits for a classifier."""
+    embeddings: torch.Tensor | None = None
+    """(B, D) pre-logit features, or None when the model has no forward_features/forward_head."""
+
+
+class Runner(Protocol):
+    """Anything that runs a batch: ``runner(x) -> RunOutput``, with a ``backend`` name."""
+
+    backend: str
+
+    def __call__(self, x: torch.Tensor) -> RunOutput: ...
+
+
+class WithEmbeddings(nn.Module):
+    """Wrap a model so that one forward returns ``(outputs, embeddings)``.
+
+    Uses timm's split when present: ``emb = forward_head(forward_features(x), pre_logits=True)``
+    and ``outputs = head(emb)`` (``forward_head(feats)`` when the model has no ``head``), so the
+    embeddings cost nothing extra. Models without the split return ``(model(x), None)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.has_embeddings = hasattr(model, "forward_features") and hasattr(model, "forward_head")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.has_embeddings:
+            return self.model(x), None
+        feats = self.model.forward_features(x)  # type: ignore[operator]
+        emb = self.model.forward_head(feats, pre_logits=True)  # type: ignore[operator]
+        head = getattr(self.model, "head", None)
+        out = head(emb) if isinstance(head, nn.Module) else self.model.forward_head(feats)  # type: ignore[operator]
+        return out, emb
+
+
+class TorchRunner:
+    """Runs an ``nn.Module`` (eager, compiled or int8-quantized) under ``inference_mode``."""
+
+    def __init__(self, model: nn.Module, backend: str = "eager") -> None:
+        self.backend = backend
+        self.module = WithEmbeddings(model.eval()).eval()
+        self._forward: Callable[[torch.Tensor], Any] = self.module
+        if backend == "compiled":
+            self._forward = torch.compile(self.module, dynamic=True)
+
+    def __call__(self, x: torch.Tensor) -> RunOutput:
+        with torch.inference_mode():
+            out, emb = self._forward(x)
+        return RunOutput(out, emb)
+
+
+class OnnxRunner:
+    """Runs an ONNX file (inputs ``x``; outputs ``outputs`` and optionally ``embeddings``)."""
+
+    def __init__(self, path: str | Path, *, backend: str = "onnxruntime", threads: int = 0) -> None:
+        ort = _require("onnxruntime", "export")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default
+        options.inter_op_num_threads = 1
+        self.backend = backend
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self._has_embeddings = len(self.session.get_outputs()) > 1
+
+    def __call__(self, x: torch.Tensor) -> RunOutput:
+        results = self.session.run(None, {self._input: x.contiguous().numpy()})
+        emb = torch.from_numpy(results[1]) if self._has_embeddings else None
+        return RunOutput(torch.from_numpy(results[0]), emb)
+
+
+def build_runner(
+    model: nn.Module,
+    backend: str = "eager",
+    *,
+    example: torch.Tensor | None = None,
+    threads: int = 0,
+    workdir: str | Path | None = None,
+) -> Runner:
+    """The runner for ``backend`` (one of ``BACKENDS``).
+
+    Args:
+        model: the trained model (put in eval mode; never modified in place).
+        backend: ``eager`` (no extra dependency), ``compiled``, ``int8-dynamic``, ``onnxruntime`` or
+            ``onnxruntime-int8``.
+        example: an input batch ``(B, *input_shape)``; required for the ONNX backends (export).
+        threads: intra-op threads (0: leave the library default). For torch backends this sets
+            the process-wide ``torch.set_num_threads``.
+        workdir: where ONNX files are kept (default: a temporary folder, removed once loaded).
+
+    Returns:
+        A callable ``runner(x) -> RunOutput`` with a ``backend`` attribute.
+
+    Raises:
+        ValueError: an unknown backend, or an ONNX backend without ``example``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown serving backend '{backend}'; expected one of {', '.join(BACKENDS)}")
+    model = model.eval()
+    if backend in ("eager", "compiled", "int8-dynamic"):
+        if threads > 0:
+            torch.set_num_threads(threads)
+        if backend == "int8-dynamic":
+            model = _int8_dynamic(model)
+        return TorchRunner(model, backend)
+    if example is None:
+        raise ValueError(f"backend '{backend}' exports the model to ONNX and needs an example batch")
+    with tempfile.TemporaryDirectory(prefix="ember-serve-") as tmp:
+        # the session holds the graph in memory: without a workdir the files go once it is open
+        folder = Path(workdir) if workdir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = export_for_serving(model, example, folder / "model.onnx")
+        if backend == "onnxruntime-int8":
+            path = _onnx_int8(path, folder / "model.int8.onnx")
+        return OnnxRunner(path, backend=backend, threads=threads)
+
+
+def export_for_serving(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Export ``model`` to ONNX for serving: outputs ``(outputs, embeddings)``, a dynamic batch axis.
+
+    The embeddings (see :class:`WithEmbeddings`) feed the drift monitor; models without timm's
+    split export their outputs alone. The export is verified against the eager model by
+    ``ember.deploy.export.export_onnx`` (loaded back in ONNX Runtime, several batch sizes).
+    """
+    from ember.deploy.export import export_onnx
+
+    wrapped = WithEmbeddings(model).eval()
+    export_onnx(wrapped if wrapped.has_embeddings else model, example, path, output_name="outputs")
+    return Path(path)
+
+
+def _onnx_int8(src: Path, dst: Path) -> Path:
+    # ONNX Runtime dynamic int8 of MatMul/Gemm; convolutions stay float (see ember.deploy.quantize)
+    from ember.deploy._onnx import quantize_dynamic_file
+
+    return quantize_dynamic_file(src, dst)
+
+
+def _int8_dynamic(model: nn.Module) -> nn.Module:
+    from ember.deploy.quantize import dynamic_int8
+
+    return dynamic_int8(model)
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read and check a serving plan (``plan.json`` from ``ember plan``).
+
+    Returns:
+        The plan dict; unknown keys are kept (a plan also records why it chose what it chose).
+
+    Raises:
+        ValueError: a key of the wrong type or an unknown backend, named.
+    """
+    path = Path(path)
+    try:
+        plan = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"serving plan {path} is not valid JSON: {e}") from None
+    if not isinstance(plan, dict):
+        raise ValueError(f"serving plan {path} must be a JSON object, got {type(plan).__name__}")
+    for key, kind in PLAN_KEYS.items():
+        if key in plan and (not isinstance(plan[key], kind) or isinstance(plan[key], bool)):
+            expected = " or ".join(t.__name__ for t in kind)
+            raise ValueError(f"serving plan {path}: '{key}' must be {expected}, got {plan[key]!r}")
+    backend = plan.get("backend", "eager")
+    if backend not in BACKENDS:
+        raise ValueError(f"serving plan {path}: unknown backend '{backend}'; expected one of {BACKENDS}")
+    return plan
+
+
+def _require(module: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"this serving backend needs {module}: pip install 'ember[{extra}]'") from None
+
+
+# --------------------------------------------------------------------------- what is served
+
+
+@dataclass
+class ServedModel:
+    """A runner plus everything the server needs to know about its inputs and outputs.
+
+    Build one with :meth:`from_module` (any ``nn.Module``) or :meth:`from_bundle` (an ember bundle,
+    with its reference profile and serving plan).
+    """
+
+    runner: Runner
+    """Runs a batch ``(B, *input_shape) -> RunOutput``."""
+    input_shape: tuple[int, ...]
+    """One example's shape, without the batch dimension: ``(C, H, W)`` images, ``(F,)`` tables,
+    ``(T,)`` token ids."""
+    input_dtype: str = "float32"
+    """``float32`` (images, tables) or ``int64`` (token ids)."""
+    input_range: tuple[float, float] | None = None
+    """Inclusive bounds on every input value (images: ``(0, 1)``), or None for any finite value."""
+    classes: list[str] | None = None
+    """Class names of a classifier (the response adds predictions and labels), else None."""
+    name: str = "model"
+    """A short name, shown in /v1/model and /metrics."""
+    meta: dict[str, Any] | None = None
+    """The model card / bundle metadata, returned by /v1/model."""
+    sha256: str = ""
+    """The bundle's sha256, when served from one."""
+    reference: Any = None
+    """A ``monitor.Reference`` for drift, or None (drift off)."""
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """Per-example input features used by the reference (None: ``ember.deploy.profile.input_features``)."""
+    tokenizer: Any = None
+    """For text models: an object with ``encode(str) -> list[int]`` (and optionally ``pad_id``)."""
+    plan: dict[str, Any] | None = None
+    """The serving plan that chose the backend, if any."""
+
+    @property
+    def is_image(self) -> bool:
+        """Inputs are ``(C, H, W)`` images with 1 or 3 channels (raw image bytes are accepted)."""
+        return len(self.input_shape) == 3 and self.input_shape[0] in (1, 3) and self.input_dtype == "float32"
+
+    @classmethod
+    def from_module(
+        cls,
+        model: nn.Module,
+        input_shape: tuple[int, ...],
+        *,
+        backend: str = "eager",
+        threads: int = 0,
+        **fields: Any,
+    ) -> ServedModel:
+        """Serve a plain ``nn.Module`` taking ``(B, *input_shape)`` inputs.
+
+        Example:
+            >>> from ember.models import create
+            >>> served = ServedModel.from_module(create("cnn_tiny", in_channels=1, image_size=8), (1, 8, 8),
+            ...                                  input_range=(0.0, 1.0), classes=[str(i) for i in range(10)])
+            >>> served.runner.backend, served.is_image
+            ('eager', True)
+        """
+        dtype = torch.int64 if fields.get("input_dtype") == "int64" else torch.float32
+        example = torch.zeros((2, *input_shape), dtype=dtype)
+        runner = build_runner(model, backend, example=example, threads=threads)
+        return cls(runner=runner, input_shape=tuple(input_shape), **fields)
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Any, *, plan: dict[str, Any] | None = None, backend: str | None = None
+    ) -> ServedModel:
+        """Serve an opened bundle (``ember.deploy.bundle.open_bundle``) with the plan's backend.
+
+        Args:
+            bundle: has ``model``, ``meta``, ``input_shape``, ``classes``, ``profile``, ``sha256``.
+            plan: a serving plan (``load_plan``); its ``backend`` and ``threads`` are used.
+            backend: overrides the plan's backend (default: the plan's, else ``eager``).
+        """
+        meta = dict(getattr(bundle, "meta", None) or {})
+        if getattr(bundle, "card", None):
+            meta["model_card"] = bundle.card  # the markdown card, shown by /v1/model
+        shape = tuple(int(d) for d in bundle.input_shape)
+        dtype = str(meta.get("input_dtype", meta.get("dtype", "float32"))).replace("torch.", "")
+        dtype = "int64" if dtype in ("int64", "long", "int32") else "float32"
+        value_range = meta.get("input_range")
+        if value_range is None and len(shape) == 3 and dtype == "float32":
+            value_range = (0.0, 1.0)  # ember's image convention: float32 in [0, 1], not standardized
+        chosen = backend or (plan or {}).get("backend", "eager")
+        profile = getattr(bundle, "profile", None)
+        classes = getattr(bundle, "classes", None) or meta.get("classes")
+        served = cls.from_module(
+            bundle.model,
+            shape,
+            backend=chosen,
+            threads=int((plan or {}).get("threads", 0)),
+            input_dtype=dtype,
+            input_range=tuple(value_range) if value_range is not None else None,
+            classes=[str(c) for c in classes] if classes else None,
+            name=str(meta.get("name", getattr(bundle, "name", "model"))),
+            meta=meta,
+            sha256=str(getattr(bundle, "sha256", "")),
+            tokenizer=getattr(bundle, "tokenizer", None),
+            plan=plan,
+        )
+        if profile is not None:
+            from ember.deploy.serve.monitor import reference_from_profile
+
+            served.reference = reference_from_profile(profile)
+            served.features = getattr(profile, "features", None)
+        return served

@@ -1,0 +1,57 @@
+"""ember.evaluate: evaluation that can be trusted.
+
+- :mod:`~ember.evaluate.metrics`: metrics as pure functions over torchmetrics, sacrebleu, pycocotools.
+- :mod:`~ember.evaluate.stats`: bootstrap intervals, the paired bootstrap, McNemar's test.
+- :mod:`~ember.evaluate.baselines`: majority / mean, logistic regression, gradient boosting, n-grams.
+- :func:`run_predictions`: a finished run's outputs and targets on one of its splits.
+- :func:`scorecard`: metrics with intervals beside the baselines and the margin over each;
+  :func:`compare`: is run B really better than run A?
+- :func:`write_report`: one self-contained HTML page about a run.
+
+Nothing here is imported by ``import ember``; torchmetrics, scikit-learn and matplotlib load inside the
+functions that use them.
+
+Example:
+    >>> import torch
+    >>> from ember.evaluate import metrics
+    >>> metrics.accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    0.6666666865348816
+"""
+
+from ember.evaluate import baselines, metrics, stats
+from ember.evaluate.baselines import Baseline
+from ember.evaluate.predictions import RunPredictions, run_predictions
+from ember.evaluate.report import write_report
+from ember.evaluate.scorecard import BaselineScore, Comparison, Scorecard, comparable, compare, scorecard
+from ember.evaluate.stats import (
+    Interval,
+    McNemar,
+    PairedTest,
+    bootstrap,
+    bootstrap_ci,
+    mcnemar,
+    paired_bootstrap,
+)
+
+__all__ = [
+    "Baseline",
+    "BaselineScore",
+    "Comparison",
+    "Interval",
+    "McNemar",
+    "PairedTest",
+    "RunPredictions",
+    "Scorecard",
+    "baselines",
+    "bootstrap",
+    "bootstrap_ci",
+    "comparable",
+    "compare",
+    "mcnemar",
+    "metrics",
+    "paired_bootstrap",
+    "run_predictions",
+    "scorecard",
+    "stats",
+    "write_report",
+]

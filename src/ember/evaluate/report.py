@@ -1,0 +1,483 @@
+"""``ember report RUN``: one self-contained HTML page about a run, plots embedded as base64 PNG.
+
+Sections (each a ``<section id=...>``): ``summary``, ``metrics`` (with intervals, beside the
+baselines), ``baselines`` (what they are, the margin with its interval and p-value), ``curves`` (loss
+and validation metrics), ``learning-rate``, ``confusion`` (or ``residuals`` for regression),
+``calibration`` (reliability diagram), ``per-class``, ``mistakes`` (the most confident errors, as
+images when the inputs are images), ``checks`` (from :mod:`ember.evaluate.checks` when it is there)
+and ``facts`` (config, data hash, source, environment, files). A section that does not apply to the
+task says so instead of disappearing.
+
+Example:
+    >>> import ember, tempfile
+    >>> runs = tempfile.mkdtemp()
+    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> path = write_report(run.run_id, runs_dir=runs, n_resamples=100)
+    >>> path.name, "<img" in path.read_text()
+    ('report.html', True)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ember.evaluate import metrics as M
+from ember.evaluate import report_plots as plots
+from ember.evaluate.predictions import RunPredictions, run_predictions
+from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard
+from ember.track import RunStore
+
+SECTIONS = (
+    ("summary", "Summary"),
+    ("metrics", "Metrics"),
+    ("baselines", "Baselines"),
+    ("curves", "Training curves"),
+    ("learning-rate", "Learning rate"),
+    ("confusion", "Confusion matrix"),
+    ("calibration", "Calibration"),
+    ("per-class", "Per-class metrics"),
+    ("mistakes", "Worst mistakes"),
+    ("checks", "Checks"),
+    ("facts", "Run facts"),
+)
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#1d2330;background:#f4f5f8;margin:0}
+header{background:#1d2a44;color:#fff;padding:18px 32px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#c8d1e6}nav{padding:8px 32px;background:#e6e9f0;position:sticky;top:0}
+nav a{margin-right:14px;color:#2f4f8a;text-decoration:none;font-size:13px}
+main{max-width:1100px;margin:0 auto;padding:8px 24px 40px}
+section{background:#fff;border-radius:8px;padding:14px 22px;margin:16px 0;box-shadow:0 1px 3px #0002}
+h2{font-size:17px;margin:4px 0 10px;color:#1d2a44}table{border-collapse:collapse;margin:6px 0;font-size:13px}
+th,td{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:left;vertical-align:top}
+th{background:#f0f2f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+img{max-width:100%;height:auto;display:block;margin:8px 0}pre{background:#f6f7f9;padding:10px;overflow:auto;font-size:12px}
+.note{color:#5b6375;font-size:13px}.big{font-size:20px;font-weight:600}
+.sev{padding:1px 8px;border-radius:10px;font-size:12px;color:#fff}.sev-info{background:#5b7bb5}
+.sev-warning{background:#d9822b}.sev-error,.sev-critical{background:#c23b3b}.sev-ok{background:#3a9a5b}
+.yes{color:#2e7d46;font-weight:600}.no{color:#8a8f9c}
+"""
+
+
+def write_report(
+    ref: str,
+    out: str | Path | None = None,
+    *,
+    split: str = "test",
+    runs_dir: str | Path | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Path:
+    """Write the report of run ``ref`` on ``split`` to ``out`` (default ``<run folder>/report.html``)."""
+    predictions = run_predictions(ref, split, runs_dir=runs_dir)
+    page = render(predictions, runs_dir=runs_dir, n_resamples=n_resamples, seed=seed)
+    path = Path(out) if out is not None else predictions.record.folder / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def render(
+    predictions: RunPredictions,
+    *,
+    runs_dir: str | Path | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    max_mistakes: int = 12,
+) -> str:
+    """The report's HTML for already collected predictions (see :func:`write_report`)."""
+    p = predictions
+    card = scorecard(p, n_resamples=n_resamples, seed=seed)
+    store = RunStore(runs_dir)
+    history = store.metrics(p.record.id)
+    classify = p.task_name == "classification" and len(p.targets) > 0
+    regress = p.task_name == "regression" and len(p.targets) > 0
+    body: dict[str, str] = {
+        "summary": _summary(p, card),
+        "metrics": _metrics(card),
+        "baselines": _baselines(card),
+        "curves": _curves(history),
+        "learning-rate": _learning_rate(history),
+        "confusion": _confusion(p) if classify else _residuals(p) if regress else _not_applicable(p),
+        "calibration": _calibration(p) if classify else _not_applicable(p),
+        "per-class": _per_class(p) if classify else _not_applicable(p),
+        "mistakes": _mistakes(p, max_mistakes) if classify or regress else _not_applicable(p),
+        "checks": _checks(p.record.id, runs_dir),
+        "facts": _facts(p, store),
+    }
+    titles = dict(SECTIONS)
+    if regress:
+        titles["confusion"] = "Predicted against true"
+    nav = "".join(f'<a href="#{key}">{html.escape(titles[key])}</a>' for key, _ in SECTIONS)
+    sections = "".join(
+        f'<section id="{key}"><h2>{html.escape(titles[key])}</h2>{body[key]}</section>' for key, _ in SECTIONS
+    )
+    r = p.record
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>ember report: {html.escape(r.id)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>ember report: {html.escape(r.name)}</h1><p>run {html.escape(r.id)} · "
+        f"{html.escape(p.split)} split · {card.n} examples · written {time.strftime('%Y-%m-%d %H:%M')}</p></header>"
+        f"<nav>{nav}</nav><main>{sections}</main></body></html>"
+    )
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[int] | None = None) -> str:
+    numeric = numeric or set()
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    lines = []
+    for row in rows:
+        cells = "".join(
+            f"<td{' class=num' if i in numeric else ''}>{c if isinstance(c, _Raw) else html.escape(_text(c))}</td>"
+            for i, c in enumerate(row)
+        )
+        lines.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
+class _Raw(str):
+    """HTML that a table cell takes as it is."""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def _ci(ci: Any) -> str:
+    if ci is None:
+        return "-"
+    if math.isnan(ci.low):
+        return f"{ci.value:.4f}"
+    return f"{ci.value:.4f} [{ci.low:.4f}, {ci.high:.4f}]"
+
+
+def _note(text: str) -> str:
+    return f"<p class=note>{html.escape(text)}</p>"
+
+
+def _not_applicable(p: RunPredictions) -> str:
+    return _note(f"not applicable to the {p.task_name} task, or not available for it yet")
+
+
+def _summary(p: RunPredictions, card: Scorecard) -> str:
+    r = p.record
+    head = card.intervals.get(card.headline)
+    value = _ci(head) if head else _text(card.metrics.get(card.headline))
+    lines = [
+        f"<p class=big>{html.escape(card.headline)} = {html.escape(value)}</p>",
+        _note(
+            f"{p.split} split, {card.n} examples; {card.confidence:.0%} percentile-bootstrap intervals from "
+            f"{card.n_resamples} resamples of the examples. Task: {p.task_name} "
+            f"({'higher' if card.mode == 'max' else 'lower'} {card.headline} is better)."
+        ),
+    ]
+    best = [b for b in card.baselines if b.margin is not None]
+    if best:
+        strongest = max(
+            best, key=lambda b: b.intervals[card.headline].value * (1 if card.mode == "max" else -1)
+        )
+        m = strongest.margin
+        assert m is not None
+        better = (m.difference.value > 0) == (card.mode == "max")
+        verdict = (
+            f"significant: the model is {'better' if better else 'worse'} than {strongest.name}"
+            if m.significant
+            else "not significant: the data cannot tell the model from this baseline"
+        )
+        lines.append(
+            f"<p>Margin over the strongest baseline ({html.escape(strongest.name)}): "
+            f"<b>{m.difference.value:+.4f}</b> [{m.difference.low:+.4f}, {m.difference.high:+.4f}], "
+            f"{fmt_p(m.p_value)} ({verdict}).</p>"
+        )
+    lines.append(
+        f"<p>Status: {html.escape(r.status)}; trained with seed {r.seed}; run folder {html.escape(str(r.folder))}.</p>"
+    )
+    lines += [_note(n) for n in card.notes]
+    return "".join(lines)
+
+
+def _metrics(card: Scorecard) -> str:
+    names = list(card.intervals) or [k for k in card.metrics if "/" not in k]
+    headers = ["metric", "model"] + [b.name for b in card.baselines]
+    rows: list[list[Any]] = []
+    for name in names:
+        row: list[Any] = [
+            name,
+            _ci(card.intervals.get(name)) if name in card.intervals else _text(card.metrics.get(name)),
+        ]
+        row += [_ci(b.intervals.get(name)) for b in card.baselines]
+        rows.append(row)
+    if "loss" in card.metrics:
+        rows.append(["loss (task's)", _text(card.metrics["loss"])] + ["" for _ in card.baselines])
+    return _table(headers, rows, numeric=set(range(1, len(headers)))) + _note(
+        "value [low, high]: the point estimate and its interval; baselines are scored on the same examples."
+    )
+
+
+def _baselines(card: Scorecard) -> str:
+    if not card.baselines or card.headline not in card.intervals:
+        return _note(f"no baselines for the {card.task} task yet")
+    rows = []
+    for b in card.baselines:
+        m = b.margin
+        rows.append([
+            b.name, b.description, _ci(b.intervals.get(card.headline)),
+            "-" if m is None else f"{m.difference.value:+.4f} [{m.difference.low:+.4f}, {m.difference.high:+.4f}]",
+            "-" if m is None else fmt_p(m.p_value).removeprefix("p="),
+            _Raw("<span class=yes>yes</span>" if m and m.significant else "<span class=no>no</span>"),
+        ])  # fmt: skip
+    table = _table(
+        ["baseline", "what it is", card.headline, "margin (model - baseline)", "p", "significant"],
+        rows,
+        {2, 3, 4},
+    )
+    forest = [("model", *_triple(card.intervals[card.headline]))] + [
+        (b.name, *_triple(b.intervals[card.headline])) for b in card.baselines
+    ]
+    png = plots.intervals(
+        forest, title=f"{card.headline} with {card.confidence:.0%} intervals", xlabel=card.headline
+    )
+    return (
+        table
+        + _note("p: paired bootstrap, two-sided, for 'the model and the baseline score the same'.")
+        + _img(png, f"{card.headline} of the model and baselines with intervals")
+    )
+
+
+def _triple(ci: Any) -> tuple[float, float, float]:
+    return ci.value, ci.low, ci.high
+
+
+def _series(
+    history: list[tuple[int, int | None, str, float]], keep: Callable[[str], bool]
+) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {}
+    for step, _, name, value in history:
+        if keep(name) and value is not None and math.isfinite(value):
+            out.setdefault(name, []).append((step, value))
+    return out
+
+
+def _curves(history: list[tuple[int, int | None, str, float]]) -> str:
+    losses = _series(history, lambda k: k in ("train/loss", "val/loss"))
+    scores = _series(history, lambda k: k.startswith("val/") and k != "val/loss" and "/class_" not in k)
+    if not losses and not scores:
+        return _note("the run logged no training metrics")
+    parts = [
+        _note(
+            "as logged by the run: training loss every trainer.log_every steps, validation after each epoch."
+        )
+    ]
+    if losses:
+        parts.append(
+            _img(
+                plots.curves(losses, title="Loss", ylabel="loss", log_y=True), "training and validation loss"
+            )
+        )
+    if scores:
+        parts.append(
+            _img(plots.curves(scores, title="Validation metrics", ylabel="value"), "validation metrics")
+        )
+    return "".join(parts)
+
+
+def _learning_rate(history: list[tuple[int, int | None, str, float]]) -> str:
+    lr = _series(history, lambda k: k == "lr")
+    if not lr:
+        return _note("the run logged no learning rate")
+    return _img(plots.curves(lr, title="Learning rate", ylabel="lr"), "learning rate by step") + _note(
+        "as logged: every trainer.log_every optimizer steps and at each epoch's end."
+    )
+
+
+def _class_names(p: RunPredictions, k: int) -> list[str]:
+    names = p.classes or []
+    return [names[i] if i < len(names) else str(i) for i in range(k)]
+
+
+def _labels(p: RunPredictions) -> torch.Tensor:
+    return p.targets.argmax(dim=1) if p.targets.ndim == 2 else p.targets
+
+
+def _confusion(p: RunPredictions) -> str:
+    k = p.outputs.shape[1]
+    cm = M.confusion_matrix(p.outputs, _labels(p), num_classes=k).numpy()
+    return _img(plots.confusion(cm, _class_names(p, k)), "confusion matrix") + _note(
+        "rows: true class; colour: share of the row; numbers: counts."
+    )
+
+
+def _residuals(p: RunPredictions) -> str:
+    pred = p.outputs.squeeze(1) if p.outputs.ndim == 2 and p.outputs.shape[1] == 1 else p.outputs
+    x = p.targets.reshape(len(pred), -1)[:, 0].double().numpy()
+    y = pred.reshape(len(pred), -1)[:, 0].double().numpy()
+    png = plots.scatter(
+        x, y, title="Predicted against true (first output)", xlabel="true", ylabel="predicted"
+    )
+    return _img(png, "predictions against true values") + _note("on the diagonal: exact predictions.")
+
+
+def _calibration(p: RunPredictions) -> str:
+    y = _labels(p)
+    rel = M.reliability(p.outputs, y)
+    ece = M.calibration_error(p.outputs, y)
+    png = plots.reliability(
+        rel.edges.numpy(), rel.confidence.numpy(), rel.accuracy.numpy(), rel.count.numpy(), ece=ece
+    )
+    return _img(png, "reliability diagram") + _note(
+        "bars: accuracy of the examples whose top-1 confidence falls in each bin; a calibrated model follows the "
+        f"diagonal. ECE (15 bins) = {ece:.4f}."
+    )
+
+
+def _per_class(p: RunPredictions) -> str:
+    k = p.outputs.shape[1]
+    table = M.per_class(p.outputs, _labels(p), num_classes=k)
+    names = _class_names(p, k)
+    rows = [
+        [
+            names[i],
+            float(table["precision"][i]),
+            float(table["recall"][i]),
+            float(table["f1"][i]),
+            int(table["support"][i]),
+        ]
+        for i in range(k)
+    ]
+    values = {m: table[m].tolist() for m in ("precision", "recall", "f1")}
+    png = plots.bars(values, names, title="Per-class precision, recall and F1", ylabel="score")
+    return _table(["class", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}) + _img(
+        png, "per-class metrics"
+    )
+
+
+def _mistakes(p: RunPredictions, limit: int) -> str:
+    if p.task_name == "classification":
+        probs = M.probabilities(p.outputs)
+        conf, pred = probs.max(dim=1)
+        y = _labels(p)
+        wrong = torch.nonzero(pred != y).flatten()
+        if len(wrong) == 0:
+            return _note("no mistakes on this split")
+        order = wrong[conf[wrong].argsort(descending=True)][:limit].tolist()
+        names = _class_names(p, probs.shape[1])
+        captions = [
+            f"#{i} true {names[int(y[i])]}\npred {names[int(pred[i])]} ({float(conf[i]):.2f})" for i in order
+        ]
+        rows = [
+            [i, names[int(y[i])], names[int(pred[i])], float(conf[i]), float(probs[i, y[i]])] for i in order
+        ]
+        headers = ["example", "true", "predicted", "confidence", "p(true)"]
+        what = f"the {len(order)} most confident of {len(wrong)} mistakes"
+    else:
+        pred = p.outputs.squeeze(1) if p.outputs.ndim == 2 and p.outputs.shape[1] == 1 else p.outputs
+        err = (pred.double() - p.targets.double()).reshape(len(pred), -1).abs().mean(dim=1)
+        order = err.argsort(descending=True)[:limit].tolist()
+        captions = [f"#{i} error {float(err[i]):.3g}" for i in order]
+        rows = [[i, _short(p.targets[i]), _short(pred[i]), float(err[i])] for i in order]
+        headers, what = ["example", "true", "predicted", "|error|"], f"the {len(order)} largest errors"
+    inputs = [p.data[i][0] for i in order]
+    parts = [_note(f"{what}; example = index in the {p.split} split.")]
+    if inputs and _is_image(inputs[0]):
+        grid = plots.image_grid([torch.as_tensor(x).float().numpy() for x in inputs], captions, title=what)
+        parts.append(_img(grid, "worst mistakes"))
+    else:
+        headers = [*headers, "input (first values)"]
+        rows = [[*row, _short(x)] for row, x in zip(rows, inputs)]
+    parts.append(_table(headers, rows, {0, 3, 4}))
+    return "".join(parts)
+
+
+def _is_image(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] in (1, 3) and min(x.shape[1:]) >= 4
+
+
+def _short(x: Any) -> str:
+    values = torch.as_tensor(x).flatten().tolist()
+    text = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values[:8])
+    return text + (", ..." if len(values) > 8 else "")
+
+
+def _checks(run_id: str, runs_dir: str | Path | None) -> str:
+    try:
+        from ember.evaluate.checks import run_checks  # type: ignore[attr-defined]
+    except ImportError:
+        return _note("checks unavailable: this ember has no ember.evaluate.checks module")
+    try:
+        findings = run_checks(run_id, runs_dir=runs_dir)
+    except Exception as e:  # a failing check must not cost the rest of the report
+        return _note(f"the checks failed to run: {type(e).__name__}: {e}")
+    if not findings:
+        return _note("every check passed: no findings")
+    rows = []
+    for f in findings:
+        severity = str(getattr(f, "severity", "info")).lower()
+        rows.append([
+            _Raw(f"<span class='sev sev-{html.escape(severity)}'>{html.escape(severity)}</span>"),
+            getattr(f, "name", "?"), getattr(f, "message", ""), _Raw(_evidence(getattr(f, "evidence", {}) or {})),
+        ])  # fmt: skip
+    return _table(["severity", "check", "finding", "evidence"], rows)
+
+
+def _evidence(evidence: dict[str, Any]) -> str:
+    """Scalar evidence inline; nested evidence folded into a <details> block of JSON."""
+    flat = {k: v for k, v in evidence.items() if not isinstance(v, dict | list | tuple) and k != "run"}
+    nested = {k: v for k, v in evidence.items() if isinstance(v, dict | list | tuple) and v}
+    text = html.escape("; ".join(f"{k}: {_text(v) if isinstance(v, float) else v}" for k, v in flat.items()))
+    if nested:
+        body = html.escape(json.dumps(nested, indent=1, default=str))
+        text += f"<details><summary>{html.escape(', '.join(nested))}</summary><pre>{body}</pre></details>"
+    return text
+
+
+def _facts(p: RunPredictions, store: RunStore) -> str:
+    r = p.record
+    env = r.environment or {}
+    packages = env.get("packages", {})
+    rows: list[list[Any]] = [
+        ["run", r.id], ["config name", r.name], ["status", r.status + (f" ({r.error})" if r.error else "")],
+        ["created", time.ctime(r.created)],
+        ["duration", "-" if r.duration_s is None else f"{r.duration_s:.1f} s"],
+        ["data sha256 (data + splits)", r.data_sha256 or "-"], ["config sha256", r.config_sha256 or "-"],
+        ["seed", r.seed], ["dataset", p.prepared.bundle.name],
+        ["split sizes", ", ".join(f"{k} {len(v)}" for k, v in p.prepared.splits.items())],
+        ["source", f"git {r.source.get('git')} dirty={r.source.get('dirty')} source sha256 {r.source.get('source_sha256')}"],
+        ["python", env.get("python")], ["platform", env.get("platform")],
+        ["cpu / gpu", f"{env.get('cpu_count')} CPUs; GPUs: {', '.join(env.get('gpus') or []) or 'none'}"],
+        ["packages", ", ".join(f"{k} {v}" for k, v in packages.items())],
+    ]  # fmt: skip
+    files = store.artifacts(r.id)
+    parts = [_table(["fact", "value"], rows)]
+    if files:
+        parts.append(
+            "<h3>Files</h3>" + _table(["path", "kind", "sha256", "bytes"], [list(f) for f in files], {3})
+        )
+    summary: list[list[Any]] = [
+        [k, v] for k, v in (r.summary or {}).items() if "/class_" not in k and not isinstance(v, dict)
+    ]
+    if summary:
+        parts.append("<h3>End of training</h3>" + _table(["value", ""], summary, {1}))
+    parts.append("<h3>Config</h3><pre>" + html.escape(r.config) + "</pre>")
+    return "".join(parts)
+
+
+__all__ = ["SECTIONS", "render", "write_report"]

@@ -1,0 +1,178 @@
+"""Placement: the serving plan (measured choice, honest rejections, budgets, JSON) and device maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ember.deploy import bench, placement
+from ember.deploy.placement import PlanError, device_map, dispatch, plan
+
+KEYS = {"backend", "threads", "max_batch", "max_wait_ms", "p50_ms", "p99_ms", "measurements"}
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+
+
+def _fake_measure(ratios: dict[str, dict[int, float]], p99: dict[int, float]):  # type: ignore[no-untyped-def]
+    """A stand-in for bench.measure: 'name@t' takes ratios[name][batch] x eager's (1 + 0.1 B) ms, p99 given."""
+
+    def measure(variants, example, *, batch_sizes, baseline, threads, rounds, round_s):  # type: ignore[no-untyped-def]
+        rows = []
+        for key in variants:
+            backend = key.rsplit("@", 1)[0]
+            for b in batch_sizes:
+                ratio = 1.0 if backend == "eager" else ratios[backend][b]
+                ms = ratio * (1 + 0.1 * b)
+                rows.append(
+                    bench.Latency(
+                        key, b, threads, ms, p99[b] * ratio, ms, 100, ratio, (ratio, ratio), [ms] * rounds
+                    )
+                )
+        return rows
+
+    return measure
+
+
+def test_plan_chooses_a_faster_backend_and_rejects_a_slower_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_measure({"int8-dynamic": {1: 0.4, 64: 0.45}}, {1: 2.0, 64: 80.0})
+    monkeypatch.setattr(placement.bench, "measure", fake)
+    result = plan(_mlp(), torch.randn(8, 64), backends=["int8-dynamic"], threads=(1,), batch_sizes=(1, 64))
+    assert (result.backend, result.quantization, result.max_batch) == ("int8-dynamic", "dynamic", 64)
+    assert result.p50_ms == pytest.approx(0.45 * 7.4)
+
+    slow_at_one = _fake_measure({"int8-dynamic": {1: 1.3, 64: 0.5}}, {1: 2.0, 64: 80.0})
+    monkeypatch.setattr(placement.bench, "measure", slow_at_one)
+    result = plan(_mlp(), torch.randn(8, 64), backends=["int8-dynamic"], threads=(1,), batch_sizes=(1, 64))
+    assert result.backend == "eager"  # faster at 64 is not enough: it must win at every batch size
+    assert "not faster than eager" in result.rejected["int8-dynamic@1"]
+
+
+def test_plan_meets_the_latency_budget_or_says_what_it_could_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement.bench, "measure", _fake_measure({}, {1: 3.0, 8: 12.0, 64: 90.0}))
+    result = plan(
+        _mlp(), torch.randn(8, 64), backends=["eager"], threads=(1,), batch_sizes=(1, 8, 64), p99_ms=20
+    )
+    assert result.max_batch == 8 and result.p99_ms + result.max_wait_ms <= 20
+    with pytest.raises(PlanError, match="fastest was eager@1 at batch 1 with p99 3.00 ms"):
+        plan(_mlp(), torch.randn(8, 64), backends=["eager"], threads=(1,), batch_sizes=(1, 8), p99_ms=1)
+
+
+def test_plan_meets_a_memory_budget_with_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        placement.bench, "measure", _fake_measure({"int8-dynamic": {1: 0.9, 64: 0.9}}, {1: 1, 64: 1})
+    )
+    fp32_mb = bench.size_bytes(_mlp()) / 2**20
+    result = plan(
+        _mlp(),
+        torch.randn(8, 64),
+        backends=["int8-dynamic"],
+        threads=(1,),
+        batch_sizes=(1, 64),
+        memory_mb=fp32_mb / 2,
+    )
+    assert result.backend == "int8-dynamic"
+    assert "MB > budget" in result.rejected["eager@1"]
+
+
+def test_plan_rejects_int8_that_loses_accuracy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement.bench, "measure", _fake_measure({"int8-dynamic": {1: 0.5}}, {1: 1}))
+    model = _mlp()
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    top2 = logits.topk(2, dim=1)
+    close = (top2.values[:, 0] - top2.values[:, 1]) < 0.02  # int8 noise can flip these
+    y = torch.where(close, top2.indices[:, 0], (logits.argmax(1) + 1) % 10)
+    # labels that only the near-ties get right: the budget of 0 points is exceeded if any tie flips
+    result = plan(
+        model,
+        x,
+        backends=["int8-dynamic"],
+        threads=(1,),
+        batch_sizes=(1,),
+        heldout=(x, y),
+        max_accuracy_drop=-1.0,
+    )
+    assert result.backend == "eager"
+    assert "accuracy drops" in result.quality["int8-dynamic"]["reason"]
+    assert result.quality["eager"]["accuracy"] == pytest.approx(float(close.float().mean()))
+
+
+def test_plan_measures_for_real_and_writes_the_serving_keys(tmp_path: Path) -> None:
+    result = plan(
+        _mlp(),
+        torch.randn(32, 64),
+        backends=["eager", "int8-dynamic"],
+        threads=(1,),
+        batch_sizes=(1, 16),
+        rounds=3,
+        round_s=0.01,
+    )
+    passed = [b for b in ("eager", "int8-dynamic") if result.quality[b]["ok"]]
+    measured = {(m["backend"], m["batch_size"]) for m in result.measurements}
+    assert measured == {(b, n) for b in passed for n in (1, 16)}  # only what kept its accuracy is timed
+    for m in result.measurements:  # whatever was chosen is faster than eager everywhere, or is eager
+        if m["backend"] == result.backend and result.backend != "eager":
+            assert m["ratio_to_eager"] <= 0.95
+    data = json.loads(result.save(tmp_path / "plan.json").read_text())
+    assert set(data) >= KEYS and data["backend"] in placement.BACKENDS
+    assert data["measurements"][0]["calls"] >= 3 and data["machine"]["cpus"] >= 1
+
+
+def test_saved_plan_rebuilds_the_measured_onnx_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(
+        placement.bench, "measure", _fake_measure({"onnxruntime": {1: 0.5, 8: 0.5}}, {1: 1, 8: 2})
+    )
+    model, x = _mlp(), torch.randn(32, 64)
+    result = plan(
+        model, x, backends=["onnxruntime"], threads=(1,), batch_sizes=(1, 8), workdir=tmp_path / "w"
+    )
+    assert result.backend == "onnxruntime" and result.quality["onnxruntime"]["max_abs_error"] <= 1e-4
+    path = result.save(tmp_path / "out" / "plan.json")
+    data = json.loads(path.read_text())
+    assert (path.parent / data["artifact"]).is_file()
+    served = placement.runner(data, model, folder=path.parent)
+    with torch.no_grad():
+        assert (served(x) - model(x)).abs().max() <= 1e-4
+    (path.parent / data["artifact"]).write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        placement.runner(data, model, folder=path.parent)
+
+
+def test_plan_refuses_unknown_backends() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        plan(_mlp(), torch.randn(4, 64), backends=["tensorrt"])
+
+
+def _blocks() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(32, 32), nn.GELU()) for _ in range(4)], nn.Linear(32, 3))
+
+
+def test_device_map_splits_blocks_by_memory_and_dispatch_matches() -> None:
+    model = _blocks()
+    block = sum(p.numel() * 4 for p in model[0].parameters())  # 32*32 + 32 floats
+    dmap = device_map(model, ["cpu:0", "cpu:1"], max_memory={"cpu:0": 2 * block, "cpu:1": "1MiB"})
+    assert dmap == {"0": "cpu:0", "1": "cpu:0", "2": "cpu:1", "3": "cpu:1", "4": "cpu:1"}
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        want = model(x)
+        got = dispatch(model, dmap)(x)
+    assert torch.equal(want, got)
+
+
+def test_device_map_says_when_the_model_does_not_fit() -> None:
+    with pytest.raises(ValueError, match="block '0' needs"):
+        device_map(_blocks(), ["cpu:0"], max_memory={"cpu:0": 100})
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        device_map(nn.Linear(2, 2), ["cpu"], max_memory={})

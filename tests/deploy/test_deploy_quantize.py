@@ -1,0 +1,93 @@
+"""int8 quantization: dynamic (torch, Linear/LSTM), ONNX Runtime dynamic and static (calibrated CNN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ember.deploy import quantize
+from ember.deploy.bench import size_bytes
+from ember.models import create
+
+pytest.importorskip("onnxruntime")
+
+
+class TinyLSTM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 32, batch_first=True)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)  # (B, T, 8) -> (B, T, 32)
+        return self.head(out[:, -1])
+
+
+def test_dynamic_int8_quantizes_linear_layers_and_leaves_the_input_alone() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
+    x = torch.randn(32, 64)
+    q = quantize.dynamic_int8(model)
+    assert type(model[0]) is nn.Linear  # a copy was quantized
+    assert all("quantized.dynamic" in type(q[i]).__module__ for i in (0, 2))
+    with torch.no_grad():
+        want, got = model(x), q(x)
+    assert (want - got).abs().max() < 0.05 * want.abs().max()
+    assert (want.argmax(1) == got.argmax(1)).float().mean() >= 0.9
+    assert size_bytes(q) < size_bytes(model) / 2.5  # int8 weights: about a quarter of fp32
+
+
+def test_dynamic_int8_quantizes_lstm() -> None:
+    torch.manual_seed(0)
+    model = TinyLSTM().eval()
+    x = torch.randn(4, 5, 8)
+    q = quantize.dynamic_int8(model)
+    assert "quantized.dynamic" in type(q.lstm).__module__
+    with torch.no_grad():
+        assert (model(x) - q(x)).abs().max() < 0.05
+
+
+def test_dynamic_int8_explains_when_nothing_can_be_quantized() -> None:
+    with pytest.raises(ValueError, match="static_int8"):
+        quantize.dynamic_int8(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()))
+
+
+def test_static_int8_runs_a_calibrated_cnn_in_int8(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = create("cnn_tiny", in_channels=1, image_size=8, width=16).eval()
+    calibration = torch.rand(128, 1, 8, 8)
+    q = quantize.static_int8(model, list(calibration.split(32)), workdir=tmp_path, threads=1)
+    ops = {node.op_type for node in onnx.load(str(q.onnx_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: convs run on int8 tensors
+    x = torch.rand(64, 1, 8, 8)
+    with torch.no_grad():
+        want, got = model(x), q(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert (want - got).abs().max() < 0.1 * want.abs().max()
+    assert len(q.state_dict()) == 0  # a runner, not trainable
+    # the fp32 export beside it was checked against eager to 1e-4
+    fp32 = quantize.OnnxModule(tmp_path / "model.onnx", threads=1)
+    assert (fp32(x) - want).abs().max() <= 1e-4
+    assert size_bytes(q) < size_bytes(fp32)
+
+
+def test_static_int8_needs_calibration_batches() -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        quantize.static_int8(nn.Linear(2, 2), [])
+
+
+def test_onnx_int8_quantizes_matmuls(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    q = quantize.onnx_int8(model, torch.rand(4, 1, 8, 8), workdir=tmp_path, threads=1)
+    ops = {node.op_type for node in onnx.load(str(q.onnx_path)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        assert (model(x) - q(x)).abs().max() < 0.05
+    assert q.with_threads(2).threads == 2

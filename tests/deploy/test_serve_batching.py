@@ -1,0 +1,145 @@
+"""DynamicBatcher: order, batch limits, the wait, a bounded queue, timeouts and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from ember.deploy.serve import BatcherClosedError, DynamicBatcher, QueueFullError
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_results_keep_order_and_batches_respect_max_batch() -> None:
+    sizes: list[int] = []
+
+    def fn(xs: list[int]) -> list[int]:
+        sizes.append(len(xs))
+        time.sleep(0.005)  # requests queue while the model is busy, as under load
+        return [x * 10 for x in xs]
+
+    async def main() -> list[int]:
+        batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=5.0)
+        try:
+            return list(await asyncio.gather(*(batcher.submit(i) for i in range(50))))
+        finally:
+            await batcher.close()
+
+    assert run(main()) == [i * 10 for i in range(50)]
+    assert max(sizes) == 8 and sum(sizes) == 50
+    assert len(sizes) <= 8  # batched, not one call per request
+
+
+def test_request_sizes_count_items_and_batch_one_disables_batching() -> None:
+    seen: list[list[int]] = []
+
+    def fn(xs: list[int]) -> list[int]:
+        seen.append(xs)
+        return xs
+
+    async def main(max_batch: int) -> None:
+        batcher = DynamicBatcher(fn, max_batch=max_batch, max_wait_ms=2.0)
+        try:
+            await asyncio.gather(*(batcher.submit(3, size=3) for _ in range(4)))
+        finally:
+            await batcher.close()
+
+    run(main(7))  # 3 + 3 fit, a third would not
+    assert all(sum(b) <= 7 for b in seen) and sum(len(b) for b in seen) == 4
+    seen.clear()
+    run(main(1))  # a request larger than max_batch still runs, alone
+    assert [len(b) for b in seen] == [1, 1, 1, 1]
+
+
+def test_a_lone_request_waits_max_wait_then_runs() -> None:
+    async def main(wait_ms: float) -> float:
+        batcher = DynamicBatcher(lambda xs: xs, max_batch=64, max_wait_ms=wait_ms)
+        try:
+            await batcher.submit(0)  # starts the worker
+            start = time.perf_counter()
+            await batcher.submit(1)
+            return time.perf_counter() - start
+        finally:
+            await batcher.close()
+
+    waited = run(main(30.0))
+    assert 0.025 <= waited < 0.5
+    assert run(main(0.0)) < 0.025
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    release = threading.Event()
+
+    def fn(xs: list[int]) -> list[int]:
+        release.wait(5)
+        return xs
+
+    async def main() -> None:
+        batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)  # the first one is in the model now
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(3)
+        assert batcher.queue_depth == 2 and batcher.in_flight == 3
+        release.set()
+        assert await asyncio.gather(first, *queued) == [0, 1, 2]
+        await batcher.close()
+
+    run(main())
+
+
+def test_timed_out_requests_never_reach_the_model() -> None:
+    ran: list[int] = []
+    release = threading.Event()
+
+    def fn(xs: list[int]) -> list[int]:
+        ran.extend(xs)
+        release.wait(5)
+        return xs
+
+    async def main() -> None:
+        batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await batcher.submit(1)
+        release.set()
+        assert await first == 0
+        assert await batcher.submit(2) == 2
+        await batcher.close()
+
+    run(main())
+    assert ran == [0, 2]
+
+
+def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
+    def fn(xs: list[int]) -> list[int]:
+        if 13 in xs:
+            raise ValueError("unlucky batch")
+        return xs
+
+    async def main() -> None:
+        batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0)
+        with pytest.raises(ValueError, match="unlucky"):
+            await batcher.submit(13)
+        assert await batcher.submit(7) == 7 and batcher.alive
+        await batcher.close()
+        assert not batcher.alive
+        with pytest.raises(BatcherClosedError, match="closed"):
+            await batcher.submit(1)
+
+    run(main())
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        DynamicBatcher(lambda xs: xs, max_batch=0)
