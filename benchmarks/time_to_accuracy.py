@@ -128,9 +128,17 @@ def run_ember(cfg: Config, prep: Prepared, runs_dir: Path) -> Curve:
     return curve
 
 
-def run_tutorial(cfg: Config, prep: Prepared, epochs: int) -> Curve:
-    """Adam 1e-3, batch 64, constant lr, no augmentation, fp32, on the recipe's model and split."""
+def run_tutorial(cfg: Config, prep: Prepared, epochs: int, *, channels_last: bool = False) -> Curve:
+    """Adam 1e-3, batch 64, constant lr, no augmentation, fp32, on the recipe's model and split.
+
+    The model is the recipe's architecture with the same seed; a recipe's ``channels_last`` memory
+    format is a speed setting like its precision, so the tutorial keeps PyTorch's default (NCHW)
+    unless ``channels_last``.
+    """
     curve = Curve("tutorial")
+    if "channels_last" in cfg.model.options:
+        options = {**cfg.model.options, "channels_last": channels_last}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options))
     seed_everything(cfg.trainer.seed)
     model = build_model(cfg, prep.bundle)
     task = create_task("classification")
@@ -182,7 +190,9 @@ def benchmark(name: str, args: argparse.Namespace) -> None:
                 if who == "ember":
                     pair[who] = run_ember(cfg, prep, Path(folder) / "runs")
                 else:
-                    pair[who] = run_tutorial(cfg, prep, tutorial_epochs)
+                    pair[who] = run_tutorial(
+                        cfg, prep, tutorial_epochs, channels_last=args.tutorial_channels_last
+                    )
                 print(f"round {r + 1} {who}: " + " ".join(f"{a:.4f}" for a in pair[who].accuracy), flush=True)
             tut, emb = pair["tutorial"], pair["ember"]
             reached = tut.accuracy[-1]
@@ -218,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=sorted(DATASETS), action="append", help="run only this data set")
     parser.add_argument("--rounds", type=int, default=1, help="tutorial/ember pairs, order alternating")
     parser.add_argument("--tutorial-epochs", type=int, default=0, help="default: the recipe's epochs")
+    parser.add_argument(
+        "--tutorial-channels-last",
+        action="store_true",
+        help="give the tutorial the recipe's channels_last memory format too (default: NCHW)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--set", action="append", default=[], help="a recipe override, e.g. trainer.epochs=5")
     args = parser.parse_args(argv)
