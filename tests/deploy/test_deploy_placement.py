@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 10)).eval()
 
 
-def _fake_measure(ratios: dict[str, dict[int, float]], p99: dict[int, float]):  # type: ignore[no-untyped-def]
+def _fake_measure(ratios: dict[str, dict[int, float]], p99: dict[int, float], slow: float = 1.0):  # type: ignore[no-untyped-def]
     """A stand-in for bench.measure: 'name@t' takes ratios[name][batch] x eager's (1 + 0.1 B) ms, p99 given."""
 
     def measure(variants, example, *, batch_sizes, baseline, threads, rounds, round_s):  # type: ignore[no-untyped-def]
@@ -29,7 +30,7 @@ def _fake_measure(ratios: dict[str, dict[int, float]], p99: dict[int, float]):  
             backend = key.rsplit("@", 1)[0]
             for b in batch_sizes:
                 ratio = 1.0 if backend == "eager" else ratios[backend][b]
-                ms = ratio * (1 + 0.1 * b)
+                ms = ratio * (1 + 0.1 * b) * (slow if threads == 2 else 1.0)  # eager@2 `slow` x eager@1
                 rows.append(
                     bench.Latency(
                         key, b, threads, ms, p99[b] * ratio, ms, 100, ratio, (ratio, ratio), [ms] * rounds
@@ -52,6 +53,18 @@ def test_plan_chooses_a_faster_backend_and_rejects_a_slower_one(monkeypatch: pyt
     result = plan(_mlp(), torch.randn(8, 64), backends=["int8-dynamic"], threads=(1,), batch_sizes=(1, 64))
     assert result.backend == "eager"  # faster at 64 is not enough: it must win at every batch size
     assert "not faster than eager" in result.rejected["int8-dynamic@1"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="plans skip thread counts above the CPU count")
+def test_plan_never_serves_something_slower_than_eager_at_another_thread_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        placement.bench, "measure", _fake_measure({"int8-dynamic": {1: 0.5}}, {1: 1.0}, slow=10)
+    )
+    result = plan(_mlp(), torch.randn(8, 64), backends=["int8-dynamic"], threads=(1, 2), batch_sizes=(1,))
+    assert (result.backend, result.threads) == ("int8-dynamic", 1)
+    assert "best thread count" in result.rejected["int8-dynamic@2"]  # 2x faster than eager@2 is not enough
 
 
 def test_plan_meets_the_latency_budget_or_says_what_it_could_do(monkeypatch: pytest.MonkeyPatch) -> None:

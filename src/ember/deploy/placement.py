@@ -469,6 +469,13 @@ def _choose(
 ) -> tuple[_Candidate, int, float]:
     best: tuple[float, float, _Candidate, int, float] | None = None
     nearest: tuple[float, str] | None = None
+    # eager's best latency at each batch size over the thread counts: a backend that beats eager at
+    # its own thread count must not lose to eager at another one
+    fastest_eager: dict[int, float] = {}
+    for m in measurements:
+        if m["backend"] == "eager":
+            b = m["batch_size"]
+            fastest_eager[b] = min(fastest_eager.get(b, float("inf")), m["p50_ms"])
     for c in timed:
         rows = sorted((m for m in measurements if _matches(m, c)), key=lambda m: m["batch_size"])
         size = quality[c.backend]["size_mb"]
@@ -480,6 +487,13 @@ def _choose(
             if slow:
                 rejected[c.key] = "not faster than eager here: " + ", ".join(
                     f"{m['ratio_to_eager']:.2f}x eager's latency at batch {m['batch_size']}" for m in slow
+                )
+                continue
+            behind = [m for m in rows if m["p50_ms"] > (1.0 - min_gain) * fastest_eager[m["batch_size"]]]
+            if behind:
+                rejected[c.key] = "not faster than eager at its best thread count: " + ", ".join(
+                    f"p50 {m['p50_ms']:.3f} ms vs {fastest_eager[m['batch_size']]:.3f} ms at batch {m['batch_size']}"
+                    for m in behind
                 )
                 continue
         fits = [m for m in rows if p99_ms is None or m["p99_ms"] <= p99_ms]
