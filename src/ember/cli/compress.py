@@ -148,7 +148,9 @@ def compress(args: argparse.Namespace) -> int:
     teacher = prep.model.eval()
     workdir = Path(tempfile.mkdtemp(prefix="ember-compress-"))
     log = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    variants, skipped = _variants(args, prep, teacher, techniques, calibration, workdir, log, threads)
+    variants, skipped, runs = _variants(
+        args, prep, teacher, techniques, calibration, workdir, log, threads, record.folder
+    )
     log(
         f"measuring {len(variants)} variants (accuracy on {len(x)} held-out examples, latency at batch 1 and 64)"
     )
@@ -167,6 +169,7 @@ def compress(args: argparse.Namespace) -> int:
         "threads": threads,
         "variants": [r.to_dict() for r in results],
         "skipped": skipped,
+        "runs": runs,
     }
     out = record.folder / "compress.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -206,6 +209,8 @@ def compress(args: argparse.Namespace) -> int:
     print(table(head, rows))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
+    for name, run_id in runs.items():
+        print(f"{name} was trained in run {run_id}")
     print(f"wrote {out}")
     return 0
 
@@ -219,11 +224,13 @@ def _variants(
     workdir: Path,
     log: Any,
     threads: int,
-) -> tuple[dict[str, Any], dict[str, str]]:
+    run_folder: Path,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     from ember.deploy import distill, prune, quantize
 
     variants: dict[str, Any] = {"fp32": teacher}
     skipped: dict[str, str] = {}
+    runs: dict[str, str] = {}  # variant -> the run that fine-tuned / distilled it
     example = calibration[:8]
     batches = list(calibration.split(64))
     pct = round(100 * args.amount)
@@ -260,7 +267,11 @@ def _variants(
         variants[f"prune-magnitude-{pct}"] = prune.magnitude(teacher, args.amount)
         try:
             small = prune.channels(teacher, args.amount, example)
-            _trainer(small, prep, args, f"prune-channels-{pct}").fit(prep.train, prep.val)
+            # no config describes the pruned shapes, so `ember eval` could not rebuild this run: it goes
+            # to a run store inside the original run's folder, where `latest` does not find it
+            name = f"{prep.config.name or prep.config.model.name}-pruned{pct}"
+            store = str(run_folder / "compress-runs")
+            runs[f"prune-channels-{pct}"] = _fit(small, prep.config, prep, args, name, runs_dir=store)
             variants[f"prune-channels-{pct}"] = small.eval()
             if "int8" in techniques:
                 int8_of(small.eval(), f"prune-channels-{pct}")
@@ -268,47 +279,57 @@ def _variants(
             skipped[f"prune-channels-{pct}"] = str(e)
     if "distill" in techniques:
         try:
-            student, name = _student(prep, args.student)
+            student, name, student_cfg = _student(prep, args.student)
             log(f"distill: {name} student, {args.epochs} epochs, T={args.temperature}, alpha={args.alpha}")
-            distill.distill(
-                teacher,
-                student,
-                prep.train,
-                prep.val,
-                temperature=args.temperature,
-                alpha=args.alpha,
-                config=prep.config,
-                epochs=args.epochs,
-                name=f"{prep.config.name or prep.config.model.name}-distill",
-                runs_dir=args.runs_dir,
-                progress=False,
-            )
+            task = distill.DistillationTask(teacher, temperature=args.temperature, alpha=args.alpha)
+            runs[f"distill-{name}"] = _fit(student, student_cfg, prep, args, f"{name}-distilled", task=task)
             variants[f"distill-{name}"] = student.eval()
             if "int8" in techniques:
                 int8_of(student.eval(), f"distill-{name}")
         except ValueError as e:
             skipped["distill"] = str(e)
-    return variants, skipped
+    return variants, skipped, runs
 
 
-def _trainer(model: Any, prep: Any, args: argparse.Namespace, name: str) -> Any:
+def _fit(
+    model: Any,
+    cfg: Any,
+    prep: Any,
+    args: argparse.Namespace,
+    name: str,
+    *,
+    task: Any = None,
+    runs_dir: Any = None,
+) -> str:
+    """Train ``model`` with ``cfg``'s recipe for ``--epochs``, recorded like a recipe run (with its splits)."""
+    from ember.data import save_splits
     from ember.train.trainer import Trainer
 
-    return Trainer(
-        model, config=prep.config, epochs=args.epochs, name=name, runs_dir=args.runs_dir, progress=False
+    options = {"task": task} if task is not None else {}
+    trainer = Trainer(
+        model,
+        config=cfg,
+        epochs=args.epochs,
+        name=name,
+        runs_dir=runs_dir or args.runs_dir,
+        progress=False,
+        **options,
     )
+    trainer.data_sha256 = prep.data_sha256
+    save_splits(prep.splits, trainer.start_run().dir / "splits")
+    return trainer.fit(prep.train, prep.val).run_id
 
 
-def _student(prep: Any, name: str | None) -> tuple[Any, str]:
-    """The student: ``name`` from the zoo, or the teacher's family at half its width."""
+def _student(prep: Any, name: str | None) -> tuple[Any, str, Any]:
+    """(model, label, config) of the student: ``name`` from the zoo, or the teacher's family at half width."""
     from ember import models
     from ember.config import ModelConfig
     from ember.recipe import build_model
 
     cfg = prep.config
     if name is not None:
-        model_cfg = ModelConfig(name=name, options={})
-        return build_model(dataclasses.replace(cfg, model=model_cfg), prep.bundle), name
+        student_cfg = dataclasses.replace(cfg, model=ModelConfig(name=name, options={}))
+        return build_model(student_cfg, prep.bundle), name, student_cfg
     builder = models.registry.get(cfg.model.name)
     params = inspect.signature(builder).parameters
     for key in ("width", "embed_dim", "hidden_size", "dim"):
@@ -316,9 +337,14 @@ def _student(prep: Any, name: str | None) -> tuple[Any, str]:
             current = cfg.model.options.get(key, params[key].default)
             if isinstance(current, int) and current >= 2:
                 options = {**cfg.model.options, key: current // 2}
-                model_cfg = ModelConfig(name=cfg.model.name, options=options)
-                student = build_model(dataclasses.replace(cfg, model=model_cfg), prep.bundle)
-                return student, f"{cfg.model.name}-{key}{current // 2}"
+                student_cfg = dataclasses.replace(
+                    cfg, model=ModelConfig(name=cfg.model.name, options=options)
+                )
+                return (
+                    build_model(student_cfg, prep.bundle),
+                    f"{cfg.model.name}-{key}{current // 2}",
+                    student_cfg,
+                )
     raise ValueError(
         f"cannot make a smaller {cfg.model.name} by halving its width; name a student with --student MODEL"
     )
