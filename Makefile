@@ -4,20 +4,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
+CORE := $(VENV)/.installed-core
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# `make run` needs only the core package; `make test` adds every extra and the dev tools.
+$(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip setuptools wheel
 	$(PIP) torch==2.13.0          # first, pinned: the CPU build, never a multi-GB CUDA one
+	$(PIP) -e .
+	touch $(CORE)
+
+$(STAMP): $(CORE)
 	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(CORE)
 	$(VENV)/bin/ember train configs/digits-cnn.yaml
 	$(VENV)/bin/ember eval latest --split test
 	$(VENV)/bin/ember runs

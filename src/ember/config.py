@@ -68,11 +68,40 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters on the model's Linear layers (`ember.nn.lora`); off while rank is 0."""
+
+    rank: int = 0
+    """Adapter rank r (0: no LoRA). The base weights are frozen; use model.unfreeze for a new head."""
+    alpha: float = 16.0
+    """Adapter scale: its output is multiplied by alpha / rank."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training."""
+    targets: tuple[str, ...] = ("blocks",)
+    """Module-name patterns of the Linear layers to adapt (fnmatch; 'blocks' covers all inside)."""
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Which zoo model to build; other keys are passed to its builder."""
+    """Which zoo model to build, and how to start it; other keys are passed to its builder.
+
+    Fine-tuning, in this order: weights from ``pretrained``, then ``lora`` adapters, then ``freeze``,
+    then ``unfreeze``. Name patterns are fnmatch patterns on parameter names, and a module's name
+    covers everything inside it (``blocks.0``, ``head``, ``*.bias``).
+    """
 
     name: str = "cnn"
     """Model name from `ember list models`."""
+    pretrained: str | None = None
+    """Initial weights by name and shape: a run (id, prefix, latest, latest:NAME), a run folder or a .safetensors file."""
+    pretrained_ignore: tuple[str, ...] = ()
+    """Name patterns not to take from model.pretrained (e.g. head for a head of other classes)."""
+    freeze: tuple[str, ...] = ()
+    """Parameter-name patterns to freeze (not trained), e.g. tok_emb, blocks.0, or * for all."""
+    unfreeze: tuple[str, ...] = ()
+    """Patterns trainable again after freeze and lora (e.g. head)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA adapters (model.lora.rank, .alpha, .dropout, .targets)."""
     options: dict[str, Any] = _rest()
     """Builder keyword arguments (width, depth, dropout, norm, act ...)."""
 
@@ -103,6 +132,8 @@ class OptimConfig:
     """Adam-family moment decay rates."""
     eps: float = 1e-8
     """Numerical stabilizer of adaptive optimizers."""
+    lr_groups: dict[str, float] = field(default_factory=dict)
+    """Per-group learning rates: parameter-name pattern → lr (first match wins; the rest get lr)."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +351,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}={value!r}: expected a mapping")
+        if len(args) == 2:  # typed values are checked like any other field
+            return {_coerce(args[0], k, where): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is Any:
         return value
@@ -410,7 +443,14 @@ def describe() -> str:
         section = f.default_factory()  # type: ignore[misc]
         docs = field_docs(type(section))
         for g in dataclasses.fields(section):
-            default = "" if g.metadata.get("rest") else f" (default {getattr(section, g.name)!r})"
+            value = getattr(section, g.name)
+            if dataclasses.is_dataclass(value):  # a nested section: one line per key
+                inner = field_docs(type(value))
+                for h in dataclasses.fields(value):
+                    key = f"{f.name}.{g.name}.{h.name}"
+                    lines.append(f"  {key:34s} {inner.get(h.name, '')} (default {getattr(value, h.name)!r})")
+                continue
+            default = "" if g.metadata.get("rest") else f" (default {value!r})"
             key = f"{f.name}.<key>" if g.metadata.get("rest") else f"{f.name}.{g.name}"
             lines.append(f"  {key:34s} {docs.get(g.name, '')}{default}")
     return "\n".join(lines)

@@ -4,6 +4,13 @@ This is where the zoo names in a config become objects: the dataset, its seeded 
 (filled with the data's shape), the task, the augmentation and the Trainer. Everything a user can
 misname is checked before any data is loaded or any step is taken.
 
+Splits take whole groups when the data has them (``DataBundle.groups``: a document's paragraphs
+never straddle train and test). Fine-tuning keys of the ``model`` section (``pretrained``, ``lora``,
+``freeze``, ``unfreeze``) are applied by `ember.train.finetune.finetune_model` before training; the
+load report is saved as ``pretrained.json`` in the run, and a LoRA run's adapters are merged at the
+end (``model.safetensors`` is then a plain model; ``adapters.safetensors`` holds the adapters).
+``data.tokenizer: pretrained`` encodes the data with the tokenizer saved with ``model.pretrained``.
+
 Example:
     >>> import ember, tempfile
     >>> result = ember.train("configs/digits-cnn.yaml",
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +45,15 @@ from ember.data import (
     load_dataset,
     load_splits,
     save_splits,
+    split_groups,
     split_indices,
 )
 from ember.data import registry as datasets
 from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
+from ember.train import finetune
+from ember.train.checkpoint import atomic_write_bytes
 from ember.train.optim import optimizers, schedules
 from ember.train.trainer import FitResult, Trainer
 
@@ -123,26 +134,67 @@ def build_task(cfg: Config, bundle: DataBundle) -> tasks.Task:
     builder = tasks.registry.get(cfg.task.name)
     tokenizer = getattr(bundle, "tokenizer", None)
     fill: dict[str, Any] = {}
-    if tokenizer is not None and "token_bytes" in (accepted_kwargs(builder) or set()):
+    accepted = accepted_kwargs(builder) or set()
+    if tokenizer is not None and "token_bytes" in accepted:
         fill["token_bytes"] = tokenizer.token_bytes()
+    if tokenizer is not None and "tokenizer" in accepted:  # a translation task detokenizes with it
+        fill["tokenizer"] = tokenizer
     return tasks.create(cfg.task.name, **{**fill, **cfg.task.options})
 
 
-def prepare(cfg: Config, *, splits: dict[str, np.ndarray] | None = None) -> Prepared:
-    """Load data, split it (or reuse ``splits``), and build the model, seeded."""
+def _data_options(cfg: Config, runs_dir: str | Path | None, tokenizer: Path | None) -> dict[str, Any]:
+    """``cfg.data.options`` with ``tokenizer: pretrained`` replaced by the tokenizer file it means."""
+    options = dict(cfg.data.options)
+    if options.get("tokenizer") != "pretrained":
+        return options
+    if tokenizer is not None and tokenizer.is_file():  # a finished run's own copy
+        return {**options, "tokenizer": str(tokenizer)}
+    if not cfg.model.pretrained:
+        raise ConfigError(
+            "data.tokenizer: pretrained needs model.pretrained (the run whose tokenizer to use)"
+        )
+    try:
+        folder = finetune.run_folder(cfg.model.pretrained, runs_dir=runs_dir)
+    except finetune.PretrainedError as e:
+        raise ConfigError(str(e)) from None
+    if folder is None or not (folder / "tokenizer.json").is_file():
+        raise ConfigError(
+            f"data.tokenizer: pretrained, but model.pretrained={cfg.model.pretrained!r} is not a run with a "
+            "tokenizer.json; give data.tokenizer the path of the tokenizer file instead"
+        )
+    return {**options, "tokenizer": str(folder / "tokenizer.json")}
+
+
+def prepare(
+    cfg: Config,
+    *,
+    splits: dict[str, np.ndarray] | None = None,
+    runs_dir: str | Path | None = None,
+    tokenizer: Path | None = None,
+) -> Prepared:
+    """Load data, split it (or reuse ``splits``), and build the model, seeded.
+
+    ``runs_dir`` is where a ``model.pretrained`` run is looked up (for ``data.tokenizer:
+    pretrained``); ``tokenizer`` is a finished run's own tokenizer file, used for that instead.
+    """
     check(cfg)
-    bundle = load_dataset(cfg.data.name, **cfg.data.options)
+    bundle = load_dataset(cfg.data.name, **_data_options(cfg, runs_dir, tokenizer))
     pool = bundle.train
+    if splits is None:  # the data set's own held-out parts, if it has them (translation: whole books)
+        splits = getattr(bundle, "splits", None)
     if splits is None:
         test_fraction = 0.0 if bundle.test is not None else cfg.data.test_fraction
-        splits = split_indices(
-            _labels(pool),
-            len(pool),  # type: ignore[arg-type]
-            val_fraction=cfg.data.val_fraction,
-            test_fraction=test_fraction,
-            seed=cfg.data.split_seed,
-            stratified=cfg.data.split == "stratified",
-        )
+        how: dict[str, Any] = {
+            "val_fraction": cfg.data.val_fraction,
+            "test_fraction": test_fraction,
+            "seed": cfg.data.split_seed,
+            "stratified": cfg.data.split == "stratified",
+        }
+        groups = getattr(bundle, "groups", None)
+        if groups is not None:  # whole documents (groups) go to one split
+            splits = split_groups(groups, _labels(pool), **how)
+        else:
+            splits = split_indices(_labels(pool), len(pool), **how)  # type: ignore[arg-type]
     train = _subset(pool, splits["train"])
     val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
     test = (
@@ -189,30 +241,56 @@ def train(
         The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
     """
     cfg = load_config(config, overrides)
-    saved = None
+    saved, resumed = None, None
     if resume is not None:
-        saved = load_splits(RunStore(runs_dir).get(resume).folder / "splits")
-    prep = prepare(cfg, splits=saved)
+        resumed = RunStore(runs_dir).get(resume).folder
+        saved = load_splits(resumed / "splits")
+    prep = prepare(cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json")
+    try:  # pretrained weights (not when resuming: the checkpoint has them), LoRA, freezing
+        report = finetune.finetune_model(prep.model, cfg.model, runs_dir=runs_dir, load=resume is None)
+    except (finetune.PretrainedError, ValueError) as e:
+        raise ConfigError(str(e)) from None
     augment = build_augment(
         cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
     )
     task = build_task(cfg, prep.bundle)
+    merge = finetune.MergeLoRA(resumed / "adapters.safetensors" if resumed else None)
     trainer = Trainer(
-        prep.model, task=task, config=cfg, augment=augment, runs_dir=runs_dir, progress=progress
+        prep.model,
+        task=task,
+        config=cfg,
+        augment=augment,
+        runs_dir=runs_dir,
+        progress=progress,
+        callbacks=[merge] if cfg.model.lora.rank else [],
     )
     trainer.data_sha256 = prep.data_sha256
     if resume is None:
         run = trainer.start_run()
+        merge.adapters = run.dir / "adapters.safetensors"
         save_splits(prep.splits, run.dir / "splits")
         tokenizer = getattr(prep.bundle, "tokenizer", None)
         if tokenizer is not None:  # `ember generate RUN` decodes with it
             tokenizer.save(run.dir / "tokenizer.json")
             run.artifact(run.dir / "tokenizer.json", "tokenizer")
+        if report is not None:  # what came from the pretrained weights, and what trains
+            info = {**report.to_dict(), "trainable": finetune.trainable_summary(prep.model)}
+            atomic_write_bytes(run.dir / "pretrained.json", json.dumps(info, indent=1).encode())
+            run.artifact(run.dir / "pretrained.json", "pretrained")
     result = trainer.fit(prep.train, prep.val, resume=resume)
+    if merge.adapters is not None and merge.adapters.is_file() and trainer.run is not None:
+        trainer.run.artifact(merge.adapters, "adapters")
     if prep.test is not None and trainer.run is not None:
+        trainer.task = _test_task(task)
         test = trainer.test(prep.test)
         result.metrics.update({f"test/{k}": v for k, v in test.items()})
     return result
+
+
+def _test_task(task: Any) -> Any:
+    """The task as it scores the test split: a translation task then decodes with its full beam."""
+    for_test = getattr(task, "for_test", None)
+    return for_test() if callable(for_test) else task
 
 
 def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Prepared, Any]:
@@ -222,8 +300,9 @@ def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Pre
     if not weights.is_file():
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
     cfg = load_config(_yaml(record.config))
-    prep = prepare(cfg, splits=load_splits(record.folder / "splits"))
-    prep.model.load_state_dict(load_file(weights))
+    splits = load_splits(record.folder / "splits")
+    prep = prepare(cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json")
+    prep.model.load_state_dict(load_file(weights))  # a LoRA run's final weights are merged: a plain model
     return prep, record
 
 
@@ -236,6 +315,7 @@ def evaluate_run(ref: str, split: str = "test", *, runs_dir: str | Path | None =
             f"run {record.id} has no '{split}' split; it has: train, val" + (", test" if prep.test else "")
         )
     task = build_task(prep.config, prep.bundle)
+    task = _test_task(task) if split == "test" else task
     trainer = Trainer(prep.model, task=task, config=prep.config, runs_dir=runs_dir, progress=False)
     metrics = trainer.validate(data)
     run = trainer.store.open(record.id)

@@ -20,7 +20,7 @@ from ember.deploy.bundle import BundleError, open_bundle, package
 from ember.deploy.profile import ReferenceProfile, build_profile, embed
 from ember.recipe import load_run_model
 from ember.track import RunNotFoundError, RunStore, sha256_file
-from ember.track.registry import SEAL_LEN, SEAL_PREFIX
+from ember.track.artifacts import SEAL_LEN, SEAL_PREFIX
 
 CONFIG = {
     "name": "digits-tiny",

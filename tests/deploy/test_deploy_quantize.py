@@ -91,3 +91,25 @@ def test_onnx_int8_quantizes_matmuls(tmp_path: Path) -> None:
     with torch.no_grad():
         assert (model(x) - q(x)).abs().max() < 0.05
     assert q.with_threads(2).threads == 2
+
+
+def test_encoder_attention_is_fused_for_onnx_runtime_and_quantized(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = create("transformer_encoder_tiny", vocab_size=50, num_classes=3, max_len=16, dropout=0.0).eval()
+    ids = torch.randint(1, 50, (6, 16), generator=torch.Generator().manual_seed(0))
+    ids[1, 5:] = 0  # padding: the key padding mask must survive the fusion
+    ids[4, 9:] = 0
+    fp32 = quantize.onnx_fp32(model, ids, workdir=tmp_path, threads=1)
+    graph = onnx.load(str(fp32.onnx_path)).graph
+    fused = [n for n in graph.node if n.op_type == "Attention" and n.domain == "com.microsoft"]
+    assert len(fused) == len(model.blocks) and all(n.input[3] for n in fused)  # masked
+    assert not any(n.op_type == "Transpose" for n in graph.node)  # the head reshuffles are gone
+    with torch.no_grad():
+        assert (fp32(ids) - model(ids)).abs().max() <= 1e-4
+        assert (fp32(ids[:1]) - model(ids[:1])).abs().max() <= 1e-4
+    q = quantize.onnx_int8(model, ids, workdir=tmp_path / "q", threads=1)
+    ops = {node.op_type for node in onnx.load(str(q.onnx_path)).graph.node}
+    assert "QAttention" in ops  # the QKV projection in int8
+    with torch.no_grad():
+        assert (q(ids) - model(ids)).abs().max() < 0.05

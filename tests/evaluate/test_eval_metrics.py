@@ -282,3 +282,10 @@ def test_mean_iou_matches_sklearn_jaccard() -> None:
     assert M.mean_iou(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]), num_classes=3) == pytest.approx(
         skm.jaccard_score([0, 1, 1], [0, 0, 1], average="macro")
     )
+
+
+def test_perfect_macro_f1_is_exactly_one() -> None:
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (359,))
+    logits = F.one_hot(y, 10).float() * 5
+    assert M.f1(logits, y, average="macro", num_classes=10) == 1.0

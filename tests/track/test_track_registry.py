@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ember.track.registry import (
-    ArchiveError,
-    ModelNotFoundError,
-    ModelRegistry,
-    RegistryError,
-    pack_archive,
-    read_archive,
-)
+from ember.track.artifacts import ArchiveError, pack_archive, read_archive
+from ember.track.registry import ModelNotFoundError, ModelRegistry, RegistryError
 
 
 def _bundle(folder: Path, tag: str, *, run: str = "run-a", kind: str = "ember-bundle") -> Path:

@@ -92,3 +92,39 @@ def test_prune_keeps_last_and_protected(tmp_path: Path) -> None:
         (tmp_path / f"step-{step:06d}.safetensors").write_bytes(b"x")
     ck.prune_checkpoints(tmp_path, keep_last=2, protect={tmp_path / "step-000001.safetensors"})
     assert [s for s, _ in ck.step_checkpoints(tmp_path)] == [1, 4, 5]
+
+
+def test_background_writer_runs_jobs_in_order_and_reports_errors() -> None:
+    writer = ck.BackgroundWriter(depth=2)
+    done: list[int] = []
+    for i in range(5):
+        writer.submit(done.append, i)
+    writer.wait()
+    assert done == [0, 1, 2, 3, 4]
+
+    def boom() -> None:
+        raise OSError("disk full")
+
+    writer.submit(boom)
+    writer.submit(done.append, 99)  # skipped: a failed write stops later ones
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert 99 not in done
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit(done.append, 1)
+
+
+def test_snapshot_copy_is_independent_of_later_training(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors, info = ck.snapshot(model=model, optimizer=opt, meta={"step": 1}, copy=True)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()  # mutates weights and Adam's moments in place
+    ck.write_snapshot(tmp_path / "s.safetensors", tensors, info)
+    loaded = ck.load_checkpoint(tmp_path / "s.safetensors")
+    assert all(torch.equal(loaded.model[k], before[k]) for k in before)
+    assert int(loaded.optimizer_state()["state"][0]["step"]) == 1

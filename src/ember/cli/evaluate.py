@@ -13,6 +13,13 @@ each with a bootstrap confidence interval, beside a trivial and a classical base
 training split and scored on the same examples, and the model's margin over each baseline with its
 interval and paired-bootstrap p-value.
 
+what is resampled, and the baselines, by task:
+  classification   examples; majority class, logistic regression
+  regression       examples; training mean, gradient boosting
+  language_model   blocks of text (the split's chunks); add-alpha unigram and bigram
+  detection        images (COCO mAP); class-prior boxes, connected components + logistic regression
+  segmentation     images (mIoU); all background, threshold + components + logistic regression
+
 examples:
   ember eval latest --split test
   ember eval digits-cnn-2026 --split val --json
@@ -65,13 +72,13 @@ def render(card: Any) -> str:
 
     level = f"{card.confidence:.0%}"
     how = f"{level} bootstrap intervals ({card.n_resamples} resamples)" if card.intervals else "no intervals"
-    lines = [f"{card.run_id} · {card.split} split · {card.n} examples · {how}", ""]
+    lines = [f"{card.run_id} · {card.split} split · {card.n} {card.unit} · {how}", ""]
     names = list(card.intervals) or [k for k in card.metrics if "/" not in k and k != "loss"]
     rows = []
     for name in names:
         model = str(card.intervals[name]) if name in card.intervals else fmt(card.metrics.get(name))
         rows.append([name, model, *[_cell(b.intervals.get(name)) for b in card.baselines]])
-    if "loss" in card.metrics:
+    if "loss" in card.metrics and "loss" not in card.intervals:
         rows.append(["loss", fmt(card.metrics["loss"]), *["-" for _ in card.baselines]])
     lines.append(table(["metric", "model", *[b.name for b in card.baselines]], rows))
     margins = [b for b in card.baselines if b.margin is not None]

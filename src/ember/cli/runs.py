@@ -181,7 +181,7 @@ def _paired_test(args: argparse.Namespace, a_id: str, b_id: str) -> str:
     except ValueError as e:
         return f"paired test skipped: {e}"
     lines = [
-        f"paired test on the {result.split} split ({result.n} examples, the same for both runs; "
+        f"paired test on the {result.split} split ({result.n} {result.unit}, the same for both runs; "
         f"{args.resamples} bootstrap resamples):"
     ]
     rows = [

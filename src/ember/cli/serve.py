@@ -99,7 +99,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if plan_path is not None and not plan_path.is_file():
         raise FileNotFoundError(f"serving plan {plan_path} does not exist; make one with `ember plan`")
     plan = load_plan(plan_path) if plan_path is not None else None
-    served = ServedModel.from_bundle(bundle, plan=plan, backend=args.backend)
+    served = ServedModel.from_bundle(
+        bundle, plan=plan, backend=args.backend, plan_folder=plan_path.parent if plan_path else None
+    )
     settings = plan or {}
     app = create_app(
         served,

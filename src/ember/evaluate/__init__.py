@@ -6,6 +6,9 @@
 - :func:`run_predictions`: a finished run's outputs and targets on one of its splits.
 - :func:`scorecard`: metrics with intervals beside the baselines and the margin over each;
   :func:`compare`: is run B really better than run A?
+- :mod:`~ember.evaluate.language_model`, :mod:`~ember.evaluate.detection`,
+  :mod:`~ember.evaluate.segmentation`: what those tasks resample (blocks of text, images) and their
+  baselines (n-grams; class-prior boxes, all background; connected components + logistic regression).
 - :func:`write_report`: one self-contained HTML page about a run.
 
 Nothing here is imported by ``import ember``; torchmetrics, scikit-learn and matplotlib load inside the

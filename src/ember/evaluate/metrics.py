@@ -135,7 +135,8 @@ def _prf(
 ) -> torch.Tensor:
     k = _num_classes(logits_or_pred, target, num_classes)
     fn = getattr(_tm().classification, f"multiclass_{which}")
-    return fn(_preds(logits_or_pred), _targets(target), num_classes=k, average=average)
+    # averaged in float32, a perfect score can come out as 1.0000001: these are bounded by [0, 1]
+    return fn(_preds(logits_or_pred), _targets(target), num_classes=k, average=average).clamp(0.0, 1.0)
 
 
 def per_class(

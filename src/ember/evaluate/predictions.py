@@ -2,7 +2,9 @@
 
 Everything downstream (intervals, baselines, paired tests, the report) starts here. The outputs come
 from the same :func:`ember.train.loop.evaluate` pass that gives the task's metrics, so the numbers
-``ember eval`` prints are the ones training logged for the same weights and split.
+``ember eval`` prints are the ones training logged for the same weights and split. Tasks whose whole
+outputs are too large to keep (a language model's logits, segmentation maps) or are not tensors
+(detections) keep instead what the bootstrap resamples, per example: see ``per_example``.
 
 Example:
     >>> import ember, tempfile
@@ -21,10 +23,13 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from ember import tasks
 from ember.data import ArrayData, make_loader
-from ember.recipe import Prepared, load_run_model
+from ember.data.text import TextBundle
+from ember.evaluate.language_model import WindowNats
+from ember.evaluate.segmentation import ConfusionPerImage
+from ember.recipe import Prepared, build_task, load_run_model
 from ember.tasks.base import Evaluation, Task
 from ember.track import RunRecord
 from ember.train.loop import evaluate
@@ -47,6 +52,11 @@ class RunPredictions:
             empty for tasks other than classification and regression, whose outputs are not kept.
         targets: the targets in the same order (empty when the outputs are).
         metrics: the task's own metrics of this pass (loss included), as ``evaluate`` returns them.
+        per_example: for the tasks whose outputs are not kept, what the bootstrap resamples, in data
+            order: a language model's ``(windows, 3)`` nats / tokens / bytes per window
+            (:class:`~ember.evaluate.language_model.WindowNats`), segmentation's ``(images, K, K)``
+            confusion matrices, detection's ``(detections, truth)`` lists of per-image dicts; None
+            for other tasks.
     """
 
     record: RunRecord
@@ -58,6 +68,7 @@ class RunPredictions:
     outputs: torch.Tensor
     targets: torch.Tensor
     metrics: dict[str, float]
+    per_example: Any = None
 
     @property
     def train_data(self) -> Any:
@@ -92,12 +103,55 @@ def run_predictions(ref: str, split: str = "test", *, runs_dir: str | Path | Non
     prep, record = load_run_model(ref, runs_dir=runs_dir)
     data = split_data(prep, split, record.id)
     cfg = prep.config
-    task = tasks.create(cfg.task.name, **cfg.task.options)
+    task = build_task(cfg, prep.bundle)  # a language model's learns the tokenizer's bytes per token
+    if cfg.task.name == "language_model" and isinstance(prep.bundle, TextBundle) and split == "train":
+        # every training window once, in order, rather than the random windows training draws
+        pool: Any = prep.bundle.train
+        data = prep.bundle.loader(
+            pool.subset(prep.splits["train"]), batch_size=cfg.data.eval_batch_size, train=False
+        )
+    collect = collector(cfg.task.name, task)
     outputs, targets, metrics = outputs_and_metrics(
         prep.model, data, task, batch_size=cfg.data.eval_batch_size, device=cfg.trainer.device,
         precision=cfg.trainer.precision, num_workers=cfg.data.num_workers, keep=cfg.task.name in KEPT,
+        collect=collect,
     )  # fmt: skip
-    return RunPredictions(record, prep, task, cfg.task.name, split, data, outputs, targets, metrics)
+    return RunPredictions(
+        record, prep, task, cfg.task.name, split, data, outputs, targets, metrics,
+        per_example=collect.result() if collect is not None else None,
+    )  # fmt: skip
+
+
+def collector(task_name: str, task: Any) -> Any:
+    """What keeps ``per_example`` during the pass for ``task_name`` (None: nothing beyond the outputs)."""
+    if task_name == "language_model":
+        return WindowNats(getattr(task, "token_bytes", None))
+    if task_name == "segmentation":
+        return ConfusionPerImage(ignore_index=int(getattr(task, "ignore_index", -100)))
+    if task_name == "detection":
+        return _Detections()
+    return None
+
+
+class _Detections:
+    """Detection's per-image detections and truth, as its evaluation decoded and kept them."""
+
+    def __init__(self) -> None:
+        self.evaluation: Any = None
+
+    def update(self, output: Any, target: Any) -> None:
+        pass  # `DetectionEvaluation` keeps them itself: read at the end, so they are the very ones scored
+
+    def finish(self, evaluation: Any) -> None:
+        self.evaluation = evaluation
+
+    def result(self) -> tuple[list[Any], list[Any]]:
+        ev = self.evaluation
+        if ev is None or not hasattr(ev, "preds") or not hasattr(ev, "targets"):
+            raise TypeError(
+                "detection's evaluation kept no per-image detections (expected .preds and .targets)"
+            )
+        return ev.preds, ev.targets
 
 
 def outputs_and_metrics(
@@ -110,22 +164,31 @@ def outputs_and_metrics(
     precision: str = "fp32",
     num_workers: int = 0,
     keep: bool = True,
+    collect: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """One :func:`~ember.train.loop.evaluate` pass over ``data`` that also keeps every output and target.
+
+    Args:
+        data: a dataset, ``(x, y)`` tensors, or a ready loader (a language model's windows) used as is.
+        collect: also fed every ``(output, target)``, for what is kept per example (see :func:`collector`).
 
     Returns:
         ``(outputs, targets, metrics)``: outputs and targets concatenated on the CPU in data order; empty
         tensors when ``keep`` is False or the task's outputs are not tensors (detection's dicts, say).
     """
     dev = resolve_device(device)
-    loader = make_loader(
-        data if not isinstance(data, tuple) else ArrayData(*data),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        device=dev,
+    loader = (
+        data
+        if isinstance(data, DataLoader)
+        else make_loader(
+            data if not isinstance(data, tuple) else ArrayData(*data),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            device=dev,
+        )
     )
-    recording = _Recording(task, keep=keep)
+    recording = _Recording(task, keep=keep, collect=collect)
     metrics = evaluate(
         model.to(dev), loader, recording, device=dev, precision=resolve_precision(precision, dev)
     )
@@ -137,9 +200,10 @@ def outputs_and_metrics(
 class _Recording:
     """The task, unchanged, except that its evaluation also keeps the outputs and targets it sees."""
 
-    def __init__(self, task: Task, *, keep: bool = True) -> None:
+    def __init__(self, task: Task, *, keep: bool = True, collect: Any = None) -> None:
         self.task = task
         self.keep = keep
+        self.collect = collect
         self.headline = task.headline
         self.mode = task.mode
         self.outputs: list[torch.Tensor] = []
@@ -152,7 +216,10 @@ class _Recording:
         return self.task.loss(output, target)
 
     def evaluation(self) -> Evaluation:
-        return _RecordingEvaluation(self.task.evaluation(), self)
+        inner = self.task.evaluation()
+        if self.collect is not None and hasattr(self.collect, "finish"):
+            self.collect.finish(inner)
+        return _RecordingEvaluation(inner, self)
 
 
 class _RecordingEvaluation:
@@ -166,10 +233,12 @@ class _RecordingEvaluation:
             self.into.targets.append(target.detach().cpu())
         else:
             self.into.keep = False
+        if self.into.collect is not None:
+            self.into.collect.update(output, target)
         self.inner.update(output, target, loss)
 
     def compute(self) -> dict[str, float]:
         return self.inner.compute()
 
 
-__all__ = ["RunPredictions", "outputs_and_metrics", "run_predictions", "split_data"]
+__all__ = ["RunPredictions", "collector", "outputs_and_metrics", "run_predictions", "split_data"]

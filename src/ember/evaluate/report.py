@@ -127,7 +127,7 @@ def render(
         f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
         f"<title>ember report: {html.escape(r.id)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>ember report: {html.escape(r.name)}</h1><p>run {html.escape(r.id)} · "
-        f"{html.escape(p.split)} split · {card.n} examples · written {time.strftime('%Y-%m-%d %H:%M')}</p></header>"
+        f"{html.escape(p.split)} split · {card.n} {html.escape(card.unit)} · written {time.strftime('%Y-%m-%d %H:%M')}</p></header>"
         f"<nav>{nav}</nav><main>{sections}</main></body></html>"
     )
 
@@ -185,8 +185,8 @@ def _summary(p: RunPredictions, card: Scorecard) -> str:
     lines = [
         f"<p class=big>{html.escape(card.headline)} = {html.escape(value)}</p>",
         _note(
-            f"{p.split} split, {card.n} examples; {card.confidence:.0%} percentile-bootstrap intervals from "
-            f"{card.n_resamples} resamples of the examples. Task: {p.task_name} "
+            f"{p.split} split, {card.n} {card.unit}; {card.confidence:.0%} percentile-bootstrap intervals from "
+            f"{card.n_resamples} resamples of the {card.unit}. Task: {p.task_name} "
             f"({'higher' if card.mode == 'max' else 'lower'} {card.headline} is better)."
         ),
     ]
@@ -226,7 +226,7 @@ def _metrics(card: Scorecard) -> str:
         ]
         row += [_ci(b.intervals.get(name)) for b in card.baselines]
         rows.append(row)
-    if "loss" in card.metrics:
+    if "loss" in card.metrics and "loss" not in card.intervals:
         rows.append(["loss (task's)", _text(card.metrics["loss"])] + ["" for _ in card.baselines])
     return _table(headers, rows, numeric=set(range(1, len(headers)))) + _note(
         "value [low, high]: the point estimate and its interval; baselines are scored on the same examples."

@@ -6,6 +6,11 @@ margin over each baseline with its interval and p-value. :func:`compare` answers
 than A?" for two runs evaluated on the same split: a paired bootstrap on every metric and, for
 classification, McNemar's test.
 
+Classification and regression resample examples. Language models, detection and segmentation
+resample what their own modules say (:mod:`~ember.evaluate.language_model`: blocks of text;
+:mod:`~ember.evaluate.detection`, :mod:`~ember.evaluate.segmentation`: images), and each brings its
+baselines; the card, its text and its JSON are the same for every task.
+
 Example:
     >>> import ember, tempfile
     >>> from ember.evaluate import run_predictions
@@ -20,16 +25,21 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
+from ember.evaluate import detection, language_model, segmentation
 from ember.evaluate import metrics as M
 from ember.evaluate.baselines import Baseline, default_baselines
 from ember.evaluate.predictions import RunPredictions
 from ember.evaluate.stats import (
+    BaselineEvidence,
     Interval,
     McNemar,
     PairedTest,
@@ -41,7 +51,14 @@ from ember.evaluate.stats import (
     regression_statistics,
 )
 
-STATISTICAL_TASKS = ("classification", "regression")
+STATISTICAL_TASKS = ("classification", "regression", "language_model", "detection", "segmentation")
+FAMILIES: dict[str, ModuleType] = {
+    "language_model": language_model,
+    "detection": detection,
+    "segmentation": segmentation,
+}
+"""Tasks whose module gives ``model_evidence(p)`` and ``baseline_evidence(p, seed=...)``."""
+FEW = 20  # resampled units below which the card warns that its intervals are rough
 AUROC_BUDGET = 5e7  # examples x classes x resamples above which AUROC gets no interval (its cost: seconds)
 
 
@@ -89,6 +106,8 @@ class Scorecard:
     confidence: float = 0.95
     n_resamples: int = 1000
     notes: list[str] = field(default_factory=list)
+    unit: str = "examples"
+    """What the bootstrap resampled, ``n`` of them: examples, images, or blocks of text."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the task's metrics at the top level (as ``ember eval --json`` always printed them),
@@ -97,6 +116,7 @@ class Scorecard:
             "run": self.run_id,
             "split": self.split,
             "n": self.n,
+            "unit": self.unit,
             "task": self.task,
             "headline": self.headline,
             "mode": self.mode,
@@ -139,8 +159,11 @@ def scorecard(
 
     Args:
         predictions: from :func:`~ember.evaluate.run_predictions`.
-        baselines: True for :func:`~ember.evaluate.baselines.default_baselines` (fitted on the run's
-            training split), False for none, or a list of your own.
+        baselines: True for the task's own (classification and regression:
+            :func:`~ember.evaluate.baselines.default_baselines`; the others: their module's
+            ``baseline_evidence``), all fitted on the run's training split; False for none; or a
+            list of your own (:class:`~ember.evaluate.baselines.Baseline` outputs for classification
+            and regression, :class:`~ember.evaluate.stats.BaselineEvidence` for the others).
         n_resamples, confidence, seed: of the bootstrap; model and baselines share its resamples.
     """
     p = predictions
@@ -150,6 +173,9 @@ def scorecard(
         run_id=p.record.id, split=p.split, n=n, task=task, headline=headline, mode=p.task.mode,
         metrics=dict(p.metrics), intervals={}, confidence=confidence, n_resamples=n_resamples,
     )  # fmt: skip
+    options: dict[str, Any] = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    if task in FAMILIES and p.per_example is not None:
+        return _family_card(card, FAMILIES[task], p, baselines, options)
     top_k = int(getattr(p.task, "top_k", 5))
     auroc = _auroc_affordable(p.outputs, n_resamples)
     stats = (
@@ -160,7 +186,6 @@ def scorecard(
             f"no intervals or baselines for task '{task}' yet: its metrics are shown as they are"
         )
         return card
-    options: dict[str, Any] = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
     card.intervals = bootstrap(stats, n, **options)
     if task == "classification" and not auroc:
         card.intervals["auroc"] = _point(M.auroc(p.outputs, p.targets), confidence)
@@ -192,6 +217,56 @@ def scorecard(
     return card
 
 
+def _family_card(
+    card: Scorecard, family: ModuleType, p: RunPredictions, baselines: Any, options: dict[str, Any]
+) -> Scorecard:
+    """The scorecard of a task whose module resamples its own units (see the module docstring)."""
+    evidence = family.model_evidence(p)
+    model = _memo(evidence.statistics)  # the paired bootstraps rescore the model on the same resamples
+    card.n, card.unit = evidence.n, evidence.unit
+    card.intervals = bootstrap(model, evidence.n, **options)
+    if evidence.note:
+        card.notes.append(evidence.note)
+    if evidence.n < FEW:
+        card.notes.append(
+            f"only {evidence.n} {evidence.unit}: a bootstrap interval over so few is rough; evaluate on more"
+        )
+    chosen: list[BaselineEvidence] = (
+        list(baselines)
+        if isinstance(baselines, list)
+        else family.baseline_evidence(p, seed=options["seed"])
+        if baselines
+        else []
+    )
+    for base in chosen:
+        if not isinstance(base, BaselineEvidence):
+            raise TypeError(
+                f"baselines for task '{card.task}' are BaselineEvidence (name, description, statistics), "
+                f"got {type(base).__name__}"
+            )
+        tests = paired_bootstrap(base.statistics, model, evidence.n, **options)
+        intervals = {k: t.a for k, t in tests.items()}
+        card.baselines.append(BaselineScore(base.name, base.description, intervals, tests.get(card.headline)))
+    if p.split == "train":
+        card.notes.append(
+            "scored on the training split: the model and the baselines have seen these examples"
+        )
+    return card
+
+
+def _memo(statistics: Statistics) -> Statistics:
+    """``statistics`` that remembers its answer for weights it has already scored (by content)."""
+    seen: dict[bytes, dict[str, np.ndarray]] = {}
+
+    def remembered(w: np.ndarray) -> dict[str, np.ndarray]:
+        key = hashlib.sha1(np.ascontiguousarray(w).tobytes()).digest() + str(w.shape).encode()
+        if key not in seen:
+            seen[key] = statistics(w)
+        return seen[key]
+
+    return remembered
+
+
 def _auroc_affordable(outputs: torch.Tensor, n_resamples: int) -> bool:
     return outputs.ndim == 2 and outputs.shape[0] * outputs.shape[1] * n_resamples <= AUROC_BUDGET
 
@@ -216,6 +291,8 @@ class Comparison:
     tests: dict[str, PairedTest]
     mcnemar: McNemar | None
     confidence: float = 0.95
+    unit: str = "examples"
+    """What the bootstrap resampled: examples, images, or blocks of text."""
 
     @property
     def verdict(self) -> str:
@@ -272,20 +349,27 @@ def compare(
         raise ValueError(f"cannot pair {a.record.id} and {b.record.id}: {reason}")
     top_k = int(getattr(a.task, "top_k", 5))
     auroc = _auroc_affordable(a.outputs, n_resamples)
-    sa = statistics_for(a.task_name, a.outputs, a.targets, top_k=top_k, with_auroc=auroc)
-    sb = statistics_for(b.task_name, b.outputs, b.targets, top_k=top_k, with_auroc=auroc)
+    n, unit = len(a.targets), "examples"
+    if a.task_name in FAMILIES and a.per_example is not None and b.per_example is not None:
+        ea, eb = FAMILIES[a.task_name].model_evidence(a), FAMILIES[a.task_name].model_evidence(b)
+        if ea.n != eb.n:
+            raise ValueError(f"cannot pair {a.record.id} and {b.record.id}: {ea.n} vs {eb.n} {ea.unit}")
+        sa, sb, n, unit = ea.statistics, eb.statistics, ea.n, ea.unit
+    else:
+        sa = statistics_for(a.task_name, a.outputs, a.targets, top_k=top_k, with_auroc=auroc)
+        sb = statistics_for(b.task_name, b.outputs, b.targets, top_k=top_k, with_auroc=auroc)
     if sa is None or sb is None:
         raise ValueError(
-            f"no paired tests for task '{a.task_name}' yet (classification and regression have them)"
+            f"no paired tests for task '{a.task_name}' yet (classification, regression, language models, "
+            "detection and segmentation have them)"
         )
-    n = len(a.targets)
     tests = paired_bootstrap(sa, sb, n, n_resamples=n_resamples, confidence=confidence, seed=seed)
     test = None
     if a.task_name == "classification":
         y = a.targets.argmax(dim=1) if a.targets.ndim == 2 else a.targets
         test = mcnemar((a.outputs.argmax(dim=1) == y).numpy(), (b.outputs.argmax(dim=1) == y).numpy())
     return Comparison(
-        a.record.id, b.record.id, a.split, n, a.task.headline, a.task.mode, tests, test, confidence
+        a.record.id, b.record.id, a.split, n, a.task.headline, a.task.mode, tests, test, confidence, unit
     )
 
 

@@ -405,7 +405,36 @@ def regression_statistics(pred: np.ndarray, target: np.ndarray) -> Statistics:
     return statistics
 
 
+# --------------------------------------------------------------------------- what a task family resamples
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One model's metrics on one split as weighted statistics over ``n`` resampling units.
+
+    A unit is what the bootstrap draws: an example, an image, or a block of text (see
+    :mod:`ember.evaluate.language_model` for why a language model's unit is a block, not a token).
+    """
+
+    statistics: Statistics
+    n: int
+    unit: str = "examples"
+    note: str = ""
+    """One sentence on what a unit is, shown under the scorecard (empty: nothing to add)."""
+
+
+@dataclass(frozen=True)
+class BaselineEvidence:
+    """A baseline scored on the same units as the model: its name, what exactly it is, its statistics."""
+
+    name: str
+    description: str
+    statistics: Statistics
+
+
 __all__ = [
+    "BaselineEvidence",
+    "Evidence",
     "Interval",
     "McNemar",
     "PairedTest",

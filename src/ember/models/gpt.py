@@ -7,6 +7,12 @@ as GPT-2's: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers)
 ``forward(ids, cache=...)`` with a `KVCache` (``new_cache``) runs only the new positions; ``generate``
 decodes with `ember.generative.sampling` (temperature, top-k, top-p, repetition penalty).
 
+``GPTClassifier`` is the same trunk under the same parameter names (``tok_emb``, ``pos_emb``,
+``blocks``, ``norm``) with a classification ``head`` on one pooled state: the last real token's
+(``pool="last"``) or the mean over real tokens. So a pretrained GPT's weights load into it by name
+(`ember.train.finetune.load_pretrained`) and only the head starts from scratch. Inputs are right-padded
+with ``pad_id``: attention is causal, so no real token ever sees the padding after it.
+
 Example:
     >>> import torch
     >>> from ember.models import create
@@ -58,6 +64,18 @@ class GPTConfig:
     """Read logits out through the token embedding (one matrix) instead of a separate head."""
 
 
+@dataclass(frozen=True)
+class GPTClassifierConfig(GPTConfig):
+    """Shape of a ``GPTClassifier``: a ``GPTConfig`` trunk (``tie_weights`` unused) plus its head."""
+
+    num_classes: int = 2
+    """Output logits K (filled from the data by a recipe)."""
+    pool: str = "last"
+    """The state the head reads: ``last`` real token's, or the ``mean`` over real tokens."""
+    pad_id: int = 0
+    """Token id of padding (filled from the tokenizer by a recipe)."""
+
+
 class GPT(nn.Module):
     """Decoder-only transformer LM: (B, T) token ids → (B, T, V) next-token logits.
 
@@ -72,33 +90,11 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.block_size = c.block_size
-        self.tok_emb = TokenEmbedding(c.vocab_size, c.embed_dim)
-        self.pos_emb = make_positional(c.pos_embed, max_len=c.block_size, dim=c.embed_dim)
-        self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                c.embed_dim,
-                c.num_heads,
-                mlp_ratio=c.mlp_ratio,
-                norm=c.norm,
-                mlp=c.mlp,
-                causal=True,
-                dropout=c.dropout,
-                bias=c.bias,
-                rope=c.pos_embed == "rope",
-                max_len=c.block_size,
-            )
-            for _ in range(c.num_layers)
-        )
-        self.norm = make_norm(c.norm, c.embed_dim, dims=0)
+        self.tok_emb, self.pos_emb, self.drop, self.blocks, self.norm = _trunk(c)
         self.head = None if c.tie_weights else nn.Linear(c.embed_dim, c.vocab_size, bias=False)
-        self.apply(_init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):  # GPT-2's residual scaling
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.num_layers))
+        _init_gpt(self, c)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty KV cache for ``generate``-style decoding of up to ``block_size`` positions."""
@@ -106,19 +102,7 @@ class GPT(nn.Module):
 
     def forward_features(self, ids: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) ids → (B, T, C) final hidden states (after the last norm)."""
-        past = cache.length if cache is not None else 0
-        if past + ids.shape[1] > self.block_size:
-            raise ValueError(
-                f"{past + ids.shape[1]} positions given; this GPT's block_size is {self.block_size}. "
-                "Crop the context (generate does) or build the model with a larger block_size."
-            )
-        x = self.tok_emb(ids)  # (B, T, C)
-        if self.pos_emb is not None:
-            x = self.pos_emb(x, past)
-        x = self.drop(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cache=cache.layers[i] if cache is not None else None)
-        return self.norm(x)
+        return _run_trunk(self, ids, cache)
 
     def forward(self, ids: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
         # (B, T) -> (B, T, V)
@@ -136,6 +120,102 @@ class GPT(nn.Module):
         from ember.generative.sampling import generate  # torch-only; imported here to keep layers apart
 
         return generate(self, ids, max_new_tokens=max_new_tokens, **options)
+
+
+class GPTClassifier(nn.Module):
+    """A GPT trunk + a classification head: (B, T) right-padded ids → (B, K) logits.
+
+    Args:
+        config: the shape; see ``GPTClassifierConfig``.
+
+    Example:
+        >>> model = GPTClassifier(GPTClassifierConfig(vocab_size=10, block_size=8, num_layers=1,
+        ...                                           num_heads=2, embed_dim=16, num_classes=3))
+        >>> model(torch.tensor([[4, 5, 6, 0], [7, 0, 0, 0]])).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, config: GPTClassifierConfig) -> None:
+        super().__init__()
+        if config.pool not in ("last", "mean"):
+            raise ValueError(f"unknown pool '{config.pool}'; expected last or mean")
+        self.config = c = config
+        self.block_size = c.block_size
+        self.tok_emb, self.pos_emb, self.drop, self.blocks, self.norm = _trunk(c)
+        self.num_features = c.embed_dim
+        self.head_drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.embed_dim, c.num_classes)
+        _init_gpt(self, c)
+
+    def forward_features(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids (and optional (B, T) mask, True on real tokens) → (B, C) pooled features."""
+        if mask is None:
+            mask = ids != self.config.pad_id
+        x = _run_trunk(self, ids, None)  # (B, T, C)
+        if self.config.pool == "last":
+            # the last True of each row (a row of padding only falls back to position 0)
+            last = mask.shape[1] - 1 - mask.flip(1).to(torch.int8).argmax(dim=1)
+            return x[torch.arange(x.shape[0], device=x.device), last]
+        weights = mask[..., None].to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward_head(self, feats: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
+        # (B, C) -> (B, K)
+        feats = self.head_drop(feats)
+        return feats if pre_logits else self.head(feats)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(ids, mask))
+
+
+def _trunk(c: GPTConfig) -> tuple[TokenEmbedding, nn.Module | None, nn.Dropout, nn.ModuleList, nn.Module]:
+    """The layers both GPT models share (token and position embeddings, dropout, blocks, final norm)."""
+    blocks = nn.ModuleList(
+        TransformerBlock(
+            c.embed_dim,
+            c.num_heads,
+            mlp_ratio=c.mlp_ratio,
+            norm=c.norm,
+            mlp=c.mlp,
+            causal=True,
+            dropout=c.dropout,
+            bias=c.bias,
+            rope=c.pos_embed == "rope",
+            max_len=c.block_size,
+        )
+        for _ in range(c.num_layers)
+    )
+    return (
+        TokenEmbedding(c.vocab_size, c.embed_dim),
+        make_positional(c.pos_embed, max_len=c.block_size, dim=c.embed_dim),
+        nn.Dropout(c.dropout),
+        blocks,
+        make_norm(c.norm, c.embed_dim, dims=0),
+    )
+
+
+def _init_gpt(model: nn.Module, c: GPTConfig) -> None:
+    model.apply(_init_weights)
+    for name, p in model.named_parameters():
+        if name.endswith(("attn.proj.weight", "mlp.proj.weight")):  # GPT-2's residual scaling
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.num_layers))
+
+
+def _run_trunk(model: GPT | GPTClassifier, ids: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    # (B, T) -> (B, T, C), after the final norm
+    past = cache.length if cache is not None else 0
+    if past + ids.shape[1] > model.block_size:
+        raise ValueError(
+            f"{past + ids.shape[1]} positions given; this GPT's block_size is {model.block_size}. "
+            "Crop the context (generate does) or build the model with a larger block_size."
+        )
+    x = model.tok_emb(ids)  # (B, T, C)
+    if model.pos_emb is not None:
+        x = model.pos_emb(x, past)
+    x = model.drop(x)
+    for i, block in enumerate(model.blocks):
+        x = block(x, cache=cache.layers[i] if cache is not None else None)
+    return model.norm(x)  # type: ignore[no-any-return]
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -207,4 +287,58 @@ def gpt_tiny(
     return GPT(GPTConfig(**locals()))
 
 
-__all__ = ["GPT", "GPTConfig", "gpt", "gpt_small", "gpt_tiny"]
+@register_model("gpt_classifier")
+def gpt_classifier(
+    *,
+    vocab_size: int = 256,
+    num_classes: int = 2,
+    block_size: int = 256,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    embed_dim: int = 256,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    bias: bool = True,
+    norm: str = "layer",
+    mlp: str = "gelu",
+    pos_embed: str = "learned",
+    pool: str = "last",
+    pad_id: int = 0,
+) -> GPTClassifier:
+    """``gpt``'s trunk with a classification head: fine-tune a ``gpt`` run into a text classifier."""
+    return GPTClassifier(GPTClassifierConfig(**locals()))
+
+
+@register_model("gpt_classifier_tiny")
+def gpt_classifier_tiny(
+    *,
+    vocab_size: int = 64,
+    num_classes: int = 2,
+    block_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    embed_dim: int = 32,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    bias: bool = True,
+    norm: str = "layer",
+    mlp: str = "gelu",
+    pos_embed: str = "learned",
+    pool: str = "last",
+    pad_id: int = 0,
+) -> GPTClassifier:
+    """``gpt_tiny``'s trunk with a classification head, for tests and CI."""
+    return GPTClassifier(GPTClassifierConfig(**locals()))
+
+
+__all__ = [
+    "GPT",
+    "GPTClassifier",
+    "GPTClassifierConfig",
+    "GPTConfig",
+    "gpt",
+    "gpt_classifier",
+    "gpt_classifier_tiny",
+    "gpt_small",
+    "gpt_tiny",
+]

@@ -102,6 +102,12 @@ class EncoderDecoder(nn.Module):
         self.encoder_norm = make_norm(c.norm, c.embed_dim, dims=0)
         self.decoder_norm = make_norm(c.norm, c.embed_dim, dims=0)
         self.scale = c.embed_dim**0.5  # embeddings scaled as in "Attention Is All You Need"
+        for embed in dict.fromkeys((self.src_embed, self.tgt_embed)):  # one matrix when shared, in order
+            # N(0, 1/C): scaled by sqrt(C) the inputs have unit variance, and the tied read-out starts
+            # with logits of unit scale (nn.Embedding's N(0, 1) would start the loss near 20x ln V)
+            nn.init.normal_(embed.weight, std=c.embed_dim**-0.5)
+            with torch.no_grad():
+                embed.weight[c.pad_id].zero_()
 
     @property
     def tgt_embed(self) -> TokenEmbedding:

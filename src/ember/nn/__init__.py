@@ -8,7 +8,7 @@ Example:
     torch.Size([2, 32, 4, 4])
 """
 
-from ember.nn import checkpointing
+from ember.nn import checkpointing, lora
 from ember.nn.activations import get_activation, list_activations
 from ember.nn.attention import MultiHeadSelfAttention
 from ember.nn.causal import CrossAttention, KVCache, LayerCache, SelfAttention
@@ -54,6 +54,7 @@ __all__ = [
     "TokenEmbedding",
     "TransformerBlock",
     "checkpointing",
+    "lora",
     "make_mlp",
     "make_positional",
 ]

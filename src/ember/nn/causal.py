@@ -65,7 +65,11 @@ class LayerCache:
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` (beam search: the hypotheses that survived), in that order."""
         if self.k is not None and self.v is not None:
-            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+            n = self.length
+            if len(index) == self.k.shape[0]:  # beam search: copy only the filled positions, in place
+                self.k[:, :, :n], self.v[:, :, :n] = self.k[index, :, :n], self.v[index, :, :n]
+            else:
+                self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
         if self.cross is not None:
             self.cross = (self.cross[0].index_select(0, index), self.cross[1].index_select(0, index))
 

@@ -13,6 +13,7 @@ from ember.tasks.detection import Detection
 from ember.tasks.language_model import LanguageModel
 from ember.tasks.regression import Regression
 from ember.tasks.segmentation import Segmentation
+from ember.tasks.seq2seq import Seq2Seq
 
 create = registry.create
 register_task = registry.register
@@ -35,4 +36,5 @@ __all__ = [
     "registry",
     "Detection",
     "Segmentation",
+    "Seq2Seq",
 ]

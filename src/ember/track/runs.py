@@ -263,9 +263,17 @@ class Run:
 
     def flush(self) -> None:
         """Write buffered metrics to SQLite (one transaction) and ``metrics.jsonl``."""
-        if not self._rows:
-            return
+        self.write(self.take())
+
+    def take(self) -> list[tuple[str, int, int | None, str, float, float]]:
+        """Hand over the buffered rows (for :meth:`write`, perhaps on another thread)."""
         rows, self._rows = self._rows, []
+        return rows
+
+    def write(self, rows: list[tuple[str, int, int | None, str, float, float]]) -> None:
+        """Write rows from :meth:`take` to SQLite (one transaction) and ``metrics.jsonl``."""
+        if not rows:
+            return
         with closing(self.store.connect()) as db, db:
             db.executemany(
                 "INSERT INTO metrics (run_id, step, epoch, name, value, time) VALUES (?,?,?,?,?,?)", rows

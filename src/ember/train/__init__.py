@@ -1,7 +1,10 @@
-"""Training: the loop, the Trainer, optimizers and schedules, precision, checkpoints, callbacks."""
+"""Training: the loop, the Trainer, optimizers and schedules, precision, checkpoints, callbacks,
+fine-tuning (`ember.train.finetune`: pretrained weights by name, freezing)."""
 
+from ember.train import finetune
 from ember.train.callbacks import Callback, EarlyStopping, ProgressBar
 from ember.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from ember.train.finetune import LoadReport, freeze, load_pretrained, unfreeze
 from ember.train.loop import NonFiniteLossError, evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule, optimizers, schedules
 from ember.train.precision import resolve_device, resolve_precision
@@ -13,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "EarlyStopping",
     "FitResult",
+    "LoadReport",
     "NonFiniteLossError",
     "ProgressBar",
     "TrainState",
@@ -20,13 +24,17 @@ __all__ = [
     "build_optimizer",
     "build_schedule",
     "evaluate",
+    "finetune",
     "fit",
+    "freeze",
     "latest_checkpoint",
     "load_checkpoint",
+    "load_pretrained",
     "optimizers",
     "predict",
     "resolve_device",
     "resolve_precision",
     "save_checkpoint",
     "schedules",
+    "unfreeze",
 ]

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,16 +125,23 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
     random.setstate((version, tuple(state), gauss))
 
 
-def save_checkpoint(
-    path: Path,
+def snapshot(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scaler: torch.amp.GradScaler | None = None,
     meta: dict[str, Any] | None = None,
-) -> None:
-    """Atomically write model, optimizer, scaler and RNG state plus ``meta`` (JSON) to ``path``."""
-    tensors = {f"model/{k}": v for k, v in safetensors_ready(model.state_dict()).items()}
+    copy: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and JSON metadata of a checkpoint, taken now (RNG states included).
+
+    With ``copy=True`` every tensor is an independent copy, so training may go on mutating the live
+    parameters while another thread writes the snapshot (:class:`BackgroundWriter`).
+    """
+    if copy:  # one copy per tensor, made now: the live ones go on changing in place
+        tensors = {f"model/{k}": v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    else:
+        tensors = {f"model/{k}": v for k, v in safetensors_ready(model.state_dict()).items()}
     rng_tensors, rng_meta = rng_state()
     tensors.update(rng_tensors)
     info: dict[str, Any] = dict(meta or {})
@@ -142,14 +152,105 @@ def save_checkpoint(
         for idx, slots in sd["state"].items():
             for name, value in slots.items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"optim/{idx}/{name}"] = value.detach().to("cpu").contiguous()
+                    tensors[f"optim/{idx}/{name}"] = value.detach().to("cpu", copy=copy)
                 else:
                     scalars[f"{idx}/{name}"] = value
-        info["optimizer"] = {"param_groups": sd["param_groups"], "scalars": scalars}
+        info["optimizer"] = {"param_groups": copy_json(sd["param_groups"]), "scalars": scalars}
     if scaler is not None:
         info["scaler"] = scaler.state_dict()
+    return tensors, info
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-like data (param groups hold live lists of parameter ids and floats)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def write_snapshot(path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Serialize a :func:`snapshot` to ``path`` atomically (safe to call from any thread)."""
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     data = save(tensors, metadata={"ember": json.dumps(info)})
     atomic_write_bytes(Path(path), data)
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    meta: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write model, optimizer, scaler and RNG state plus ``meta`` (JSON) to ``path``."""
+    tensors, info = snapshot(model=model, optimizer=optimizer, scaler=scaler, meta=meta)
+    write_snapshot(path, tensors, info)
+
+
+class BackgroundWriter:
+    """Runs file writes in order on one background thread, so training does not wait for the disk.
+
+    Serializing and fsyncing a checkpoint, and committing buffered metrics to SQLite, take
+    milliseconds that a small model's epoch cannot hide; here they overlap the next steps instead.
+    At most ``depth`` jobs wait: a caller that gets further ahead blocks, which bounds the memory
+    held by snapshots. A job's exception is raised in the caller at the next :meth:`submit` or at
+    :meth:`close`, which waits for every job, so a run that ends, fails or is interrupted still
+    finishes the checkpoint it started (each file written atomically: a kill mid-write leaves the
+    previous one).
+
+    Example:
+        >>> writer = BackgroundWriter()
+        >>> done = []
+        >>> writer.submit(done.append, 1)
+        >>> writer.close()
+        >>> done
+        [1]
+    """
+
+    def __init__(self, depth: int = 1) -> None:
+        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="ember-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, args = job
+            try:
+                if self._error is None:  # after a failure, later writes are skipped (the caller is told)
+                    fn(*args)
+            except BaseException as e:  # noqa: BLE001  (handed to the training thread)
+                self._error = e
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)``; raises the error of an earlier job, if one failed."""
+        self._raise()
+        if not self._thread.is_alive():
+            raise RuntimeError("the background writer is closed")
+        self._jobs.put((fn, args))
+
+    def wait(self) -> None:
+        """Block until every queued job has run; raises the error of one that failed."""
+        self._jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Finish every queued job and stop the thread; raises the error of one that failed."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        self._raise()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

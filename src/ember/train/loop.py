@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ember.config import TrainerConfig
+from ember.data.loader import TensorLoader
 from ember.tasks.base import Task
 from ember.train.callbacks import CallbackList
 from ember.train.state import TrainState
@@ -90,6 +91,8 @@ def fit(
     accumulate = max(1, cfg.accumulate)
     max_steps = cfg.max_steps or state.total_steps
     step_callbacks = callbacks.has("on_step_end")
+    # ember's in-memory loader already yields batches on the device: skip the per-batch walk
+    move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
     window_start = state.step
     window_samples = 0
@@ -129,7 +132,8 @@ def fit(
         micro = 0
         completed = False
         for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
-            batch = to_device(batch, state.device)
+            if move:
+                batch = to_device(batch, state.device)
             with state.precision.autocast():
                 output, target = task.forward(model, batch)
                 loss = task.loss(output, target)

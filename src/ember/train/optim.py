@@ -3,7 +3,9 @@
 Weight decay is kept off biases and normalization weights (every parameter with fewer than two
 dimensions), as in most modern recipes. A schedule is a plain function ``step -> factor`` of the peak
 learning rate; the loop writes ``base_lr * factor`` into each parameter group, which keeps per-group
-learning rates (fine-tuning) and costs one multiply per group per step.
+learning rates (fine-tuning) and costs one multiply per group per step. ``optim.lr_groups`` gives
+those: parameter-name patterns → learning rate (`lr_param_groups`), decay still kept off biases and
+norms within each.
 
 Example:
     >>> from torch import nn
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember._patterns import check_patterns, matches
 from ember._registry import Registry
 from ember.config import OptimConfig, ScheduleConfig
 
@@ -40,25 +43,67 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Split parameters into a decayed group (matrices, kernels) and an undecayed one (biases, norms).
 
-    Already-built groups (a list of dicts, e.g. per-group learning rates) are kept as given.
+    Already-built groups (a list of dicts, e.g. per-group learning rates) are kept as given. With no
+    weight decay at all the split changes nothing, so every parameter goes in one group.
     """
     items: list[Any] = (
         [p for p in params.parameters() if p.requires_grad] if isinstance(params, nn.Module) else list(params)
     )
     if items and isinstance(items[0], dict):
         return [dict(g) for g in items]
+    if not weight_decay:  # nothing to keep off: one group, one optimizer kernel call per step
+        return [{"params": items, "weight_decay": 0.0}] if items else []
     decay = [p for p in items if p.ndim >= 2]
     no_decay = [p for p in items if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 
 
+def lr_param_groups(
+    model: nn.Module, lr_groups: dict[str, float], *, lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Groups of ``model``'s trainable parameters by name: each pattern's get its own learning rate.
+
+    A parameter goes to the first pattern of ``lr_groups`` it matches (see `ember._patterns`), the
+    rest get ``lr``; within each, decay stays off biases and norms (`param_groups`).
+
+    Raises:
+        ValueError: a pattern matches no trainable parameter (a close name is suggested).
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        >>> groups = lr_param_groups(model, {"1": 0.01}, lr=0.001, weight_decay=0.1)
+        >>> [(g["lr"], g["weight_decay"], len(g["params"])) for g in groups]
+        [(0.01, 0.1, 1), (0.01, 0.0, 1), (0.001, 0.1, 1), (0.001, 0.0, 1)]
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    check_patterns(
+        [name for name, _ in named], list(lr_groups), "optim.lr_groups pattern", among="trainable parameter"
+    )
+    chosen: dict[str, list[nn.Parameter]] = {pattern: [] for pattern in lr_groups}
+    rest: list[nn.Parameter] = []
+    for name, p in named:
+        pattern = next((pat for pat in lr_groups if matches(name, pat)), None)
+        (chosen[pattern] if pattern is not None else rest).append(p)
+    groups = []
+    for pattern, group_lr in [*lr_groups.items(), ("", lr)]:
+        for group in param_groups(chosen[pattern] if pattern else rest, weight_decay):
+            groups.append({**group, "lr": float(group_lr)})
+    return groups
+
+
 def build_optimizer(
     params: nn.Module | Iterable[nn.Parameter] | Iterable[dict[str, Any]], cfg: OptimConfig
 ) -> torch.optim.Optimizer:
-    """The optimizer ``cfg.name`` over ``params`` with decay kept off biases and norm weights."""
+    """The optimizer ``cfg.name`` over ``params`` with decay kept off biases and norm weights.
+
+    For a module, ``cfg.lr_groups`` (pattern → learning rate) splits it further (`lr_param_groups`).
+    """
     builder = optimizers.get(cfg.name)
-    groups = param_groups(params, cfg.weight_decay)
+    if isinstance(params, nn.Module) and cfg.lr_groups:
+        groups = lr_param_groups(params, cfg.lr_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        groups = param_groups(params, cfg.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
     opt = builder(groups, cfg)  # type: ignore[call-arg, arg-type]

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -218,19 +219,21 @@ class Trainer:
         if self.data_sha256 is not None:
             run.update(data_sha256=self.data_sha256)
         monitor, mode = self._monitor()
+        writer = ckpt.BackgroundWriter()  # checkpoints and metric commits overlap the next steps
         checkpointer = CheckpointManager(
             run.dir / "checkpoints",
             keep_last=cfg.trainer.keep_last,
             monitor=monitor,
             mode=mode,
             resumed_from=resumed_from,
+            writer=writer,
         )
         callbacks = list(self.callbacks)
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
             )
-        callbacks += [RunLogger(run), ProgressBar(self.progress, headline=self.task.headline)]
+        callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
         try:
             fit(
                 state,
@@ -242,11 +245,14 @@ class Trainer:
                 checkpointer=checkpointer,
             )
         except BaseException as e:  # NaN loss, a bug, Ctrl-C: the run says so, the checkpoints stay
+            with contextlib.suppress(Exception):  # the checkpoint being written is finished first
+                writer.close()
             run.finish(
                 "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                 error=str(e) or type(e).__name__,
             )
             raise
+        writer.close()
         weights = run.dir / "model.safetensors"
         ckpt.atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
         run.artifact(weights, "weights")
@@ -320,10 +326,20 @@ class Trainer:
 
 
 class RunLogger:
-    """Buffers logged metrics into the run; writes them at epoch ends (one transaction)."""
+    """Buffers logged metrics into the run; commits them at epoch ends (one transaction each).
 
-    def __init__(self, run: Run) -> None:
+    Commits are at least ``every_s`` seconds apart (short epochs would otherwise pay a database
+    transaction each) and always at the end of fit. With a ``writer`` the commit runs on its
+    background thread, in order with the checkpoints.
+    """
+
+    def __init__(
+        self, run: Run, writer: ckpt.BackgroundWriter | None = None, *, every_s: float = 1.0
+    ) -> None:
         self.run = run
+        self.writer = writer
+        self.every_s = every_s
+        self.last = time.perf_counter()
 
     def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
         self.run.log(metrics, step=state.step, epoch=state.epoch)
@@ -334,20 +350,36 @@ class RunLogger:
         )
 
     def on_epoch_end(self, state: TrainState) -> None:
-        self.run.flush()
+        if time.perf_counter() - self.last >= self.every_s:
+            self.commit()
 
     def on_fit_end(self, state: TrainState) -> None:
-        self.run.flush()
+        self.commit()
+
+    def commit(self) -> None:
+        self.last = time.perf_counter()
+        if self.writer is None:
+            self.run.flush()
+        else:
+            self.writer.submit(self.run.write, self.run.take())
 
 
 class CheckpointManager:
     """Writes step checkpoints, tracks the best by ``monitor``, prunes old ones.
 
-    Never deletes the best checkpoint nor the one the run resumed from.
+    Never deletes the best checkpoint nor the one the run resumed from. With a ``writer`` the state
+    is copied now and written on the writer's thread; without one, written before returning.
     """
 
     def __init__(
-        self, folder: Path, *, keep_last: int, monitor: str, mode: str, resumed_from: Path | None
+        self,
+        folder: Path,
+        *,
+        keep_last: int,
+        monitor: str,
+        mode: str,
+        resumed_from: Path | None,
+        writer: ckpt.BackgroundWriter | None = None,
     ) -> None:
         self.folder = folder
         self.keep_last = max(1, keep_last)
@@ -355,6 +387,7 @@ class CheckpointManager:
         self.sign = 1.0 if mode == "max" else -1.0
         self.protect = {resumed_from} if resumed_from is not None else set()
         self.best_path: Path | None = None
+        self.writer = writer
 
     def save(self, state: TrainState, *, reason: str) -> None:
         path = self.folder / f"step-{state.step:06d}.safetensors"
@@ -365,10 +398,23 @@ class CheckpointManager:
         elif state.best_step is not None and self.best_path is None:
             self.best_path = self.folder / f"step-{state.best_step:06d}.safetensors"
         meta = {"position": state.position(), "reason": reason, "metrics": _finite(state.metrics)}
-        ckpt.save_checkpoint(
-            path, model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta
+        tensors, info = ckpt.snapshot(
+            model=state.model,
+            optimizer=state.optimizer,
+            scaler=state.scaler,
+            meta=meta,
+            copy=self.writer is not None,
         )
         protect = self.protect | ({self.best_path} if self.best_path else set())
+        if self.writer is None:
+            self._write(path, tensors, info, protect)
+        else:
+            self.writer.submit(self._write, path, tensors, info, protect)
+
+    def _write(
+        self, path: Path, tensors: dict[str, torch.Tensor], info: dict[str, Any], protect: set[Path]
+    ) -> None:
+        ckpt.write_snapshot(path, tensors, info)
         ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
 
 

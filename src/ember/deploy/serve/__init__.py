@@ -14,12 +14,14 @@ from ember.deploy.serve.app import ApiError, create_app, serve
 from ember.deploy.serve.backends import (
     BACKENDS,
     OnnxRunner,
+    PlannedRunner,
     Runner,
     RunOutput,
     ServedModel,
     TorchRunner,
     build_runner,
     load_plan,
+    planned_runner,
 )
 from ember.deploy.serve.batching import BatcherClosedError, DynamicBatcher, QueueFullError
 from ember.deploy.serve.monitor import DriftMonitor, DriftReport, Reference, Thresholds
@@ -32,6 +34,7 @@ __all__ = [
     "DriftReport",
     "DynamicBatcher",
     "OnnxRunner",
+    "PlannedRunner",
     "QueueFullError",
     "Reference",
     "RunOutput",
@@ -42,5 +45,6 @@ __all__ = [
     "build_runner",
     "create_app",
     "load_plan",
+    "planned_runner",
     "serve",
 ]

@@ -16,6 +16,11 @@ Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 413 a b
 ``max_body_bytes`` (or too many items), 415 an unsupported content type, 422 wrong shape, type or
 range, 503 a full queue (with Retry-After), 504 a request that waited longer than ``timeout_s``.
 
+(The file is over 600 lines because the request path is one piece read top to bottom: the hot
+predict handler, the decoder with its fast numeric path and its pydantic fallback, the batch
+function and the uvicorn runner that drains on SIGTERM; split, each part would lose the reason for
+its shape, which is the others' cost.)
+
 Example:
     >>> from fastapi.testclient import TestClient
     >>> from ember.models import create
@@ -32,6 +37,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -39,7 +45,7 @@ import math
 import socket
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
@@ -139,13 +145,30 @@ def create_app(
             if observer is not None:
                 observer.shutdown(wait=True)
 
-    app = FastAPI(title=f"ember serve: {served.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    class App(FastAPI):
+        async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+            # POST /v1/predict goes straight to its plain ASGI handler: FastAPI's per-request
+            # machinery (telemetry checks, middleware, router, dependency solving, Request and
+            # Response objects) cost as much event-loop time as the whole predict path, and that
+            # time caps the requests per second a batching server can take.
+            if scope["type"] == "http" and scope["path"] == "/v1/predict":
+                await predict(scope, receive, send)
+            else:
+                await super().__call__(scope, receive, send)
+
+    # /metrics is the server's telemetry; FastAPI's OpenTelemetry checks on every request are not
+    # wanted here (FastAPI versions before native telemetry have no such argument)
+    quiet = {"tracing": False, "metrics": False, "logs": False}
+    extra: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        extra["telemetry"] = quiet
+    app = App(title=f"ember serve: {served.name}", lifespan=lifespan, docs_url=None, redoc_url=None, **extra)
     app.state.ember = state
     app.state.monitor = monitor
 
     predict_ok = metrics.requests.labels("predict", "200")
 
-    async def predict(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
         n = 0
         try:
@@ -181,11 +204,6 @@ def create_app(
         metrics.latency.observe(time.perf_counter() - start)
         await _send_json(send, 200, content)
 
-    # POST /v1/predict is a plain ASGI handler in front of FastAPI's router: the router's per-request
-    # machinery (dependency solving, Request/Response objects) costs as much event-loop time as the
-    # whole predict path, and that time caps the requests per second a batching server can take.
-    app.add_middleware(_Route, path="/v1/predict", handler=predict)
-
     @app.get("/healthz")
     async def healthz() -> Response:
         alive = batcher.alive
@@ -216,6 +234,7 @@ def create_app(
         card = {
             "name": served.name,
             "backend": served.runner.backend,
+            "artifact": getattr(served.runner, "artifact", None),  # the plan's measured file, if any
             "sha256": served.sha256,
             "classes": served.classes,
             "input": decoder.schema(),
@@ -281,19 +300,6 @@ async def _send_json(send: Any, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-class _Route:
-    """ASGI middleware sending one path straight to a handler, past the framework's router."""
-
-    def __init__(self, app: Any, *, path: str, handler: Callable[..., Any]) -> None:
-        self.app, self.path, self.handler = app, path, handler
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path:
-            await self.handler(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
 class _Decoder:
     """Request bodies → a checked ``(n, *input_shape)`` tensor, with pydantic doing the checking."""
 
@@ -305,6 +311,8 @@ class _Decoder:
 
         self.served, self.max_items = served, max_items
         self.is_int = served.input_dtype == "int64"
+        self._kinds = "i" if self.is_int else "if"  # numpy dtype kinds a numeric body may parse to
+        self._loads = _json_loads()
         self.torch_dtype = torch.int64 if self.is_int else torch.float32
         lo, hi = served.input_range or (None, None)
         number = int if self.is_int else float
@@ -358,6 +366,9 @@ class _Decoder:
         )
 
     def _json(self, body: bytes) -> torch.Tensor:
+        fast = self._numbers(body)
+        if fast is not None:
+            return fast
         from pydantic import ValidationError
 
         try:
@@ -379,6 +390,45 @@ class _Decoder:
             return torch.stack(rows)
         if not self.is_int and not np.isfinite(array).all():
             raise ApiError(422, "inputs: values must be finite float32 numbers", "validation")
+        return torch.from_numpy(array)
+
+    def _numbers(self, body: bytes) -> torch.Tensor | None:
+        """The common request, a list of numeric items, decoded without pydantic (None: anything else).
+
+        Accepts only what the pydantic model accepts, and decodes it to the same tensor: the body is
+        ``{"inputs": [...]}`` and numpy reads the list as one int or float array of exactly
+        ``(n, *input_shape)``, within range and finite. JSON ``true``/``false`` would pass as 1/0
+        in numpy (pydantic's strict numbers refuse them), so a body holding either goes the slow
+        way, as does every body this path does not take: pydantic then accepts it or says why not.
+        """
+        if b"true" in body or b"false" in body:
+            return None
+        try:
+            data = self._loads(body)
+        except ValueError:  # orjson's JSONDecodeError is one
+            return None
+        if type(data) is not dict or len(data) != 1 or type(data.get("inputs")) is not list:
+            return None
+        try:
+            array = np.array(data["inputs"])
+        except ValueError:  # ragged nesting
+            return None
+        if (
+            array.dtype.kind not in self._kinds
+            or array.shape[1:] != self.served.input_shape
+            or not len(array)
+        ):
+            return None
+        if len(array) > self.max_items:
+            raise ApiError(
+                413, f"{len(array)} items in one request; at most {self.max_items}", "too_many_items"
+            )
+        lo, hi = self.served.input_range or (None, None)
+        if (lo is not None and array.min() < lo) or (hi is not None and array.max() > hi):
+            return None
+        array = array.astype(np.int64 if self.is_int else np.float32, copy=False)
+        if not self.is_int and not np.isfinite(array).all():  # beyond float32's range
+            return None
         return torch.from_numpy(array)
 
     def _string(self, item: str) -> torch.Tensor:
@@ -424,6 +474,14 @@ class _Decoder:
         return torch.tensor(ids, dtype=torch.int64)
 
 
+def _json_loads() -> Callable[[bytes], Any]:
+    try:
+        import orjson
+    except ImportError:
+        raise ImportError("serving needs orjson: pip install 'ember[serve]'") from None
+    return orjson.loads  # type: ignore[no-any-return]
+
+
 def _validation_error(e: Any, shape: tuple[int, ...]) -> ApiError:
     errors = e.errors(include_url=False, include_input=False)
     if errors and errors[0]["type"] == "json_invalid":
@@ -449,6 +507,11 @@ def _batch_fn(
     Drift observation goes to its own thread so that it never delays this batch's answers.
     """
 
+    import orjson
+
+    numpy_option = orjson.OPT_SERIALIZE_NUMPY
+    classes = served.classes or []
+
     def run(payloads: list[torch.Tensor]) -> list[bytes]:
         x = payloads[0] if len(payloads) == 1 else torch.cat(payloads)
         result = served.runner(x)
@@ -460,19 +523,20 @@ def _batch_fn(
         if observer is not None and monitor is not None:
             emb = result.outputs if monitor.reference.embedding_kind == "outputs" else result.embeddings
             observer.submit(_observe, monitor, metrics, x, emb, preds)
-        rows, pred_rows = outputs.tolist(), preds.tolist() if preds is not None else None
+        # orjson writes numpy rows directly (float32 in shortest round-trip form), ~10x faster than
+        # json.dumps on lists: this runs in the model thread, holding the GIL the event loop needs
+        rows = np.ascontiguousarray(outputs.numpy())
+        pred_rows = preds.tolist() if preds is not None else None
         replies, start = [], 0
         for p in payloads:
             stop = start + len(p)
             reply: dict[str, Any] = {"outputs": rows[start:stop]}
-            if pred_rows is not None and served.classes:
-                reply["predictions"] = pred_rows[start:stop]
-                reply["labels"] = [
-                    served.classes[i] if i < len(served.classes) else str(i) for i in reply["predictions"]
-                ]
+            if pred_rows is not None:
+                reply["predictions"] = picked = pred_rows[start:stop]
+                reply["labels"] = [classes[i] if i < len(classes) else str(i) for i in picked]
             if flags is not None:
                 reply["flags"] = flags[start:stop]
-            replies.append(json.dumps(reply).encode())
+            replies.append(orjson.dumps(reply, option=numpy_option))
             start = stop
         return replies
 
@@ -554,6 +618,10 @@ def serve(
     On the signal /readyz turns 503 at once, the listening socket closes, requests already
     received finish (up to ``graceful_timeout_s``), then the batch worker stops. ``port=0`` picks a
     free port; ``announce`` gets ``"listening on http://HOST:PORT"`` once the socket is bound.
+
+    uvicorn runs on uvloop with the httptools parser when they are installed (``ember[serve]``
+    installs both): they cut the event loop's CPU per request several-fold against asyncio + h11,
+    and that CPU is what caps a batching server's requests per second (see BENCHMARKS.md).
 
     ``switch_interval_s``: the GIL switch interval. Eager PyTorch retakes the GIL after every op, each
     retake can wait a whole interval behind a busy event loop (CPython's 5 ms made a small CNN's batch

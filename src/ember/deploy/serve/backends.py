@@ -13,7 +13,10 @@ monitor compares those with the bundle's reference sample). Backends:
 
 A serving plan is the JSON file ``ember plan`` writes (``plan.json`` beside a bundle)::
 
-    {"backend": "onnxruntime-int8", "threads": 2, "max_batch": 64, "max_wait_ms": 2.0, ...}
+    {"backend": "onnxruntime-int8", "threads": 2, "max_batch": 64, "max_wait_ms": 2.0,
+     "artifact": "plan.model.int8.onnx", "artifact_sha256": "...", ...}
+
+and :func:`planned_runner` serves exactly what it measured (``ember.deploy.placement.runner``).
 
 Example:
     >>> import torch
@@ -120,6 +123,48 @@ class OnnxRunner:
         results = self.session.run(None, {self._input: x.contiguous().numpy()})
         emb = torch.from_numpy(results[1]) if self._has_embeddings else None
         return RunOutput(torch.from_numpy(results[0]), emb)
+
+
+class PlannedRunner:
+    """The artifact a serving plan measured (``ember.deploy.placement.runner``), run for serving.
+
+    ONNX Runtime artifacts give the model's outputs only (no embeddings: drift then watches the
+    inputs and the predicted classes).
+    """
+
+    def __init__(self, module: Callable[[torch.Tensor], Any], backend: str, artifact: str | None) -> None:
+        self.module, self.backend, self.artifact = module, backend, artifact
+
+    def __call__(self, x: torch.Tensor) -> RunOutput:
+        with torch.inference_mode():
+            return RunOutput(self.module(x))
+
+
+def planned_runner(plan: dict[str, Any], model: nn.Module, *, folder: str | Path | None = None) -> Runner:
+    """The runner a saved plan (``plan.json`` from ``ember plan``) chose, built by ``placement.runner``.
+
+    A plan that names an ONNX artifact loads that very file (its sha256 checked against the plan);
+    torch backends get the same transform the plan measured, with the plan's thread count.
+
+    Args:
+        plan: the plan dict (:func:`load_plan`).
+        model: the model the plan was made for.
+        folder: the plan file's folder (where its ``artifact`` lies).
+    """
+    from ember.deploy import placement
+
+    backend, threads = str(plan.get("backend", "eager")), int(plan.get("threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if backend == "compiled":  # compiled with the serving wrapper (outputs and embeddings)
+        return TorchRunner(model, "compiled")
+    if backend in ("eager", "int8-dynamic"):
+        return TorchRunner(placement.runner(plan, model, folder=folder), backend)
+    if not plan.get("artifact"):
+        raise ValueError(
+            f"serving plan with backend '{backend}' names no artifact; make it with `ember plan`"
+        )
+    return PlannedRunner(placement.runner(plan, model, folder=folder), backend, str(plan["artifact"]))
 
 
 def build_runner(
@@ -280,9 +325,13 @@ class ServedModel:
         *,
         backend: str = "eager",
         threads: int = 0,
+        runner: Runner | None = None,
         **fields: Any,
     ) -> ServedModel:
         """Serve a plain ``nn.Module`` taking ``(B, *input_shape)`` inputs.
+
+        ``backend`` and ``threads`` build the runner (:func:`build_runner`) unless ``runner`` is
+        given already (e.g. :func:`planned_runner`).
 
         Example:
             >>> from ember.models import create
@@ -291,21 +340,32 @@ class ServedModel:
             >>> served.runner.backend, served.is_image
             ('eager', True)
         """
-        dtype = torch.int64 if fields.get("input_dtype") == "int64" else torch.float32
-        example = torch.zeros((2, *input_shape), dtype=dtype)
-        runner = build_runner(model, backend, example=example, threads=threads)
+        if runner is None:
+            dtype = torch.int64 if fields.get("input_dtype") == "int64" else torch.float32
+            example = torch.zeros((2, *input_shape), dtype=dtype)
+            runner = build_runner(model, backend, example=example, threads=threads)
         return cls(runner=runner, input_shape=tuple(input_shape), **fields)
 
     @classmethod
     def from_bundle(
-        cls, bundle: Any, *, plan: dict[str, Any] | None = None, backend: str | None = None
+        cls,
+        bundle: Any,
+        *,
+        plan: dict[str, Any] | None = None,
+        backend: str | None = None,
+        plan_folder: str | Path | None = None,
     ) -> ServedModel:
         """Serve an opened bundle (``ember.deploy.bundle.open_bundle``) with the plan's backend.
+
+        A plan from ``ember plan`` (one naming its measured ``artifact``) is served through
+        :func:`planned_runner`: the very file the plan timed and checked. A plan without an
+        artifact (written by hand) builds its backend with :func:`build_runner`.
 
         Args:
             bundle: has ``model``, ``meta``, ``input_shape``, ``classes``, ``profile``, ``sha256``.
             plan: a serving plan (``load_plan``); its ``backend`` and ``threads`` are used.
             backend: overrides the plan's backend (default: the plan's, else ``eager``).
+            plan_folder: the plan file's folder, where its artifact lies.
         """
         meta = dict(getattr(bundle, "meta", None) or {})
         if getattr(bundle, "card", None):
@@ -319,11 +379,15 @@ class ServedModel:
         chosen = backend or (plan or {}).get("backend", "eager")
         profile = getattr(bundle, "profile", None)
         classes = getattr(bundle, "classes", None) or meta.get("classes")
+        runner = None
+        if plan is not None and plan.get("artifact") and chosen == plan.get("backend"):
+            runner = planned_runner(plan, bundle.model, folder=plan_folder)
         served = cls.from_module(
             bundle.model,
             shape,
             backend=chosen,
             threads=int((plan or {}).get("threads", 0)),
+            runner=runner,
             input_dtype=dtype,
             input_range=tuple(value_range) if value_range is not None else None,
             classes=[str(c) for c in classes] if classes else None,

@@ -1,0 +1,244 @@
+"""Sequence to sequence (translation): teacher-forced, label-smoothed cross-entropy; BLEU and chrF.
+
+Batches are ``(src, tgt)`` pairs of right-padded int64 ids, (B, S) and (B, T + 1), the target
+wrapped in ``<bos> … <eos>`` (as `ember.data.parallel.PairLoader` gives them). The model sees
+``tgt[:, :-1]`` and predicts ``tgt[:, 1:]`` (teacher forcing); padding is masked out of the
+source's attention and out of the loss. The model is an encoder-decoder: ``model(src, tgt_in,
+src_mask) -> (B, T, V)`` logits, plus the decoding interface of `ember.generative.beam`.
+
+Label smoothing moves ``label_smoothing`` of the probability mass from the true token to all
+tokens evenly, exactly as ``F.cross_entropy(..., label_smoothing=)``; the reported ``loss`` (and
+``perplexity``) is the plain cross-entropy per target token, comparable across smoothing settings.
+
+Evaluation also translates: greedy search on ``val_decode_fraction`` of the validation batches
+(spread evenly; the batches are length-sorted, so every length is represented) while training, and
+beam search (``beam_size``, ``length_penalty``) on every test example for the final figures
+(`for_test`, called by the recipe before testing). Hypotheses and references are detokenized by
+the run's tokenizer and scored by sacrebleu: ``bleu`` (the headline) and ``chrf``.
+
+Example:
+    >>> import torch
+    >>> task = Seq2Seq(label_smoothing=0.0)
+    >>> logits, target = torch.zeros(1, 3, 5), torch.tensor([[4, 3, -100]])
+    >>> round(task.loss(logits, target).item(), 4)
+    1.6094
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ember.tasks.base import registry
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How evaluation translates."""
+
+    beam_size: int = 1
+    """Hypotheses kept per sentence (1: greedy search)."""
+    length_penalty: float = 1.0
+    """Exponent of the length dividing a finished hypothesis's log-probability (beam search)."""
+    max_len_a: float = 1.5
+    """A translation stops after ``max_len_a * source_tokens + max_len_b`` tokens."""
+    max_len_b: int = 10
+    """See ``max_len_a``."""
+    fraction: float = 1.0
+    """Share of evaluation batches decoded (0: none; scores only loss and perplexity)."""
+
+
+@dataclass
+class Seq2SeqOutput:
+    """An evaluation batch's teacher-forced logits and, when decoded, its translations."""
+
+    logits: torch.Tensor  # (B, T, V)
+    hypotheses: torch.Tensor | None  # (B, L) decoded ids, <eos> then padding; None: not decoded
+
+
+class Seq2Seq:
+    """Teacher-forced encoder-decoder training; translation metrics on decoded text.
+
+    Args:
+        tokenizer: detokenizes hypotheses and references (a recipe fills the run's); without one,
+            token ids are scored as space-separated words.
+        label_smoothing: mass moved from the true token to all tokens (0 disables).
+        val_beam_size: hypotheses kept when decoding during training (1: greedy).
+        val_decode_fraction: share of validation batches decoded during training.
+        beam_size, length_penalty: the final test decoding (see `ember.generative.beam`).
+        max_len_a, max_len_b: longest translation, ``a * source_tokens + b``.
+        pad_id, bos_id, eos_id: special ids when there is no tokenizer.
+    """
+
+    headline = "bleu"
+    mode: Literal["max", "min"] = "max"
+
+    def __init__(
+        self,
+        *,
+        tokenizer: Any = None,
+        label_smoothing: float = 0.1,
+        val_beam_size: int = 1,
+        val_decode_fraction: float = 1.0,
+        beam_size: int = 4,
+        length_penalty: float = 1.0,
+        max_len_a: float = 1.5,
+        max_len_b: int = 10,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+    ) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 <= val_decode_fraction <= 1.0:
+            raise ValueError(f"val_decode_fraction must be in [0, 1], got {val_decode_fraction}")
+        if beam_size < 1 or val_beam_size < 1:
+            raise ValueError(f"beam sizes must be at least 1; got {val_beam_size} and {beam_size}")
+        self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing
+        special = lambda name, default: (  # noqa: E731
+            getattr(tokenizer, name) if getattr(tokenizer, name, None) is not None else default
+        )
+        self.pad_id, self.bos_id, self.eos_id = (
+            special("pad_id", pad_id),
+            special("bos_id", bos_id),
+            special("eos_id", eos_id),
+        )
+        self.decoding = DecodeOptions(
+            beam_size=val_beam_size, max_len_a=max_len_a, max_len_b=max_len_b, fraction=val_decode_fraction
+        )
+        self.test_decoding = DecodeOptions(
+            beam_size=beam_size, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b
+        )
+        self._batches = 0  # evaluation batches seen in the current pass
+
+    def for_test(self) -> Seq2Seq:
+        """This task decoding every example with the final beam search (for test metrics)."""
+        task = copy.copy(self)
+        task.decoding = replace(self.test_decoding, fraction=1.0)
+        return task
+
+    def forward(self, model: nn.Module, batch: Any) -> tuple[Any, torch.Tensor]:
+        src, tgt = batch
+        src_mask = src != self.pad_id
+        tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+        target = tgt_out.masked_fill(tgt_out == self.pad_id, IGNORE_INDEX)
+        logits = model(src, tgt_in, src_mask)  # (B, S), (B, T) -> (B, T, V)
+        if model.training:
+            return logits, target
+        self._batches += 1
+        if not self._decode_batch(self._batches - 1):
+            return Seq2SeqOutput(logits, None), target
+        return Seq2SeqOutput(logits, self._search(model, src, src_mask)), target
+
+    def _decode_batch(self, index: int) -> bool:
+        f = self.decoding.fraction
+        return math.ceil((index + 1) * f) > math.ceil(index * f)  # evenly spread, the first included
+
+    def _search(self, model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        # decoding lives with generation (ember.generative.beam), imported only when evaluating
+        from ember.generative.beam import beam_search, greedy_search
+
+        d = self.decoding
+        ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
+        if d.beam_size == 1:
+            return greedy_search(model, src, src_mask, max_len_a=d.max_len_a, max_len_b=d.max_len_b, **ids)
+        return beam_search(
+            model,
+            src,
+            src_mask,
+            beam_size=d.beam_size,
+            length_penalty=d.length_penalty,
+            max_len_a=d.max_len_a,
+            max_len_b=d.max_len_b,
+            **ids,
+        )
+
+    def loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        # (B, T, V) logits, (B, T) targets -> mean label-smoothed nats per target token
+        logits = output.logits if isinstance(output, Seq2SeqOutput) else output
+        return F.cross_entropy(
+            logits.float().flatten(0, -2),
+            target.flatten(),
+            ignore_index=IGNORE_INDEX,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def evaluation(self) -> Seq2SeqEvaluation:
+        self._batches = 0
+        return Seq2SeqEvaluation(self.detokenize)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids, specials dropped (the tokenizer's decode, or the ids as words)."""
+        words = [i for i in ids if i not in (self.pad_id, self.bos_id, self.eos_id, IGNORE_INDEX)]
+        if self.tokenizer is None:
+            return " ".join(str(i) for i in words)
+        return str(self.tokenizer.decode(words))
+
+
+class Seq2SeqEvaluation:
+    """Plain cross-entropy sums (on the device) and the decoded sentences of one pass."""
+
+    def __init__(self, detokenize: Any) -> None:
+        self.detokenize = detokenize
+        self.nats: torch.Tensor | None = None
+        self.tokens: torch.Tensor | None = None
+        self.hypotheses: list[str] = []
+        self.references: list[str] = []
+
+    def update(self, output: Any, target: torch.Tensor, loss: torch.Tensor) -> None:
+        logits = (output.logits if isinstance(output, Seq2SeqOutput) else output).detach()
+        nats = F.cross_entropy(
+            logits.float().flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        tokens = (target != IGNORE_INDEX).sum()
+        self.nats = nats if self.nats is None else self.nats + nats
+        self.tokens = tokens if self.tokens is None else self.tokens + tokens
+        if isinstance(output, Seq2SeqOutput) and output.hypotheses is not None:
+            self.hypotheses += [self.detokenize(row) for row in output.hypotheses.tolist()]
+            self.references += [self.detokenize(row) for row in target.tolist()]
+
+    def compute(self) -> dict[str, float]:
+        if self.nats is None or self.tokens is None or int(self.tokens) == 0:
+            return {"loss": float("nan")}
+        loss = float(self.nats) / int(self.tokens)
+        out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+        if self.hypotheses:
+            # sacrebleu through ember.evaluate.metrics, imported at the first decoded evaluation
+            from ember.evaluate.metrics import bleu, chrf
+
+            out["bleu"] = bleu(self.hypotheses, self.references)
+            out["chrf"] = chrf(self.hypotheses, self.references)
+            out["decoded"] = float(len(self.hypotheses))
+        return out
+
+
+@registry.register("seq2seq")
+def seq2seq(
+    *,
+    tokenizer: Any = None,
+    label_smoothing: float = 0.1,
+    val_beam_size: int = 1,
+    val_decode_fraction: float = 1.0,
+    beam_size: int = 4,
+    length_penalty: float = 1.0,
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
+    pad_id: int = 0,
+    bos_id: int = 2,
+    eos_id: int = 3,
+) -> Seq2Seq:
+    """Teacher-forced translation with BLEU / chrF on decoded text (see :class:`Seq2Seq`)."""
+    return Seq2Seq(**locals())
+
+
+__all__ = ["DecodeOptions", "Seq2Seq", "Seq2SeqEvaluation", "Seq2SeqOutput", "seq2seq"]
