@@ -17,11 +17,19 @@ import torch
 
 
 def native_bf16(device: torch.device) -> bool:
-    """True where bf16 matmuls run natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)."""
+    """True where bf16 training runs faster than fp32: CUDA with bf16, or a CPU with AMX tiles.
+
+    AVX512-BF16 alone is not enough: on such a CPU (no AMX) ``benchmarks/gpt_train.py`` measured
+    bf16 autocast training at 0.54x the speed of fp32, so ``auto`` keeps fp32 there.
+    """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(
+            torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            and torch.cpu._is_amx_tile_supported()
+        )
     return False
 
 
