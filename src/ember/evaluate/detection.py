@@ -36,8 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +44,8 @@ import torch
 
 from ember.evaluate.components import CROP_SIZE, CropClassifier, crop_features, items, label_components
 from ember.evaluate.stats import BaselineEvidence, Evidence, Statistics
+from ember.tasks.detection import Detections, coco_evaluated
 
-Detections = list[dict[str, torch.Tensor]]
 NAMES = ("map50", "map", "map75", "mar100")
 MAX_CELLS = 1 << 22  # resamples x thresholds x steps held at once per class
 THRESHOLDS = (0.0, 0.1, 0.25, 0.4)
@@ -62,47 +60,6 @@ class _ClassSteps:
     members: Any  # sparse (G, n): how many of step g's detections come from each image
     hits: np.ndarray  # (T, G) 1.0 where step g's detections are true positives at threshold t
     misses: np.ndarray  # (T, G) 1.0 where they are false positives
-
-
-def _coco_evaluated(preds: Detections, targets: Detections, max_detections: int) -> Any:
-    """``COCOeval`` after ``evaluate()`` on the records `ember.tasks.detection.mean_average_precision`
-    builds; None without true boxes or without detections."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError("mAP needs pycocotools: pip install 'ember[metrics]'") from None
-    images: list[dict[str, Any]] = []
-    truth: list[dict[str, Any]] = []
-    found: list[dict[str, Any]] = []
-    classes: set[int] = set()
-    for image_id, (pred, target) in enumerate(zip(preds, targets, strict=True)):
-        images.append({"id": image_id})
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            truth.append({"id": len(truth) + 1, "image_id": image_id, "category_id": label,
-                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
-            classes.add(label)
-        order = pred["scores"].argsort(descending=True)[:max_detections]
-        for box, score, label in zip(
-            pred["boxes"][order].tolist(), pred["scores"][order].tolist(), pred["labels"][order].tolist()
-        ):
-            found.append({"image_id": image_id, "category_id": label, "score": score,
-                          "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
-            classes.add(label)
-    if not truth or not found:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": truth,
-            "categories": [{"id": c} for c in sorted(classes)],
-        }
-        gt.createIndex()
-        coco = COCOeval(gt, gt.loadRes(found), iouType="bbox")
-        coco.evaluate()
-    return coco
 
 
 def _class_steps(coco: Any, k: int, n: int) -> _ClassSteps:
@@ -178,7 +135,7 @@ def detection_statistics(preds: Detections, targets: Detections, *, max_detectio
         max_detections: the highest-scoring detections per image that count (as the task's).
     """
     n = len(targets)
-    coco = _coco_evaluated(preds, targets, max_detections)
+    coco = coco_evaluated(preds, targets, max_detections)
     if coco is None:  # no truth: undefined; truth but no detections: 0 wherever a resample has truth
         has_truth = np.array([float(len(t["labels"]) > 0) for t in targets])
 

@@ -221,22 +221,9 @@ class DetectionEvaluation:
         }
 
 
-def mean_average_precision(
-    preds: Detections, targets: Detections, max_detections: int = 100
-) -> dict[str, float]:
-    """COCO box mAP of detections against the truth, by pycocotools' ``COCOeval``.
-
-    Args:
-        preds: per image, ``boxes`` (n, 4) ``xyxy``, ``scores`` (n,), ``labels`` (n,).
-        targets: per image, ``boxes`` (m, 4) ``xyxy`` and ``labels`` (m,).
-        max_detections: the most detections per image that count (the highest scoring); COCOeval
-            itself then keeps its standard limits (1, 10, 100 per image and class).
-
-    Returns:
-        ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``mar100`` (recall at 100 detections);
-        NaN where there is no true box at all. Every class present in the truth or the detections is
-        a COCO category; classes without truth count for nothing, as in COCOeval.
-    """
+def coco_evaluated(preds: Detections, targets: Detections, max_detections: int = 100) -> Any:
+    """``COCOeval`` after ``evaluate()`` (per-image matching done, nothing accumulated) on the
+    records of :func:`mean_average_precision`; None without true boxes or without detections."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -260,11 +247,8 @@ def mean_average_precision(
             found.append({"image_id": image_id, "category_id": label, "score": score,
                           "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
             classes.add(label)
-    names = ("map", "map50", "map75", "mar100")
-    if not truth:
-        return dict.fromkeys(names, math.nan)
-    if not found:
-        return dict.fromkeys(names, 0.0)
+    if not truth or not found:
+        return None
     with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
         gt = COCO()
         gt.dataset = {
@@ -273,9 +257,34 @@ def mean_average_precision(
             "categories": [{"id": c} for c in sorted(classes)],
         }
         gt.createIndex()
-        dt = gt.loadRes(found)
-        coco = COCOeval(gt, dt, iouType="bbox")
+        coco = COCOeval(gt, gt.loadRes(found), iouType="bbox")
         coco.evaluate()
+    return coco
+
+
+def mean_average_precision(
+    preds: Detections, targets: Detections, max_detections: int = 100
+) -> dict[str, float]:
+    """COCO box mAP of detections against the truth, by pycocotools' ``COCOeval``.
+
+    Args:
+        preds: per image, ``boxes`` (n, 4) ``xyxy``, ``scores`` (n,), ``labels`` (n,).
+        targets: per image, ``boxes`` (m, 4) ``xyxy`` and ``labels`` (m,).
+        max_detections: the most detections per image that count (the highest scoring); COCOeval
+            itself then keeps its standard limits (1, 10, 100 per image and class).
+
+    Returns:
+        ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``mar100`` (recall at 100 detections);
+        NaN where there is no true box at all. Every class present in the truth or the detections is
+        a COCO category; classes without truth count for nothing, as in COCOeval.
+    """
+    names = ("map", "map50", "map75", "mar100")
+    if not any(len(t["boxes"]) for t in targets):
+        return dict.fromkeys(names, math.nan)
+    coco = coco_evaluated(preds, targets, max_detections)
+    if coco is None:  # true boxes but no detection at all
+        return dict.fromkeys(names, 0.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
         coco.accumulate()
         coco.summarize()
     stats = np.asarray(coco.stats, dtype=np.float64)
