@@ -176,6 +176,10 @@ class TrainerConfig:
     """Use deterministic algorithms only (bit-identical resumes; can be slower)."""
     checkpoint_every: int = 0
     """Also checkpoint every this many optimizer steps (0: only at epoch ends)."""
+    checkpoint_min_interval: float = 1.0
+    """Seconds an epoch-end checkpoint waits after the previous one (0: one every epoch). The last
+    epoch's, a new best's and ``checkpoint_every``'s are always written; epochs shorter than this
+    would otherwise spend a tenth of their time on checkpoints."""
     keep_last: int = 2
     """Step checkpoints kept besides the best one and the one resumed from."""
     early_stopping_metric: str = ""

@@ -281,13 +281,13 @@ def train(
     if merge.adapters is not None and merge.adapters.is_file() and trainer.run is not None:
         trainer.run.artifact(merge.adapters, "adapters")
     if prep.test is not None and trainer.run is not None:
-        trainer.task = _test_task(task)
+        trainer.task = final_task(task)
         test = trainer.test(prep.test)
         result.metrics.update({f"test/{k}": v for k, v in test.items()})
     return result
 
 
-def _test_task(task: Any) -> Any:
+def final_task(task: Any) -> Any:
     """The task as it scores the test split: a translation task then decodes with its full beam."""
     for_test = getattr(task, "for_test", None)
     return for_test() if callable(for_test) else task
@@ -315,7 +315,7 @@ def evaluate_run(ref: str, split: str = "test", *, runs_dir: str | Path | None =
             f"run {record.id} has no '{split}' split; it has: train, val" + (", test" if prep.test else "")
         )
     task = build_task(prep.config, prep.bundle)
-    task = _test_task(task) if split == "test" else task
+    task = final_task(task) if split == "test" else task
     trainer = Trainer(prep.model, task=task, config=prep.config, runs_dir=runs_dir, progress=False)
     metrics = trainer.validate(data)
     run = trainer.store.open(record.id)
@@ -362,6 +362,7 @@ __all__ = [
     "Prepared",
     "build_model",
     "build_task",
+    "final_task",
     "check",
     "evaluate_run",
     "load_language_model",

@@ -33,3 +33,24 @@ def ember(
 @pytest.fixture
 def cli():  # type: ignore[no-untyped-def]
     return ember
+
+
+def fetch_or_skip(name: str) -> None:
+    """Fetch a pinned data set into the cache, or skip when the machine is offline (not on a bad pin)."""
+    import urllib.error
+
+    from ember.data import SourceUnavailableError, fetch
+
+    try:
+        fetch(name, progress=False)
+    except SourceUnavailableError as error:
+        reasons = [reason for _, reason in error.failures]
+        if any(isinstance(r, urllib.error.HTTPError) for r in reasons):
+            raise
+        pytest.skip(f"network unreachable: {reasons[0]}")
+
+
+@pytest.fixture
+def fetched():  # type: ignore[no-untyped-def]
+    """``fetched(name)``: the pinned data set in the cache, or the test skipped when offline."""
+    return fetch_or_skip

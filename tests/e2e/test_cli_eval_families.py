@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 import ember
 
 CI = r"\d+\.\d{4} \[\d+\.\d{4}, \d+\.\d{4}\]"
@@ -96,3 +98,35 @@ def test_segmentation_eval_json_and_compare(cli, tmp_path: Path, repo_root: Path
 
     compared = cli("runs", "compare", run, other, "--resamples", "100", "--runs-dir", runs).stdout
     assert "paired test on the test split (16 " in compared and "paired bootstrap p-value on miou" in compared
+
+
+@pytest.mark.slow
+def test_translation_eval_resamples_sentences_beside_copy_and_word_by_word(
+    cli, fetched, tmp_path: Path, repo_root: Path
+) -> None:  # type: ignore[no-untyped-def]
+    fetched("en-es-verses")
+    runs = str(tmp_path / "runs")
+    run = ember.train(
+        repo_root / "configs/translate-en-es.yaml",
+        {"model.name": "encoder_decoder_tiny", "data.tokenizer": "char", "data.max_len": 24,
+         "data.val_books": ["Phlm"], "data.test_books": ["Jude"], "task.beam_size": 2,
+         "task.max_len_a": 0.0, "task.max_len_b": 6, "task.val_decode_fraction": 0.0,
+         "trainer.max_steps": 2, "trainer.epochs": 1},
+        runs_dir=runs, progress=False,
+    )  # fmt: skip
+    out = cli("eval", run.run_id, "--resamples", "200", "--runs-dir", runs).stdout
+    assert f"{run.run_id} · test split · 25 sentences · 95% bootstrap intervals (200 resamples)" in out, out
+    _rows(out, ["chrf"], 3)  # model, copy, word by word
+    assert "margin on bleu (model - baseline; higher is better), paired bootstrap:" in out
+    assert "the source sentence as its own translation" in out and "training pairs (Dice;" in out
+    data = json.loads(cli("eval", run.run_id, "--json", "--resamples", "100", "--runs-dir", runs).stdout)
+    assert data["unit"] == "sentences" and data["headline"] == "bleu"
+    assert data["intervals"]["bleu"]["value"] == pytest.approx(run.metrics["test/bleu"], abs=1e-9)
+    copy = data["baselines"][0]["intervals"]["chrf"]
+    assert copy["low"] <= copy["value"] <= copy["high"] and copy["value"] > 0  # names carry over
+
+    page = tmp_path / "translation.html"
+    cli("report", run.run_id, "--out", str(page), "--resamples", "100", "--runs-dir", runs)
+    mistakes = re.search(r'<section id="mistakes">(.*?)</section>', page.read_text(), re.S)
+    assert mistakes is not None and "lowest sentence chrF" in mistakes.group(1)
+    assert mistakes.group(1).count("<tr>") == 13  # the header and the 12 worst of 25

@@ -55,21 +55,6 @@ SHRINK: dict[str, list[str]] = {
 }
 
 
-def _fetch_or_skip(name: str) -> None:
-    """Fetch a pinned data set into the cache, or skip when the machine is offline (not on a bad pin)."""
-    import urllib.error
-
-    from ember.data import SourceUnavailableError, fetch
-
-    try:
-        fetch(name, progress=False)
-    except SourceUnavailableError as error:
-        reasons = [reason for _, reason in error.failures]
-        if any(isinstance(r, urllib.error.HTTPError) for r in reasons):
-            raise
-        pytest.skip(f"network unreachable: {reasons[0]}")
-
-
 def _generic(config: Path) -> list[str]:
     """A tiny model variant when the recipe's family registers one."""
     import yaml
@@ -82,9 +67,9 @@ def _generic(config: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
-def test_config_trains_through_the_cli(cli, config: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_config_trains_through_the_cli(cli, fetched, config: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if "brown" in config:
-        _fetch_or_skip("brown")
+        fetched("brown")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)
     shrink = [item.format(corpus=corpus) for item in SHRINK.get(config, _generic(ROOT / "configs" / config))]
@@ -108,10 +93,10 @@ def test_every_config_is_covered() -> None:
 
 
 @pytest.mark.slow
-def test_pretrain_then_finetune_brown(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pretrain_then_finetune_brown(cli, fetched, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The chain as the recipes say it: the genre classifier starts from the pretrained run by name,
     with its tokenizer; then the same with LoRA, whose run saves a plain model plus its adapters."""
-    _fetch_or_skip("brown")
+    fetched("brown")
     runs = ["--runs-dir", str(tmp_path / "runs")]
     cli("train", "configs/pretrain-brown-lm.yaml", *BROWN_GPT, *BROWN_LM, *COMMON, *runs)
     full = cli("train", "configs/finetune-brown-genre.yaml", *BROWN_GPT, *BROWN_GENRE, *COMMON, *runs)

@@ -114,17 +114,26 @@ def test_background_writer_runs_jobs_in_order_and_reports_errors() -> None:
         writer.submit(done.append, 1)
 
 
-def test_snapshot_copy_is_independent_of_later_training(tmp_path: Path) -> None:
+def test_encoded_checkpoint_is_independent_of_later_training(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    tensors, info = ck.snapshot(model=model, optimizer=opt, meta={"step": 1}, copy=True)
+    data = ck.encode(model=model, optimizer=opt, meta={"step": 1})
     model(torch.randn(4, 3)).sum().backward()
     opt.step()  # mutates weights and Adam's moments in place
-    ck.write_snapshot(tmp_path / "s.safetensors", tensors, info)
+    ck.atomic_write_bytes(tmp_path / "s.safetensors", data)
     loaded = ck.load_checkpoint(tmp_path / "s.safetensors")
     assert all(torch.equal(loaded.model[k], before[k]) for k in before)
     assert int(loaded.optimizer_state()["state"][0]["step"]) == 1
+
+
+def test_bf16_and_tied_weights_take_the_torch_path(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 5, bias=False)).to(torch.bfloat16)
+    model[1].weight = model[0].weight  # tied: one storage, two names
+    ck.save_checkpoint(tmp_path / "t.safetensors", model=model)
+    loaded = ck.load_checkpoint(tmp_path / "t.safetensors")
+    assert loaded.model["0.weight"].dtype == torch.bfloat16
+    assert torch.equal(loaded.model["0.weight"], loaded.model["1.weight"])

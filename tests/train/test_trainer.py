@@ -118,7 +118,15 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
             out = self.net(inp)
             return out * float("nan") if self.calls == 8 else out
 
-    trainer = Trainer(BreaksAtStep(), lr=0.01, epochs=5, batch_size=16, checkpoint_every=5, log_every=100)
+    trainer = Trainer(
+        BreaksAtStep(),
+        lr=0.01,
+        epochs=5,
+        batch_size=16,
+        checkpoint_every=5,
+        checkpoint_min_interval=0,
+        log_every=100,
+    )
     with pytest.raises(NonFiniteLossError, match="optimizer step 8"):
         trainer.fit((x, y))
     assert trainer.run is not None
@@ -128,6 +136,33 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert files == ["step-000005.safetensors", "step-000006.safetensors"]  # every 5 steps + epoch 1's end
     good = load_checkpoint(trainer.run.dir / "checkpoints" / files[-1])
     assert all(torch.isfinite(t).all() for t in good.model.values())
+
+
+def test_short_epochs_checkpoint_at_most_once_per_interval_but_always_at_the_end(
+    toy_data: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    x, y = toy_data
+    steps = -(-len(y) // 16)
+    every = Trainer(_mlp(), lr=0.01, epochs=4, batch_size=16, checkpoint_min_interval=0, keep_last=10)
+    every.fit((x, y))
+    assert every.run is not None
+    written = sorted(p.name for p in (every.run.dir / "checkpoints").iterdir())
+    assert written == [f"step-{steps * e:06d}.safetensors" for e in (1, 2, 3, 4)]
+
+    throttled = Trainer(_mlp(), lr=0.01, epochs=4, batch_size=16, checkpoint_min_interval=3600, keep_last=10)
+    throttled.fit((x, y))
+    assert throttled.run is not None
+    written = sorted(p.name for p in (throttled.run.dir / "checkpoints").iterdir())
+    assert written == [f"step-{steps * 4:06d}.safetensors"]  # only the last epoch's
+
+
+def test_a_new_best_is_written_even_inside_the_interval(toy_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = toy_data
+    trainer = Trainer(_mlp(), lr=0.05, epochs=5, batch_size=16, checkpoint_min_interval=3600, keep_last=1)
+    result = trainer.fit((x, y), (x, y))
+    assert trainer.run is not None and result.best_step is not None
+    written = {p.name for p in (trainer.run.dir / "checkpoints").iterdir()}
+    assert f"step-{result.best_step:06d}.safetensors" in written
 
 
 class _MapStyle(Dataset):  # type: ignore[type-arg]

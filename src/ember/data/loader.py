@@ -118,16 +118,17 @@ class TensorLoader:
         return self._batches(epoch, start, order)
 
     def _batches(self, epoch: int, start: int, order: torch.Tensor | None) -> Iterator[Batch]:
-        n, size = len(self.y), self.batch_size
+        n, size, data_x, data_y, transform = len(self.y), self.batch_size, self.x, self.y, self.transform
         for batch in range(start, len(self)):
-            low, high = batch * size, min((batch + 1) * size, n)
+            low = batch * size
+            high = low + size if low + size < n else n
             if order is None:
-                x, y = self.x[low:high], self.y[low:high]  # contiguous views, no copy
+                x, y = data_x[low:high], data_y[low:high]  # contiguous views, no copy
             else:
                 index = order[low:high]
-                x, y = self.x.index_select(0, index), self.y.index_select(0, index)
-            if self.transform is not None:
-                x, y = self.transform(x, y, batch_generator(self.seed, epoch, batch))
+                x, y = data_x.index_select(0, index), data_y.index_select(0, index)
+            if transform is not None:
+                x, y = transform(x, y, batch_generator(self.seed, epoch, batch))
             yield x, y
         self.epoch = epoch + 1
 

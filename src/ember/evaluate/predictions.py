@@ -29,7 +29,7 @@ from ember.data import ArrayData, make_loader
 from ember.data.text import TextBundle
 from ember.evaluate.language_model import WindowNats
 from ember.evaluate.segmentation import ConfusionPerImage
-from ember.recipe import Prepared, build_task, load_run_model
+from ember.recipe import Prepared, build_task, final_task, load_run_model
 from ember.tasks.base import Evaluation, Task
 from ember.track import RunRecord
 from ember.train.loop import evaluate
@@ -55,8 +55,8 @@ class RunPredictions:
         per_example: for the tasks whose outputs are not kept, what the bootstrap resamples, in data
             order: a language model's ``(windows, 3)`` nats / tokens / bytes per window
             (:class:`~ember.evaluate.language_model.WindowNats`), segmentation's ``(images, K, K)``
-            confusion matrices, detection's ``(detections, truth)`` lists of per-image dicts; None
-            for other tasks.
+            confusion matrices, detection's ``(detections, truth)`` lists of per-image dicts,
+            translation's evaluation (sentences, sources, per-sentence nats); None for other tasks.
     """
 
     record: RunRecord
@@ -103,7 +103,9 @@ def run_predictions(ref: str, split: str = "test", *, runs_dir: str | Path | Non
     prep, record = load_run_model(ref, runs_dir=runs_dir)
     data = split_data(prep, split, record.id)
     cfg = prep.config
-    task = build_task(cfg, prep.bundle)  # a language model's learns the tokenizer's bytes per token
+    # a language model's task learns the tokenizer's bytes per token; a translation task decodes
+    # every pair of any split with its final beam (as the test figures of training were made)
+    task = final_task(build_task(cfg, prep.bundle))
     if cfg.task.name == "language_model" and isinstance(prep.bundle, TextBundle) and split == "train":
         # every training window once, in order, rather than the random windows training draws
         pool: Any = prep.bundle.train
@@ -130,7 +132,25 @@ def collector(task_name: str, task: Any) -> Any:
         return ConfusionPerImage(ignore_index=int(getattr(task, "ignore_index", -100)))
     if task_name == "detection":
         return _Detections()
+    if task_name == "seq2seq":
+        return _Translations()
     return None
+
+
+class _Translations:
+    """A translation pass's evaluation itself: it keeps every decoded sentence, its source and nats."""
+
+    def __init__(self) -> None:
+        self.evaluation: Any = None
+
+    def update(self, output: Any, target: Any) -> None:
+        pass  # read from the evaluation at the end: the very sentences scored
+
+    def finish(self, evaluation: Any) -> None:
+        self.evaluation = evaluation
+
+    def result(self) -> Any:
+        return self.evaluation
 
 
 class _Detections:

@@ -110,7 +110,11 @@ def render(
         "confusion": _confusion(p) if classify else _residuals(p) if regress else _not_applicable(p),
         "calibration": _calibration(p) if classify else _not_applicable(p),
         "per-class": _per_class(p) if classify else _not_applicable(p),
-        "mistakes": _mistakes(p, max_mistakes) if classify or regress else _not_applicable(p),
+        "mistakes": _mistakes(p, max_mistakes)
+        if classify or regress
+        else _translation_mistakes(p, max_mistakes)
+        if p.task_name == "seq2seq"
+        else _not_applicable(p),
         "checks": _checks(p.record.id, runs_dir),
         "facts": _facts(p, store),
     }
@@ -404,6 +408,24 @@ def _mistakes(p: RunPredictions, limit: int) -> str:
         headers = [*headers, "input (first values)"]
         rows = [[*row, _short(x)] for row, x in zip(rows, inputs)]
     parts.append(_table(headers, rows, {0, 3, 4}))
+    return "".join(parts)
+
+
+def _translation_mistakes(p: RunPredictions, limit: int) -> str:
+    """The decoded sentences with the lowest sentence chrF: source, reference and translation."""
+    ev = p.per_example
+    if ev is None or not getattr(ev, "hypotheses", None):
+        return _note("no sentences were decoded in this pass")
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+    scores = [chrf.sentence_score(h, [r]).score for h, r in zip(ev.hypotheses, ev.references)]
+    order = sorted(range(len(scores)), key=lambda i: scores[i])[:limit]
+    source = ev.sources if len(ev.sources) == len(scores) else [""] * len(scores)
+    rows = [[i, scores[i], source[i], ev.references[i], ev.hypotheses[i]] for i in order]
+    what = f"the {len(order)} of {len(scores)} translations with the lowest sentence chrF"
+    parts = [_note(f"{what}; sentence = position in the evaluation order (length-sorted batches).")]
+    parts.append(_table(["sentence", "chrF", "source", "reference", "translation"], rows, {0, 1}))
     return "".join(parts)
 
 

@@ -6,10 +6,11 @@ margin over each baseline with its interval and p-value. :func:`compare` answers
 than A?" for two runs evaluated on the same split: a paired bootstrap on every metric and, for
 classification, McNemar's test.
 
-Classification and regression resample examples. Language models, detection and segmentation
-resample what their own modules say (:mod:`~ember.evaluate.language_model`: blocks of text;
-:mod:`~ember.evaluate.detection`, :mod:`~ember.evaluate.segmentation`: images), and each brings its
-baselines; the card, its text and its JSON are the same for every task.
+Classification and regression resample examples. Language models, detection, segmentation and
+translation resample what their own modules say (:mod:`~ember.evaluate.language_model`: blocks of
+text; :mod:`~ember.evaluate.detection`, :mod:`~ember.evaluate.segmentation`: images;
+:mod:`~ember.evaluate.translation`: sentence pairs), and each brings its baselines; the card, its
+text and its JSON are the same for every task.
 
 Example:
     >>> import ember, tempfile
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.evaluate import detection, language_model, segmentation
+from ember.evaluate import detection, language_model, segmentation, translation
 from ember.evaluate import metrics as M
 from ember.evaluate.baselines import Baseline, default_baselines
 from ember.evaluate.predictions import RunPredictions
@@ -51,11 +52,12 @@ from ember.evaluate.stats import (
     regression_statistics,
 )
 
-STATISTICAL_TASKS = ("classification", "regression", "language_model", "detection", "segmentation")
+STATISTICAL_TASKS = ("classification", "regression", "language_model", "detection", "segmentation", "seq2seq")
 FAMILIES: dict[str, ModuleType] = {
     "language_model": language_model,
     "detection": detection,
     "segmentation": segmentation,
+    "seq2seq": translation,
 }
 """Tasks whose module gives ``model_evidence(p)`` and ``baseline_evidence(p, seed=...)``."""
 FEW = 20  # resampled units below which the card warns that its intervals are rough

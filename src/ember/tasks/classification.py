@@ -41,7 +41,9 @@ class Classification:
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # (B, K) logits; target (B,) class ids or (B, K) probabilities (mixup/cutmix)
-        return F.cross_entropy(output.float(), target, label_smoothing=self.label_smoothing)
+        if output.dtype != torch.float32:  # bf16/fp16 logits: the loss in fp32
+            output = output.float()
+        return F.cross_entropy(output, target, label_smoothing=self.label_smoothing)
 
     def evaluation(self) -> ClassificationEvaluation:
         return ClassificationEvaluation(self.top_k)

@@ -63,6 +63,7 @@ class Seq2SeqOutput:
 
     logits: torch.Tensor  # (B, T, V)
     hypotheses: torch.Tensor | None  # (B, L) decoded ids, <eos> then padding; None: not decoded
+    sources: torch.Tensor | None = None  # (B, S) source ids of the decoded batch
 
 
 class Seq2Seq:
@@ -138,7 +139,7 @@ class Seq2Seq:
         self._batches += 1
         if not self._decode_batch(self._batches - 1):
             return Seq2SeqOutput(logits, None), target
-        return Seq2SeqOutput(logits, self._search(model, src, src_mask)), target
+        return Seq2SeqOutput(logits, self._search(model, src, src_mask), src), target
 
     def _decode_batch(self, index: int) -> bool:
         f = self.decoding.fraction
@@ -186,7 +187,12 @@ class Seq2Seq:
 
 
 class Seq2SeqEvaluation:
-    """Plain cross-entropy sums (on the device) and the decoded sentences of one pass."""
+    """Plain cross-entropy sums (on the device) and the decoded sentences of one pass.
+
+    For every decoded sentence it also keeps the source text and the sentence's summed nats and
+    target tokens (``sentence_nats``, ``sentence_tokens``): what `ember.evaluate.translation`
+    resamples for its intervals.
+    """
 
     def __init__(self, detokenize: Any) -> None:
         self.detokenize = detokenize
@@ -194,18 +200,26 @@ class Seq2SeqEvaluation:
         self.tokens: torch.Tensor | None = None
         self.hypotheses: list[str] = []
         self.references: list[str] = []
+        self.sources: list[str] = []
+        self.sentence_nats: list[float] = []
+        self.sentence_tokens: list[int] = []
 
     def update(self, output: Any, target: torch.Tensor, loss: torch.Tensor) -> None:
         logits = (output.logits if isinstance(output, Seq2SeqOutput) else output).detach()
-        nats = F.cross_entropy(
-            logits.float().flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        tokens = (target != IGNORE_INDEX).sum()
+        per_token = F.cross_entropy(
+            logits.float().flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(target.shape)
+        nats, counted = per_token.sum(), (target != IGNORE_INDEX)
+        tokens = counted.sum()
         self.nats = nats if self.nats is None else self.nats + nats
         self.tokens = tokens if self.tokens is None else self.tokens + tokens
         if isinstance(output, Seq2SeqOutput) and output.hypotheses is not None:
             self.hypotheses += [self.detokenize(row) for row in output.hypotheses.tolist()]
             self.references += [self.detokenize(row) for row in target.tolist()]
+            if output.sources is not None:
+                self.sources += [self.detokenize(row) for row in output.sources.tolist()]
+            self.sentence_nats += per_token.sum(dim=1).double().tolist()
+            self.sentence_tokens += counted.sum(dim=1).tolist()
 
     def compute(self) -> dict[str, float]:
         if self.nats is None or self.tokens is None or int(self.tokens) == 0:

@@ -121,12 +121,16 @@ class ProgressBar(Callback):
         )
 
     def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if self.bar.disable:  # off a terminal: not even the formatting
+            return
         self.bar.update(state.step - self.bar.n)
         self.postfix["loss"] = f"{metrics['train/loss']:.4f}"
         self.postfix["samples/s"] = f"{metrics['samples_per_s']:.0f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if self.bar.disable:
+            return
         key = f"val/{self.headline}"
         if key in metrics and not math.isnan(metrics[key]):
             self.postfix[key] = f"{metrics[key]:.4f}"

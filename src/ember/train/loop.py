@@ -30,6 +30,9 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Checkpointer(Protocol):
+    """Told at ``checkpoint_every`` steps (reason ``step``), at epoch ends (``epoch``) and when fit
+    ends (``final``); it decides what to write."""
+
     def save(self, state: TrainState, *, reason: str) -> None: ...
 
 
@@ -58,6 +61,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 
 def _batch_size(batch: Any) -> int:
+    if type(batch) is tuple and type(batch[0]) is torch.Tensor:  # the usual (inputs, target)
+        return int(batch[0].shape[0])
     first = (
         batch[0]
         if isinstance(batch, list | tuple)
@@ -91,6 +96,9 @@ def fit(
     accumulate = max(1, cfg.accumulate)
     max_steps = cfg.max_steps or state.total_steps
     step_callbacks = callbacks.has("on_step_end")
+    plain_step = scaler is None and not cfg.clip_grad_norm and not cfg.clip_grad_value
+    autocast, full_precision = state.precision.autocast, state.precision.dtype is None
+    log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every if checkpointer is not None else 0
     # ember's in-memory loader already yields batches on the device: skip the per-batch walk
     move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
@@ -104,9 +112,10 @@ def fit(
         if not window:
             return
         losses = torch.stack(window).float()
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0, 0])
+        mean = losses.mean().item()  # one host sync: a NaN/Inf anywhere makes the mean non-finite
+        if not math.isfinite(mean):
+            nonfinite = (~torch.isfinite(losses)).nonzero()
+            bad = int(nonfinite[0, 0]) if len(nonfinite) else int(losses.abs().argmax())  # or overflowed
             step = window_start + bad // accumulate + 1
             state.should_stop, state.stop_reason = True, f"non-finite loss at step {step}"
             raise NonFiniteLossError(
@@ -116,7 +125,7 @@ def fit(
             )
         now = time.perf_counter()
         metrics = {
-            "train/loss": losses.mean().item(),
+            "train/loss": mean,
             "lr": state.lr,
             "samples_per_s": window_samples / max(now - window_time, 1e-9),
         }
@@ -128,17 +137,24 @@ def fit(
     if state.schedule is not None:
         _set_lr(groups, state.schedule(state.step))
     while state.epoch < state.epochs and state.step < max_steps and not state.should_stop:
-        model.train()
+        if not model.training:  # evaluate() restores the mode it found; a callback may not
+            model.train()
         micro = 0
         completed = False
         for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
             if move:
                 batch = to_device(batch, state.device)
-            with state.precision.autocast():
+            if full_precision:
                 output, target = task.forward(model, batch)
                 loss = task.loss(output, target)
+            else:
+                with autocast():
+                    output, target = task.forward(model, batch)
+                    loss = task.loss(output, target)
             if accumulate > 1:
                 loss = loss / accumulate
+            if micro % accumulate == 0:  # a new accumulation group: before backward, as a hand loop does
+                optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
             else:
@@ -149,17 +165,20 @@ def fit(
             micro += 1
             if micro % accumulate:
                 continue
-            _optimizer_step(optimizer, scaler, params, cfg)
+            if plain_step:  # no scaler, no clipping: what a hand-written loop does
+                optimizer.step()
+            else:
+                _optimizer_step(optimizer, scaler, params, cfg)
             state.step += 1
             if state.schedule is not None:
                 _set_lr(groups, state.schedule(state.step))
             if step_callbacks:
                 callbacks("on_step_end", state)
-            if state.step % cfg.log_every == 0:
+            if state.step % log_every == 0:
                 sync()
-            if checkpointer is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            if checkpoint_every and state.step % checkpoint_every == 0:
                 sync()
-                checkpointer.save(state, reason="step")
+                checkpointer.save(state, reason="step")  # type: ignore[union-attr]
             if state.should_stop or state.step >= max_steps:
                 break
         else:
@@ -178,7 +197,9 @@ def fit(
             callbacks("on_validation_end", state, metrics)
         callbacks("on_epoch_end", state)
         if checkpointer is not None:
-            checkpointer.save(state, reason="epoch")
+            more = state.epoch < state.epochs and state.step < max_steps and not state.should_stop
+            checkpointer.save(state, reason="epoch" if more else "final")
+    optimizer.zero_grad(set_to_none=True)  # the last step's gradients: memory nothing needs now
     callbacks("on_fit_end", state)
     return state
 
@@ -212,7 +233,6 @@ def _optimizer_step(
         scaler.update()
     else:
         optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
 
 
 @torch.inference_mode()

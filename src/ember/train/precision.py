@@ -33,6 +33,9 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+_NO_AUTOCAST: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 @dataclass(frozen=True)
 class Precision:
     """A resolved precision: which autocast dtype (None for fp32) and whether a GradScaler is used."""
@@ -43,7 +46,7 @@ class Precision:
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST  # reusable: fp32 steps create no context object
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def scaler(self) -> torch.amp.GradScaler | None:
