@@ -106,13 +106,16 @@ def test_translation_eval_resamples_sentences_beside_copy_and_word_by_word(
 ) -> None:  # type: ignore[no-untyped-def]
     fetched("en-es-verses")
     runs = str(tmp_path / "runs")
-    run = ember.train(
-        repo_root / "configs/translate-en-es.yaml",
-        {"model.name": "encoder_decoder_tiny", "data.tokenizer": "char", "data.max_len": 24,
-         "data.val_books": ["Phlm"], "data.test_books": ["Jude"], "task.beam_size": 2,
-         "task.max_len_a": 0.0, "task.max_len_b": 6, "task.val_decode_fraction": 0.0,
-         "trainer.max_steps": 2, "trainer.epochs": 1},
-        runs_dir=runs, progress=False,
+    run, other = (
+        ember.train(
+            repo_root / "configs/translate-en-es.yaml",
+            {"model.name": "encoder_decoder_tiny", "data.tokenizer": "char", "data.max_len": 24,
+             "data.val_books": ["Phlm"], "data.test_books": ["Jude"], "task.beam_size": 2,
+             "task.max_len_a": 0.0, "task.max_len_b": 6, "task.val_decode_fraction": 0.0,
+             "trainer.max_steps": 2, "trainer.epochs": 1, "trainer.seed": seed},
+            runs_dir=runs, progress=False,
+        )
+        for seed in (0, 1)
     )  # fmt: skip
     out = cli("eval", run.run_id, "--resamples", "200", "--runs-dir", runs).stdout
     assert f"{run.run_id} · test split · 25 sentences · 95% bootstrap intervals (200 resamples)" in out, out
@@ -130,3 +133,8 @@ def test_translation_eval_resamples_sentences_beside_copy_and_word_by_word(
     mistakes = re.search(r'<section id="mistakes">(.*?)</section>', page.read_text(), re.S)
     assert mistakes is not None and "lowest sentence chrF" in mistakes.group(1)
     assert mistakes.group(1).count("<tr>") == 13  # the header and the 12 worst of 25
+
+    compared = cli(
+        "runs", "compare", run.run_id, other.run_id, "--resamples", "100", "--runs-dir", runs
+    ).stdout
+    assert "paired test on the test split (25 " in compared and "paired bootstrap p-value on bleu" in compared
