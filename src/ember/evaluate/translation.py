@@ -147,17 +147,6 @@ def _join(tokens: list[str]) -> str:
     return re.sub(r" ([.,;:!?)\]»])", r"\1", re.sub(r"([(\[¿¡«]) ", r"\1", text))
 
 
-def _pair_data(data: Any) -> Any:
-    """The `PairData` under a training split (a `PairLoader`'s dataset holds it)."""
-    for _ in range(3):
-        if hasattr(data, "src") and hasattr(data, "rows"):
-            return data
-        data = getattr(data, "dataset", None) or getattr(data, "data", None)
-    raise TypeError(
-        "the run's training split holds no sentence pairs (expected ember.data.parallel.PairData)"
-    )
-
-
 def _kept(p: Any) -> Any:
     ev = p.per_example
     if ev is None or not getattr(ev, "hypotheses", None):
@@ -185,7 +174,8 @@ def baseline_evidence(p: Any, *, seed: int = 0) -> list[BaselineEvidence]:
     ev = _kept(p)
     if len(ev.sources) != len(ev.hypotheses):
         raise ValueError("the pass kept no source sentences: the baselines translate the sources")
-    pairs = _pair_data(p.train_data)
+    prep = p.prepared  # the parallel bundle's pool of pairs, cut to the run's training split
+    pairs = prep.bundle.train.subset(prep.splits["train"])
     detok = p.task.detokenize
     rows = [int(r) for r in pairs.rows]
     lexicon = WordByWord(

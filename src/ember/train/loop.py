@@ -98,7 +98,7 @@ def fit(
     step_callbacks = callbacks.has("on_step_end")
     plain_step = scaler is None and not cfg.clip_grad_norm and not cfg.clip_grad_value
     autocast, full_precision = state.precision.autocast, state.precision.dtype is None
-    log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every if checkpointer is not None else 0
+    log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every
     # ember's in-memory loader already yields batches on the device: skip the per-batch walk
     move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
@@ -176,9 +176,9 @@ def fit(
                 callbacks("on_step_end", state)
             if state.step % log_every == 0:
                 sync()
-            if checkpoint_every and state.step % checkpoint_every == 0:
+            if checkpoint_every and checkpointer is not None and state.step % checkpoint_every == 0:
                 sync()
-                checkpointer.save(state, reason="step")  # type: ignore[union-attr]
+                checkpointer.save(state, reason="step")
             if state.should_stop or state.step >= max_steps:
                 break
         else:
