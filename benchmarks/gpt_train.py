@@ -16,8 +16,10 @@ checkpoint) cancel. Variants take turns, the order rotated each round, and ratio
 rounds of that round's ratio. tokens/s = batch * context / time per step.
 
 The same run also times a large bf16 matmul (the machine's practical bf16 peak) and reports the
-model FLOP/s of each bf16 variant as a fraction of it, counting nanoGPT's ``estimate_mfu`` FLOPs:
-``6 N + 12 L H Q T`` per token (N: weights without the position table).
+model FLOP/s of each bf16 variant as a fraction of it, and the fp32 matmul peak beside it: their
+ratio bounds what bf16 can gain over fp32 in training, where matmuls are most of the work. Model
+FLOPs are nanoGPT's ``estimate_mfu`` count, ``6 N + 12 L H Q T`` per token (N: weights without the
+position table).
 
 Usage:
     python benchmarks/gpt_train.py                      # 2 threads, fp32 and bf16, 5 rounds
@@ -210,10 +212,10 @@ def timed(variant: str, steps: int, precision: str, tmp: Path) -> float:
     return CLOCK() - start
 
 
-def matmul_peak(seconds: float = 2.0, n: int = 2048) -> float:
-    """Best bf16 FLOP/s of an (n x n) @ (n x n) matmul over ``seconds`` (the practical peak)."""
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
+def matmul_peak(seconds: float = 2.0, n: int = 2048, dtype: torch.dtype = torch.bfloat16) -> float:
+    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` over ``seconds`` (the practical peak)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = list(RUNNERS)
     per_step: dict[tuple[str, str], list[float]] = {(v, p): [] for v in variants for p in precisions}
     peaks: list[float] = []
+    fp32_peaks: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for v in variants:  # untimed warm-up: imports, lazy initialization, oneDNN kernel caches
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
                 per_step[(variant, precision)].append((t2 - t1) / (n2 - n1))
             if "bf16" in precisions:
                 peaks.append(matmul_peak())
+                fp32_peaks.append(matmul_peak(dtype=torch.float32))
             print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     tokens = BATCH * BLOCK
@@ -306,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"GPT {LAYERS} layers x {HEADS} heads x {WIDTH} wide, context {BLOCK}, batch {BATCH}, "
         f"{args.threads} threads, steps {n1} and {n2}, {args.rounds} rounds; "
-        f"bf16 matmul peak {_common.median(peaks) / 1e9:,.0f} GFLOP/s"
+        f"bf16 matmul peak {_common.median(peaks) / 1e9:,.0f} GFLOP/s, fp32 {_common.median(fp32_peaks) / 1e9:,.0f} "
+        f"(bf16/fp32 matmul ratio {_common.median([b / f for b, f in zip(peaks, fp32_peaks)]):.2f}x: "
+        "the ceiling for bf16-vs-fp32 training speed-up)"
         if peaks
         else ""
     )

@@ -86,6 +86,7 @@ class Clock:
         curve.epochs.append(epoch)
         curve.seconds.append(seconds)
         curve.accuracy.append(accuracy)
+        print(f"  {curve.name} epoch {epoch}: test accuracy {accuracy:.4f} after {seconds:.1f} s", flush=True)
         self.paused += time.perf_counter() - stop
 
 

@@ -148,7 +148,7 @@ class Trainer:
                 seed=self.config.trainer.seed,
                 config_sha256=hashlib.sha256(text.encode()).hexdigest(),
                 source=source_version(),
-                environment=environment(),
+                environment=environment() | {"precision": self.precision.name},  # `auto` resolved
             )
         return self.run
 
