@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ember.data import load_dataset, make_loader
+from ember.data import fetch, load_dataset, make_loader
 from ember.data.scenes import DigitPool, DigitScenes, SceneConfig, digit_pools, render_scene
-from ember.data.sources import cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +140,8 @@ def test_options_are_checked() -> None:
         DigitScenes(DigitPool(np.ones((1, 2, 2)), np.array([0])), 1, target="pose")  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(
-    not (cache_dir() / "mnist-10k" / "mnist-10k.npz").is_file(),
-    reason="mnist-10k is not cached (ember data get mnist-10k)",
-)
 def test_mnist_scenes_use_real_digits() -> None:
+    fetch("mnist-10k", progress=False)  # from the cache, else a pinned, sha256-checked source
     bundle = load_dataset("digit-scenes", num_train=20, num_test=20)
     assert isinstance(bundle.train, DigitScenes) and isinstance(bundle.test, DigitScenes)
     assert len(bundle.train.pool) == 8000 and len(bundle.test.pool) == 2000

@@ -73,6 +73,48 @@ def test_a_lone_request_waits_max_wait_then_runs() -> None:
     assert run(main(0.0)) < 0.025
 
 
+def test_a_batch_goes_at_once_when_every_request_the_server_holds_is_in_it() -> None:
+    batches: list[list[int]] = []
+
+    def fn(xs: list[int]) -> list[int]:
+        batches.append(list(xs))
+        return xs
+
+    async def served(batcher: DynamicBatcher, x: int, delay: float = 0.0) -> int:
+        batcher.arrive()  # what the server does when a request comes in, before reading its body
+        try:
+            await asyncio.sleep(delay)  # the body still arriving
+            return int(await batcher.submit(x))
+        finally:
+            batcher.depart()
+
+    async def lone() -> float:
+        batcher = DynamicBatcher(fn, max_batch=64, max_wait_ms=10_000.0)  # a wait no test survives
+        try:
+            start = time.perf_counter()
+            await asyncio.wait_for(served(batcher, 1), timeout=5.0)
+            return time.perf_counter() - start
+        finally:
+            await batcher.close()
+
+    assert run(lone()) < 5.0  # concurrency 1: no wait at all, since nobody else can join
+    assert batches == [[1]]
+
+    async def two() -> list[int]:
+        batcher = DynamicBatcher(fn, max_batch=64, max_wait_ms=10_000.0)
+        try:
+            # the second request is still being read when the first is queued: the batch waits for it
+            return list(
+                await asyncio.wait_for(asyncio.gather(served(batcher, 2), served(batcher, 3, 0.05)), 5.0)
+            )
+        finally:
+            await batcher.close()
+
+    batches.clear()
+    assert run(two()) == [2, 3]
+    assert batches == [[2, 3]]
+
+
 def test_full_queue_is_refused_at_once() -> None:
     release = threading.Event()
 

@@ -29,6 +29,7 @@ def test_train_runs_show_eval_compare(cli, tmp_path: Path) -> None:  # type: ign
 
     shown = cli("runs", "show", run_a, "--runs-dir", runs).stdout
     assert "model.safetensors" in shown and "trainer:" in shown
+    assert "precision fp32" in shown  # the precision the run resolved to, beside the environment
 
     test = json.loads(cli("eval", run_a, "--split", "test", "--json", "--runs-dir", runs).stdout)
     printed = float(

@@ -119,6 +119,7 @@ def run_show(args: argparse.Namespace) -> int:
     env = r.environment
     print(
         f"env      python {env.get('python')}  torch {env.get('packages', {}).get('torch')}  {env.get('platform')}"
+        + (f"  precision {env['precision']}" if env.get("precision") else "")
     )
     if r.headline:
         print(f"best     {r.headline} = {fmt(r.best)}")

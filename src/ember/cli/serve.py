@@ -49,7 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--max-batch", type=int, help="most items per model batch (plan's, else 64; 1 disables batching)"
     )
     p.add_argument(
-        "--max-wait-ms", type=float, help="how long a request waits for a batch to fill (plan's, else 2)"
+        "--max-wait-ms",
+        type=float,
+        help="the longest a request waits for others to join its batch (plan's, else 2); "
+        "a batch holding every request the server has goes at once",
     )
     p.add_argument("--max-queue", type=int, default=1024, help="requests waiting before 503 (default 1024)")
     p.add_argument(

@@ -92,7 +92,8 @@ def create_app(
         model: a :class:`ServedModel`, or an opened bundle (``ember.deploy.bundle.open_bundle``),
             served with the eager backend.
         max_batch: the most items run together (1: no dynamic batching).
-        max_wait_ms: how long a request may wait for others to join its batch.
+        max_wait_ms: how long a request may wait for others to join its batch; a batch that holds
+            every request the server has goes at once (no one else can join).
         max_queue: the most requests waiting; beyond it, 503 with Retry-After.
         timeout_s: a request not answered within this many seconds gets 504.
         max_body_bytes: a larger request body gets 413.
@@ -169,6 +170,13 @@ def create_app(
     predict_ok = metrics.requests.labels("predict", "200")
 
     async def predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        batcher.arrive()  # a batch waits for this request only while it is being read
+        try:
+            await _predict(scope, receive, send)
+        finally:
+            batcher.depart()
+
+    async def _predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
         n = 0
         try:

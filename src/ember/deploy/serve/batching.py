@@ -6,6 +6,12 @@ batch function (PyTorch and ONNX Runtime release the GIL, so the event loop keep
 requests meanwhile). Requests that queued while the model was busy are already past their wait and
 go at once: under load, batches fill without any added waiting.
 
+Waiting is only worth it while other requests may still join. A server that tells the batcher
+when a request arrives and when it has been answered (:meth:`DynamicBatcher.arrive` /
+:meth:`DynamicBatcher.depart`) gets a batch that goes at once when every request the server holds
+is already waiting in it: a lone client (concurrency 1) pays no ``max_wait_ms`` at all, while under
+load the wait still gathers the requests being read or answered.
+
 The waiting happens in the model thread on a ``threading.Condition``, not on the event loop: a
 thread wakes within microseconds of its deadline, while asyncio timers round up to the next
 millisecond, and the event loop (the busiest part of a server taking many small requests) does only
@@ -93,6 +99,7 @@ class DynamicBatcher:
         self._pending: deque[_Pending] = deque()
         self._pending_items = 0
         self._running = 0  # requests in the batch now in the model
+        self._held = 0  # requests the server announced (arrive) and has not answered yet (depart)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -111,6 +118,21 @@ class DynamicBatcher:
     def alive(self) -> bool:
         """The batcher takes requests: not closed, and its model thread (once started) runs."""
         return not self._closed and (self._thread is None or self._thread.is_alive())
+
+    def arrive(self) -> None:
+        """A request reached the server (call from the event loop, before its body is read)."""
+        self._held += 1
+
+    def depart(self) -> None:
+        """A request announced by :meth:`arrive` was answered (or failed); it will join no batch."""
+        self._held -= 1
+        if self._pending and len(self._pending) >= self._held:  # the batch need not wait any more
+            with self._cond:
+                self._cond.notify()
+
+    def _all_here(self) -> bool:
+        # every request the server holds is waiting: nobody else can join (off unless arrive is used)
+        return 0 < self._held <= len(self._pending)
 
     def start(self) -> None:
         """Start the model thread, answering on the running event loop (``submit`` does it when needed)."""
@@ -140,8 +162,8 @@ class DynamicBatcher:
             self._pending.append(_Pending(payload, size, future, time.monotonic()))
             self._pending_items += size
             # wake the model thread only when it has something new to decide: a first request,
-            # or a full batch; otherwise it is asleep until the oldest request's deadline anyway
-            if was_idle or self._pending_items >= self.max_batch:
+            # a full batch, or the last request the server holds; otherwise it is asleep until the oldest request's deadline anyway
+            if was_idle or self._pending_items >= self.max_batch or self._all_here():
                 self._cond.notify()
         return await future
 
@@ -153,7 +175,7 @@ class DynamicBatcher:
                 if self._closed:
                     return
                 deadline = self._pending[0].enqueued + self.max_wait
-                while self._pending_items < self.max_batch and not self._closed:
+                while self._pending_items < self.max_batch and not self._closed and not self._all_here():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
