@@ -24,7 +24,7 @@ def native_bf16(device: torch.device) -> bool:
 
     On CPU the answer is measured, once per process: a CPU flag alone does not tell. An Intel CPU
     with AVX512-BF16 but no AMX ran bf16 autocast training at 0.54x the speed of fp32, while an AMD
-    Zen CPU with the same flag runs bf16 matmuls 2.2x faster than fp32 and GPT training 1.44x
+    Zen CPU with the same flag runs bf16 matmuls 2.2x faster than fp32 and GPT training 1.44–1.48x
     (``benchmarks/gpt_train.py``). So ``auto`` picks bf16 there and fp32 on the first.
     """
     if device.type == "cuda":

@@ -126,7 +126,7 @@ class DynamicBatcher:
     def depart(self) -> None:
         """A request announced by :meth:`arrive` was answered (or failed); it will join no batch."""
         self._held -= 1
-        if self._pending and len(self._pending) >= self._held:  # the batch need not wait any more
+        if self._all_here():  # the waiting batch need not wait any more
             with self._cond:
                 self._cond.notify()
 
@@ -161,8 +161,9 @@ class DynamicBatcher:
             was_idle = not self._pending
             self._pending.append(_Pending(payload, size, future, time.monotonic()))
             self._pending_items += size
-            # wake the model thread only when it has something new to decide: a first request,
-            # a full batch, or the last request the server holds; otherwise it is asleep until the oldest request's deadline anyway
+            # wake the model thread only when it has something new to decide: a first request, a
+            # full batch, or the last request the server holds; otherwise it sleeps until the oldest
+            # request's deadline anyway
             if was_idle or self._pending_items >= self.max_batch or self._all_here():
                 self._cond.notify()
         return await future
