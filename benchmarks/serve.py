@@ -23,7 +23,7 @@ parsed only for status and length.
 Targets (the issue): at concurrency 64 the dynamic server reaches >= 0.8x the offline batch-64
 throughput; at concurrency 1 it adds <= 0.2 ms + the configured wait to the batch-1 server's median.
 
-    python benchmarks/serve.py                      # digits-cnn, cnn-28, encoder; eager and ORT
+    python benchmarks/serve.py                      # every model, eager and ORT
     python benchmarks/serve.py --models cnn-28 --backends eager --threads 2 --rounds 7
 """
 
@@ -52,10 +52,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when the tests load this file
 import _common  # noqa: E402
 
-# digits-cnn: the default recipe's model on 8x8 digits (~0.3 ms of compute per item at batch 64,
-# so HTTP dominates); cnn-28: the same network on 28x28 inputs (~3 ms per item, compute dominates);
-# encoder: the compression benchmark's text classifier (4 layers, d 256, 128 tokens per request).
+# digits-cnn: the default recipe's model on 8x8 digits (40-70 µs of compute per item at batch 64 on
+# one Zen 4 core, so HTTP dominates); cnn-28: the same network on 28x28 inputs (0.5-0.8 ms per item,
+# compute dominates); encoder: the compression benchmark's text classifier (4 layers, d 256, 128
+# tokens per request); linear-8x8: a linear model on digits-cnn's inputs (~1 µs per item), so its
+# served rate is the most requests per second the server takes on this machine, whatever the model.
 MODELS: dict[str, tuple[str, dict[str, Any], tuple[int, ...], str]] = {
+    "linear-8x8": (
+        "mlp",
+        {"in_channels": 1, "image_size": 8, "num_classes": 10, "depth": 0},
+        (1, 8, 8),
+        "float32",
+    ),
     "digits-cnn": ("cnn", {"in_channels": 1, "image_size": 8, "num_classes": 10}, (1, 8, 8), "float32"),
     "cnn-28": ("cnn", {"in_channels": 1, "image_size": 28, "num_classes": 10}, (1, 28, 28), "float32"),
     "encoder": (
@@ -295,12 +303,14 @@ def _wait_ready(port: int, timeout_s: float = 120.0) -> None:
     raise RuntimeError("server never became ready")
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid``: all its threads, and its main thread (uvicorn's event loop)."""
     import psutil
 
     proc = psutil.Process(pid)
     times = proc.cpu_times()
-    return float(times.user + times.system)
+    main = next((t.user_time + t.system_time for t in proc.threads() if t.id == pid), float("nan"))
+    return float(times.user + times.system), float(main)
 
 
 def _batches(port: int) -> tuple[float, float]:
@@ -342,6 +352,7 @@ class _Server:
     c64: list[LoadResult] = field(default_factory=list)
     c1: list[LoadResult] = field(default_factory=list)
     cpu_s: float = 0.0
+    loop_s: float = 0.0
     items: float = 0.0
     batches: float = 0.0
 
@@ -378,14 +389,18 @@ def bench_model(name: str, backend: str, args: argparse.Namespace, folder: Path)
                     continue
                 srv = servers[phase.split()[0]]
                 if phase.endswith("c64"):
-                    cpu, (items, batches) = _cpu_seconds(srv.proc.pid), _batches(srv.port)
+                    # scrape outside the CPU window: /metrics computes the drift statistics
+                    items, batches = _batches(srv.port)
+                    cpu = _cpu_seconds(srv.proc.pid)
                     srv.c64.append(
                         run_load(
                             srv.port, bodies, total=args.requests, concurrency=64, deadline_s=args.seconds
                         )
                     )
+                    cpu2 = _cpu_seconds(srv.proc.pid)
                     items2, batches2 = _batches(srv.port)
-                    srv.cpu_s += _cpu_seconds(srv.proc.pid) - cpu
+                    srv.cpu_s += cpu2[0] - cpu[0]
+                    srv.loop_s += cpu2[1] - cpu[1]
                     srv.items += items2 - items
                     srv.batches += batches2 - batches
                 else:
@@ -420,6 +435,7 @@ def bench_model(name: str, backend: str, args: argparse.Namespace, folder: Path)
         sum(res.statuses.values()) + res.failures for srv in (dyn, one) for res in srv.c64 + srv.c1
     )
     server_us = 1e6 * dyn.cpu_s / max(sum(r.ok for r in dyn.c64), 1)
+    loop_us = 1e6 * dyn.loop_s / max(sum(r.ok for r in dyn.c64), 1)
     return {
         "model": name,
         "backend": backend,
@@ -439,6 +455,7 @@ def bench_model(name: str, backend: str, args: argparse.Namespace, folder: Path)
         "mean batch": dyn.items / max(dyn.batches, 1.0),
         "offline cpu us/item": 1e6 * statistics.median(offline_cpu),
         "server cpu us/req c64": server_us,
+        "loop cpu us/req c64": loop_us,  # the event loop's share: HTTP, decoding, replies
         # offline CPU per item over the dynamic server's CPU per request (HTTP, batching, model,
         # drift): the throughput ratio the server would reach with the CPU it needs to itself
         "cpu ratio": 1e6 * statistics.median(offline_cpu) / server_us,
@@ -493,6 +510,7 @@ def main() -> None:
         "c64 p50/p99 ms dynamic",
         "mean batch",
         "cpu us: offline item / server request (ratio)",
+        "loop cpu us/request",
         "errors",
     ]
     table = [
@@ -508,6 +526,7 @@ def main() -> None:
             "{:.1f} / {:.1f}".format(*r["dynamic c64 p50/p99 ms"]),
             f"{r['mean batch']:.1f}",
             f"{r['offline cpu us/item']:.0f} / {r['server cpu us/req c64']:.0f} ({r['cpu ratio']:.2f})",
+            f"{r['loop cpu us/req c64']:.0f}",
             f"{r['errors']}/{r['requests']}",
         ]
         for r in rows

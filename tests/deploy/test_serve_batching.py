@@ -161,6 +161,49 @@ def test_timed_out_requests_never_reach_the_model() -> None:
     assert ran == [0, 2]
 
 
+class Callback:
+    """A waiter that is not a future: what the server's HTTP protocol hands ``put``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, given_up: bool = False) -> None:
+        self.loop, self.given_up = loop, given_up
+        self.answered = asyncio.Event()
+        self.result: Any = None
+        self.on_loop = False
+
+    def done(self) -> bool:
+        return self.given_up or self.answered.is_set()
+
+    def set_result(self, result: Any) -> None:
+        self.on_loop = asyncio.get_running_loop() is self.loop  # called on the loop, not the model thread
+        self.result = result
+        self.answered.set()
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.set_result(exception)
+
+
+def test_put_answers_any_waiter_on_the_loop_and_skips_those_done_already() -> None:
+    ran: list[int] = []
+
+    def fn(xs: list[int]) -> list[int]:
+        ran.extend(xs)
+        return [x + 100 for x in xs]
+
+    async def main() -> list[Callback]:
+        loop = asyncio.get_running_loop()
+        batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=20.0)
+        waiters = [Callback(loop), Callback(loop, given_up=True), Callback(loop)]
+        for i, w in enumerate(waiters):
+            batcher.put(i, 1, w)
+        await asyncio.wait_for(asyncio.gather(waiters[0].answered.wait(), waiters[2].answered.wait()), 5)
+        await batcher.close()
+        return waiters
+
+    first, skipped, last = run(main())
+    assert (first.result, last.result) == (100, 102) and first.on_loop and last.on_loop
+    assert ran == [0, 2] and skipped.result is None  # the waiter done before its batch never ran
+
+
 def test_a_failing_batch_fails_its_requests_and_the_worker_goes_on() -> None:
     def fn(xs: list[int]) -> list[int]:
         if 13 in xs:

@@ -18,7 +18,7 @@ from ember.deploy import bench, placement
 from ember.deploy.bundle import open_bundle, write_bundle
 from ember.deploy.profile import build_profile
 from ember.deploy.serve import ApiError, ServedModel, create_app, load_plan
-from ember.deploy.serve.app import _Decoder
+from ember.deploy.serve.decode import Decoder
 from ember.models import create
 
 KWARGS = {"in_channels": 1, "num_classes": 10, "image_size": 8}
@@ -29,7 +29,7 @@ def _model() -> torch.nn.Module:
     return create("cnn_tiny", **KWARGS).eval()
 
 
-def _decode(decoder: _Decoder, body: bytes) -> tuple[int, Any]:
+def _decode(decoder: Decoder, body: bytes) -> tuple[int, Any]:
     try:
         return 200, decoder.decode(body, "application/json")
     except ApiError as e:
@@ -68,7 +68,7 @@ def test_the_fast_json_path_answers_exactly_what_pydantic_answers(
         input_dtype=input_dtype,
         input_range=(0.0, 1.0),
     )
-    decoder = _Decoder(served, max_items=64)
+    decoder = Decoder(served, max_items=64)
     bodies = [json.dumps(b).encode() for b in BODIES]
     bodies += [b"not json", b'{"inputs": [[[[NaN]]]]}', b'{"inputs": [[[[1e400]]]]}', b"[" * 3000]
     fast = [_decode(decoder, b) for b in bodies]
@@ -94,7 +94,7 @@ def test_the_fast_json_path_answers_exactly_what_pydantic_answers(
 
 def test_the_fast_path_takes_integer_ids_for_token_models() -> None:
     served = ServedModel.from_module(torch.nn.Identity(), (4,), input_dtype="int64")
-    decoder = _Decoder(served, max_items=8)
+    decoder = Decoder(served, max_items=8)
     got = decoder._numbers(b'{"inputs": [[1, 2, 3, 0], [5, 6, 0, 0]]}')
     assert got is not None and got.dtype == torch.int64 and got.tolist() == [[1, 2, 3, 0], [5, 6, 0, 0]]
     assert decoder._numbers(b'{"inputs": [[1, 2, 3, 0.5]]}') is None  # pydantic says why

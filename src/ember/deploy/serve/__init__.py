@@ -10,7 +10,7 @@ Example:
     >>> app = create_app(served, max_batch=32, max_wait_ms=2.0)
 """
 
-from ember.deploy.serve.app import ApiError, create_app, serve
+from ember.deploy.serve.app import ApiError, create_app, make_server, serve
 from ember.deploy.serve.backends import (
     BACKENDS,
     OnnxRunner,
@@ -44,6 +44,7 @@ __all__ = [
     "TorchRunner",
     "build_runner",
     "create_app",
+    "make_server",
     "load_plan",
     "planned_runner",
     "serve",

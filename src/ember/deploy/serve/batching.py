@@ -17,6 +17,11 @@ thread wakes within microseconds of its deadline, while asyncio timers round up 
 millisecond, and the event loop (the busiest part of a server taking many small requests) does only
 an append per request and one callback per batch.
 
+Callers either ``await submit(payload)`` or, with no task to spare per request (the server's
+HTTP protocol, :mod:`ember.deploy.serve.lane`), ``put(payload, size, waiter)`` with a waiter of
+their own: anything with a future's ``done`` / ``set_result`` / ``set_exception``, called on the
+event loop.
+
 The queue is bounded (``max_queue`` requests): a full queue raises :class:`QueueFullError` at
 once (the server answers 503 with Retry-After). A request whose caller stopped waiting (a timeout)
 is dropped before it reaches the model.
@@ -43,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("ember.serve")
 
@@ -56,11 +61,19 @@ class BatcherClosedError(RuntimeError):
     """The batcher was closed (the server is shutting down)."""
 
 
+class Waiter(Protocol):
+    """What :meth:`DynamicBatcher.put` answers through: an ``asyncio.Future``, or a stand-in for one."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 @dataclass
 class _Pending:
     payload: Any
     size: int
-    future: asyncio.Future[Any]
+    future: Waiter
     enqueued: float
 
 
@@ -149,24 +162,38 @@ class DynamicBatcher:
             BatcherClosedError: the batcher is closed.
             Exception: whatever ``fn`` raised for the batch holding this request.
         """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.put(payload, size, future)
+        return await future
+
+    def put(self, payload: Any, size: int, waiter: Waiter) -> None:
+        """Queue ``payload`` (``size`` items) without waiting: ``waiter`` gets its result or error.
+
+        ``waiter`` is an ``asyncio.Future`` or any object with its ``done`` / ``set_result`` /
+        ``set_exception`` (called on the event loop); a waiter already done when its batch forms
+        is dropped. Call from the event loop.
+
+        Raises:
+            QueueFullError: ``max_queue`` requests are waiting already.
+            BatcherClosedError: the batcher is closed.
+        """
         if self._closed:
             raise BatcherClosedError("the batcher is closed (the server is shutting down)")
         if len(self._pending) >= self.max_queue:
             raise QueueFullError(
                 f"{len(self._pending)} requests are queued already (max_queue={self.max_queue})"
             )
-        self.start()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._thread is None:  # not is_alive() per request: it costs a lock round trip
+            self.start()
         with self._cond:
             was_idle = not self._pending
-            self._pending.append(_Pending(payload, size, future, time.monotonic()))
+            self._pending.append(_Pending(payload, size, waiter, time.monotonic()))
             self._pending_items += size
             # wake the model thread only when it has something new to decide: a first request, a
             # full batch, or the last request the server holds; otherwise it sleeps until the oldest
             # request's deadline anyway
             if was_idle or self._pending_items >= self.max_batch or self._all_here():
                 self._cond.notify()
-        return await future
 
     def _run(self) -> None:
         while True:
