@@ -178,9 +178,9 @@ def create_app(
                 content = await batcher.submit(x, len(x))
         except Exception as e:
             error = lane.error(e)
-            lane.failed(error)
+            metrics.failed(error.kind, error.status)
             return await _send_json(send, error.status, error.body, error.headers)
-        lane.answered(len(x), time.perf_counter() - start)
+        metrics.answered(len(x), time.perf_counter() - start)
         await _send_json(send, 200, content)
 
     @app.get("/healthz")

@@ -26,7 +26,9 @@ requests wait (one timer for all of them, not one per request), so within a quar
 
 Example:
     >>> from ember.deploy.serve.batching import DynamicBatcher
-    >>> lane = Lane(lambda body, kind: None, DynamicBatcher(len), None, timeout_s=1.0, max_body_bytes=1024)
+    >>> from ember.deploy.serve.metrics import Metrics
+    >>> lane = Lane(lambda body, kind: None, DynamicBatcher(len), Metrics("demo", "eager", "0"),
+    ...             timeout_s=1.0, max_body_bytes=1024)
     >>> lane.error(TimeoutError()).status, lane.error(ApiError(422, "bad", "validation")).status
     (504, 422)
 """
@@ -67,7 +69,7 @@ class Lane:
     Args:
         decode: ``decode(body, content_type) -> (n, *input_shape) tensor``, raising :class:`ApiError`.
         batcher: the server's batcher.
-        metrics: the app's metrics, or None.
+        metrics: the app's metrics (answers and errors are counted there).
         timeout_s: a request not answered within this many seconds gets 504.
         max_body_bytes: the lane takes bodies up to this size (larger ones get 413 through ASGI).
     """
@@ -76,7 +78,7 @@ class Lane:
         self,
         decode: Callable[[bytes, str], Any],
         batcher: DynamicBatcher,
-        metrics: Metrics | None,
+        metrics: Metrics,
         *,
         timeout_s: float,
         max_body_bytes: int,
@@ -105,14 +107,6 @@ class Lane:
         # the model or the safety filter failed: a server fault, reported
         log.error("predict failed", exc_info=exc)
         return ApiError(500, f"model failed: {type(exc).__name__}: {exc}", "internal")
-
-    def failed(self, error: ApiError) -> None:
-        if self.metrics is not None:
-            self.metrics.failed(error.kind, error.status)
-
-    def answered(self, items: int, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.answered(items, seconds)
 
     # ------------------------------------------------------------------ the protocol's path
 
@@ -191,7 +185,7 @@ class _Reply:
             return
         self._done = True
         self.lane.batcher.depart()
-        self.lane.answered(self.items, time.perf_counter() - self.started)
+        self.lane.metrics.answered(self.items, time.perf_counter() - self.started)
         self._write(200, content)
 
     def set_exception(self, exc: BaseException) -> None:
@@ -200,7 +194,7 @@ class _Reply:
         self._done = True
         self.lane.batcher.depart()
         error = self.lane.error(exc)
-        self.lane.failed(error)
+        self.lane.metrics.failed(error.kind, error.status)
         self._write(error.status, error.body, error.headers)
 
     def _write(self, status: int, content: bytes, headers: dict[str, str] | None = None) -> None:
