@@ -8,6 +8,7 @@ import io
 import json
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,13 @@ class SlowRunner:
         return RunOutput(torch.zeros(len(x), 10))
 
 
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 async def _with_app(app: Any, body: Any) -> Any:
     import httpx
 
@@ -255,13 +263,14 @@ def test_concurrent_requests_are_batched_and_a_full_queue_gets_503() -> None:
         max_wait_ms=1.0,
         max_queue=4,
     )
+    batcher = app.state.lane.batcher
 
     async def body(client: Any) -> tuple[list[int], Any]:
         payload = {"inputs": [item()]}
         first = asyncio.ensure_future(client.post("/v1/predict", json=payload))
-        await asyncio.sleep(0.1)  # the first batch is in the model, blocked
+        await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 0)  # in the model, blocked
         queued = [asyncio.ensure_future(client.post("/v1/predict", json=payload)) for _ in range(4)]
-        await asyncio.sleep(0.1)
+        await until(lambda: batcher.queue_depth == 4)
         refused = await client.post("/v1/predict", json=payload)
         runner.release.set()
         replies = await asyncio.gather(first, *queued)

@@ -16,6 +16,14 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    """Yield to the loop until ``condition()`` holds (a condition, not a guess of how long it takes)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 def test_results_keep_order_and_batches_respect_max_batch() -> None:
     sizes: list[int] = []
 
@@ -123,9 +131,9 @@ def test_full_queue_is_refused_at_once() -> None:
     async def main() -> None:
         batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0, max_queue=2)
         first = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.sleep(0.05)  # the first one is in the model now
+        await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 0)  # in the model
         queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
-        await asyncio.sleep(0)
+        await until(lambda: batcher.queue_depth == 2)
         with pytest.raises(QueueFullError):
             await batcher.submit(3)
         assert batcher.queue_depth == 2 and batcher.in_flight == 3
@@ -148,7 +156,7 @@ def test_timed_out_requests_never_reach_the_model() -> None:
     async def main() -> None:
         batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0)
         first = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 0)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
                 await batcher.submit(1)
@@ -159,6 +167,31 @@ def test_timed_out_requests_never_reach_the_model() -> None:
 
     run(main())
     assert ran == [0, 2]
+
+
+def test_a_timed_out_request_gives_its_queue_slot_back_before_the_model_reaches_it() -> None:
+    release = threading.Event()
+
+    def fn(xs: list[int]) -> list[int]:
+        release.wait(5)
+        return xs
+
+    async def main() -> None:
+        batcher = DynamicBatcher(fn, max_batch=1, max_wait_ms=0.0, max_queue=2)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await until(lambda: batcher.in_flight == 1 and batcher.queue_depth == 0)
+        for i in (1, 2):  # both wait in the queue past their callers' patience
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await batcher.submit(i)
+        assert batcher.queue_depth == 2  # not reached by the model yet
+        late = asyncio.ensure_future(batcher.submit(3))  # taken: the abandoned slots are freed
+        await until(lambda: batcher.queue_depth == 1)
+        release.set()
+        assert await asyncio.gather(first, late) == [0, 3]
+        await batcher.close()
+
+    run(main())
 
 
 class Callback:

@@ -149,16 +149,25 @@ class Gate:
         return RunOutput(torch.zeros(len(x), 10))
 
 
-def in_parallel(calls: list[Callable[[], Any]], gap: float = 0.05) -> list[Any]:
+def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.002)
+
+
+def in_order(calls: list[Callable[[], Any]], reached: list[Callable[[], bool]]) -> list[Any]:
+    """Start ``calls[i]`` in a thread once ``reached[i - 1]()`` holds; their results, in order."""
     results: list[Any] = [None] * len(calls)
 
     def run(i: int) -> None:
         results[i] = calls[i]()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
+    for i, t in enumerate(threads):
         t.start()
-        time.sleep(gap)
+        if i < len(reached):
+            until(reached[i])
     for t in threads:
         t.join(30)
     return results
@@ -167,14 +176,26 @@ def in_parallel(calls: list[Callable[[], Any]], gap: float = 0.05) -> list[Any]:
 def test_a_full_queue_gets_503_a_slow_model_504_and_the_server_recovers() -> None:
     gate = Gate()
     app = create_app(served(gate), max_batch=8, max_wait_ms=1.0, max_queue=2, timeout_s=0.5)
+    batcher = app.state.lane.batcher
     with running(app) as url:
-        first, *queued, refused = in_parallel([lambda: raw(url, post(body(0.5)))[0] for _ in range(4)])
-        gate.release.set()
-        after = raw(url, post(body(0.5)))[0]
+        first, *queued, refused = in_order(
+            [lambda: raw(url, post(body(0.5)))[0] for _ in range(4)],
+            [  # the first in the model, then two in the queue: the fourth finds it full
+                lambda: batcher.in_flight == 1 and batcher.queue_depth == 0,
+                lambda: batcher.queue_depth == 1,
+                lambda: batcher.queue_depth == 2,
+            ],
+        )
+        # the queued two timed out (504) while the model held the first: their slots are free at
+        # once, before the model gets to them
+        after, _ = in_order(
+            [lambda: raw(url, post(body(0.5)))[0][0], gate.release.set],
+            [lambda: batcher.queue_depth == 1],  # taken while the model still holds the first
+        )
     assert refused[0] == 503 and refused[1]["retry-after"] == "1" and b"busy" in refused[2]
     assert first[0] == 504 and b"timeout" in first[2]  # the batch held it past timeout_s
     assert [q[0] for q in queued] == [504, 504]
-    assert after[0] == 200
+    assert after == 200
     assert app.state.lane.taken == 5
 
 
@@ -191,15 +212,15 @@ def test_a_failing_model_gets_500_and_connection_close_is_honoured() -> None:
 
 def test_a_client_gone_mid_body_leaves_nothing_behind() -> None:
     app = create_app(served())
+    batcher = app.state.lane.batcher
     with running(app) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as conn:
             conn.sendall(post(body(0.5))[:-20])  # the headers and part of the body
-            time.sleep(0.2)
-        time.sleep(0.2)
-        held = app.state.lane.batcher._held
+            until(lambda: batcher._held == 1)  # the server has it
+        until(lambda: batcher._held == 0)  # arrive and depart balanced: no batch waits for a ghost
         ok = raw(url, post(body(0.5)))[0][0]
-    assert held == 0 and ok == 200  # arrive and depart balanced: no batch waits for a ghost
+    assert ok == 200
 
 
 def test_lane_answers_are_counted_in_metrics() -> None:

@@ -216,7 +216,14 @@ def test_sigterm_drains_requests_in_flight(bundle: Path, tmp_path: Path) -> None
                 )
                 for _ in range(24)
             ]
-            await asyncio.sleep(0.2)  # all 24 are queued, waiting for their batch
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # every request reached the server (or is answered)
+                text = (await client.get("/metrics")).text
+                answered = _sample(text, "ember_requests_total", endpoint="predict")
+                held = _sample(text, "ember_in_flight_requests") + answered
+                if held >= len(calls):
+                    break
+                await asyncio.sleep(0.01)
             srv.proc.send_signal(signal.SIGTERM)
             return [r.status_code for r in await asyncio.gather(*calls)]
 
@@ -227,6 +234,18 @@ def test_sigterm_drains_requests_in_flight(bundle: Path, tmp_path: Path) -> None
         log = srv.stop()
     assert statuses == [200] * 24
     assert srv.proc.returncode == 0 and "stopped after draining" in log, log
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples that carry ``labels``, in a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
 
 
 def test_serve_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ event loop.
 
 The queue is bounded (``max_queue`` requests): a full queue raises :class:`QueueFullError` at
 once (the server answers 503 with Retry-After). A request whose caller stopped waiting (a timeout)
-is dropped before it reaches the model.
+is dropped before it reaches the model, and gives its slot back as soon as the queue needs it.
 
 Example:
     >>> import asyncio
@@ -179,7 +179,7 @@ class DynamicBatcher:
         """
         if self._closed:
             raise BatcherClosedError("the batcher is closed (the server is shutting down)")
-        if len(self._pending) >= self.max_queue:
+        if len(self._pending) >= self.max_queue and self._drop_abandoned() == 0:
             raise QueueFullError(
                 f"{len(self._pending)} requests are queued already (max_queue={self.max_queue})"
             )
@@ -194,6 +194,21 @@ class DynamicBatcher:
             # request's deadline anyway
             if was_idle or self._pending_items >= self.max_batch or self._all_here():
                 self._cond.notify()
+
+    def _drop_abandoned(self) -> int:
+        """Free the slots of queued requests whose callers stopped waiting (timed out, went away).
+
+        Without this a request answered 504 would hold its slot until the model reached it, and a
+        request right after the model recovers would be refused (Triton's queue policy frees them
+        too). Runs only when the queue is full, so its O(queue) scan is not paid per request.
+        """
+        with self._cond:
+            live = deque(p for p in self._pending if not p.future.done())
+            dropped = len(self._pending) - len(live)
+            if dropped:
+                self._pending = live
+                self._pending_items = sum(p.size for p in live)
+            return dropped
 
     def _run(self) -> None:
         while True:
