@@ -44,7 +44,7 @@ def train(recipe: str, runs_dir: Path) -> str:
     import ember
 
     wall, cpu = time.perf_counter(), time.process_time()
-    result = ember.train(_common.ROOT / RECIPES[recipe], runs_dir=runs_dir, progress=False)
+    result = ember.fit(_common.ROOT / RECIPES[recipe], runs_dir=runs_dir, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
         f"{recipe}: run {result.run_id}: train + val + test {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU",

@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = {"model.name": "cnn_tiny", "trainer.epochs": 1} if args.fast else {}
-    result = ember.train(CONFIG, overrides=overrides)
+    result = ember.fit(CONFIG, overrides=overrides)
     print(f"{result.steps} steps in {result.seconds:.1f}s; best val/accuracy {result.best:.4f}")
     print(f"test accuracy {result.metrics['test/accuracy']:.4f}")
     print(f"run {result.run_id} {result.run_dir}")

@@ -9,7 +9,8 @@ Example:
 from ember import data, models, tasks
 from ember.config import Config, ConfigError, load_config
 from ember.deploy.bundle import load
-from ember.recipe import evaluate_run, train
+from ember.recipe import evaluate_run, load_run
+from ember.recipe import train as fit
 from ember.train import FitResult, Trainer
 
 __version__ = "0.1.0"
@@ -22,9 +23,10 @@ __all__ = [
     "__version__",
     "data",
     "evaluate_run",
+    "fit",
     "load",
+    "load_run",
     "load_config",
     "models",
     "tasks",
-    "train",
 ]

@@ -379,6 +379,41 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def parse_stored_yaml(text: str) -> dict[str, Any]:
+    """A stored config's YAML text (a run's, a bundle's) as a dict; ConfigError when it is not one."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"a stored config is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"a stored config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def replace_checked(section: Any, where: str, **values: Any) -> Any:
+    """``dataclasses.replace(section, **values)`` with every value checked as a config file's would be.
+
+    ``where`` names the section in errors (``optim`` gives ``optim.lr=...``). How the Trainer's
+    keyword options reach their sections, without a round trip through dotted strings.
+
+    Example:
+        >>> replace_checked(OptimConfig(), "optim", lr=0.1).lr
+        0.1
+        >>> replace_checked(OptimConfig(), "optim", lr="fast")
+        Traceback (most recent call last):
+        ...
+        ember.config.ConfigError: optim.lr='fast': expected a number (float)
+    """
+    hints = typing.get_type_hints(type(section))
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = [f.name for f in dataclasses.fields(section)]
+            raise ConfigError(f"unknown config key '{where}.{key}'{did_you_mean(key, known)}")
+        checked[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return dataclasses.replace(section, **checked)
+
+
 # --------------------------------------------------------------------------- writing, docs
 
 

@@ -142,7 +142,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from ember.config import diff, load_config
-    from ember.recipe import _yaml
+    from ember.config import parse_stored_yaml as _yaml
 
     store = _store(args)
     a, b = store.get(args.run_a), store.get(args.run_b)

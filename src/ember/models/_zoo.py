@@ -41,7 +41,10 @@ def create(name: str, /, **kwargs: Any) -> nn.Module:
         >>> create("cnn_tiny", in_channels=1, image_size=8).__class__.__name__
         'CNN'
     """
-    return registry.create(name, **kwargs)
+    model = registry.create(name, **kwargs)
+    # a run records how its model was built (its ModelSpec) from this: rebuilt without pickle later
+    object.__setattr__(model, "_ember_origin", (name, dict(kwargs)))
+    return model
 
 
 def list_models() -> list[str]:
