@@ -134,6 +134,9 @@ class OptimConfig:
     """Numerical stabilizer of adaptive optimizers."""
     lr_groups: dict[str, float] = field(default_factory=dict)
     """Per-group learning rates: parameter-name pattern → lr (first match wins; the rest get lr)."""
+    implementation: Literal["auto", "for-loop", "foreach", "fused"] = "auto"
+    """How the update runs: one kernel per tensor, foreach (batched), fused, or auto (the fastest
+    measured here for this optimizer, once per process; recorded with the run)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,11 @@ class TrainerConfig:
     """torch intra-op threads (0: leave torch's default)."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in backward: less memory, ~1 extra forward."""
+    compile: bool = False
+    """Compile the model with torch.compile (inductor fuses element-wise work); falls back to eager
+    with a warning when compiling fails. The compile time is recorded with the run."""
+    profile: bool = False
+    """Profile a few steps with torch.profiler: time by op category and MFU (profile.json in the run)."""
 
 
 @dataclass(frozen=True)

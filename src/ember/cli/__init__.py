@@ -14,6 +14,7 @@ from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
 from ember.cli import human as human_cli
+from ember.cli import profile as profile_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "generate": generate.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
+    "profile": profile_cli.register,
 }
 
 EPILOG = """examples:
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None else 2
     from ember.config import ConfigError
     from ember.data import SourceUnavailableError
+    from ember.tasks.spec import NotApplicable
     from ember.track import RunNotFoundError
     from ember.train import CheckpointError, NonFiniteLossError
 
@@ -86,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (
         UserError,
+        NotApplicable,
         ConfigError,
         RunNotFoundError,
         CheckpointError,

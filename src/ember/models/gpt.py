@@ -100,6 +100,14 @@ class GPT(nn.Module):
         """An empty KV cache for ``generate``-style decoding of up to ``block_size`` positions."""
         return KVCache(len(self.blocks), self.block_size)
 
+    def flops_per_token(self, context: int) -> float:
+        """Training FLOPs per token at ``context`` tokens: nanoGPT's ``6 N + 12 L H Q T`` (N without the
+        position table: a lookup, not a matmul)."""
+        c = self.config
+        table = getattr(self.pos_emb, "weight", None)
+        n = sum(p.numel() for p in self.parameters()) - (table.numel() if table is not None else 0)
+        return 6.0 * n + 12.0 * c.num_layers * c.embed_dim * context
+
     def forward_features(self, ids: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) ids → (B, T, C) final hidden states (after the last norm)."""
         return _run_trunk(self, ids, cache)

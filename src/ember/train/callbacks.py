@@ -101,7 +101,7 @@ class EarlyStopping(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over optimizer steps showing loss, the headline metric and samples/s.
+    """A tqdm bar over optimizer steps showing loss, the headline metric, samples/s and MFU.
 
     It stays quiet off a terminal (``enabled=None``) so logs and CI output stay clean.
     """
@@ -126,6 +126,8 @@ class ProgressBar(Callback):
         self.bar.update(state.step - self.bar.n)
         self.postfix["loss"] = f"{metrics['train/loss']:.4f}"
         self.postfix["samples/s"] = f"{metrics['samples_per_s']:.0f}"
+        if "mfu" in metrics:
+            self.postfix["MFU"] = f"{100 * metrics['mfu']:.1f}%"
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:

@@ -124,11 +124,10 @@ def fit(
                 "or precision=fp32."
             )
         now = time.perf_counter()
-        metrics = {
-            "train/loss": mean,
-            "lr": state.lr,
-            "samples_per_s": window_samples / max(now - window_time, 1e-9),
-        }
+        rate = window_samples / max(now - window_time, 1e-9)
+        metrics = {"train/loss": mean, "lr": state.lr, "samples_per_s": rate}
+        if state.flops_per_sample and state.peak_flops:  # model FLOPs utilization (ember.train.flops)
+            metrics["mfu"] = rate * state.flops_per_sample / state.peak_flops
         state.metrics.update(metrics)
         callbacks("on_log", state, metrics)
         window, window_start, window_samples, window_time = [], state.step, 0, now
@@ -160,7 +159,9 @@ def fit(
             else:
                 loss.backward()
             window.append(loss.detach() * accumulate if accumulate > 1 else loss.detach())
-            window_samples += _batch_size(batch)
+            n = _batch_size(batch)
+            window_samples += n
+            state.samples_seen += n
             state.batch_in_epoch += 1
             micro += 1
             if micro % accumulate:

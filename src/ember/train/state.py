@@ -38,6 +38,10 @@ class TrainState:
     best_step: int | None = None
     should_stop: bool = False
     stop_reason: str = ""
+    flops_per_sample: float | None = None
+    """Training FLOPs of one sample (forward + backward), for MFU (`ember.train.flops`)."""
+    peak_flops: float | None = None
+    """The device's measured matmul FLOP/s in the run's compute dtype, for MFU."""
 
     @property
     def lr(self) -> float:

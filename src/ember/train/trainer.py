@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,9 +51,12 @@ from ember.tasks.spec import ModelSpec, infer_inputs, zoo_origin
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
+from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
+from ember.train.flops import matmul_peak, train_flops_per_sample
 from ember.train.loop import evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
+from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
 from ember.train.state import TrainState
 
@@ -95,6 +99,8 @@ class FitResult:
     steps: int = 0
     seconds: float = 0.0
     stop_reason: str = ""
+    profile: StepProfile | None = None
+    """Where the profiled steps' time went (``trainer.profile=true``)."""
 
 
 def compose_config(
@@ -308,6 +314,7 @@ class Trainer:
                 resumed_from = last.path
         run = self.start_run()
         self._record(run, train_data, val_data, loader)
+        self._measure_mfu_inputs(state, loader)
         monitor, mode = self._monitor()
         writer = ckpt.BackgroundWriter()  # checkpoints and metric commits overlap the next steps
         checkpointer = CheckpointManager(
@@ -324,17 +331,26 @@ class Trainer:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
             )
+        profiler = StepProfiler() if cfg.trainer.profile else None
+        if profiler is not None:
+            loader = MarkedLoader(loader)
+            callbacks.append(profiler)
+        compile_timer = CompileTimer() if cfg.trainer.compile else None
+        if compile_timer is not None:
+            compile_model(model)
+            callbacks.append(compile_timer)
         callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
         try:
-            fit(
-                state,
-                loader,
-                self.task,
-                CallbackList(callbacks),
-                cfg=cfg.trainer,
-                val_loader=val_loader,
-                checkpointer=checkpointer,
-            )
+            with fallback_to_eager(cfg.trainer.compile):
+                fit(
+                    state,
+                    loader,
+                    self.task,
+                    CallbackList(callbacks),
+                    cfg=cfg.trainer,
+                    val_loader=val_loader,
+                    checkpointer=checkpointer,
+                )
         except BaseException as e:  # NaN loss, a bug, Ctrl-C: the run says so, the checkpoints stay
             with contextlib.suppress(Exception):  # the checkpoint being written is finished first
                 writer.close()
@@ -350,6 +366,17 @@ class Trainer:
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
         run.update(headline=monitor, best=state.best)
+        hardware = {
+            "flops_per_sample": state.flops_per_sample,
+            "peak_flops": state.peak_flops,
+            "compile_s": compile_timer.seconds if compile_timer is not None else None,
+            "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
+        }
+        if profiler is not None and profiler.result is not None:
+            path = run.dir / "profile.json"
+            ckpt.atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
+            run.artifact(path, "profile")
+        summary |= {k: v for k, v in hardware.items() if v}
         run.finish("completed", summary={**summary, "steps": state.step, "stop_reason": state.stop_reason})
         return FitResult(
             run_id=run.id,
@@ -361,6 +388,7 @@ class Trainer:
             steps=state.step,
             seconds=seconds,
             stop_reason=state.stop_reason,
+            profile=profiler.result if profiler is not None else None,
         )
 
     def _record(self, run: Run, train_data: Data, val_data: Data | None, loader: Iterable[Any]) -> None:
@@ -378,6 +406,16 @@ class Trainer:
             for split, part in (("train", train_data), ("val", val_data)):
                 if part is not None:
                     record_split(run, split, part)
+
+    def _measure_mfu_inputs(self, state: TrainState, loader: Iterable[Any]) -> None:
+        """The training FLOPs per sample and the device's matmul peak, for MFU (`ember.train.flops`)."""
+        first = next(iter(loader), None)
+        if first is None:
+            return
+        state.flops_per_sample = train_flops_per_sample(state.model, first, self.task)
+        if state.flops_per_sample:
+            dtype = self.precision.dtype or torch.float32
+            state.peak_flops = matmul_peak(self.device, dtype)
 
     def _infer_spec(self, loader: Iterable[Any], train_data: Data) -> ModelSpec | None:
         """The spec of a Python run: the model's zoo origin and the first training batch's shape."""
