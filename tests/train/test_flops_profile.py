@@ -34,7 +34,9 @@ def test_gpt_counts_its_flops_analytically_close_to_the_counter() -> None:
     gpt = models.create("gpt_tiny", vocab_size=65, block_size=32)
     ids = torch.zeros(2, 32, dtype=torch.long)
     analytic = train_flops_per_sample(gpt, (ids, ids), tasks.create("language_model"))
-    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
         gpt(ids)
     counted = 3 * counter.get_total_flops() / 2
     assert analytic == pytest.approx(counted, rel=0.1)  # 6N + 12LHQT vs the op-by-op count
