@@ -38,8 +38,11 @@ def test_gpt_counts_its_flops_analytically_close_to_the_counter() -> None:
 
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         gpt(ids)
-    counted = 3 * counter.get_total_flops() / 2
-    assert analytic == pytest.approx(counted, rel=0.1)  # 6N + 12LHQT vs the op-by-op count
+    # the op counter sees the matmuls but no FLOPs inside CPU attention kernels; 12 L C T per token adds
+    # them (QK^T and AV, forward and backward); 6N also counts biases and norms, hence the tolerance
+    c = gpt.config  # type: ignore[attr-defined]
+    counted = 3 * counter.get_total_flops() / 2 + 12 * c.num_layers * c.embed_dim * 32 * 32
+    assert analytic == pytest.approx(counted, rel=0.05)
 
 
 def test_mfu_is_throughput_times_flops_over_peak() -> None:
