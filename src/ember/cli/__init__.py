@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import find as find_cli
 from ember.cli import human as human_cli
 from ember.cli import profile as profile_cli
+from ember.cli import sweep as sweep_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
@@ -34,6 +36,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
     "profile": profile_cli.register,
+    "find": find_cli.register,
+    "sweep": sweep_cli.register,
 }
 
 EPILOG = """examples:

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ def train(
     runs_dir: str | Path | None = None,
     resume: str | None = None,
     progress: bool | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> FitResult:
     """Train a recipe end to end and record it in the run store.
 
@@ -51,6 +53,7 @@ def train(
         runs_dir: the run store (default ``$EMBER_RUNS`` or ``runs``).
         resume: a run to continue from its newest checkpoint (its config must match).
         progress: progress bar on/off (None: only on a terminal).
+        callbacks: extra training callbacks (a sweep's pruning, say).
 
     Returns:
         The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
@@ -95,7 +98,7 @@ def train(
         run=run,
         runs_dir=runs_dir,
         progress=progress,
-        callbacks=[merge] if cfg.model.lora.rank else [],
+        callbacks=[*callbacks, *([merge] if cfg.model.lora.rank else [])],
         spec=prep.spec,
         record_data=False,  # the config and the saved split indices rebuild the data
     )
