@@ -7,12 +7,11 @@ Example:
 """
 
 from ember import data, models, tasks
+from ember._version import __version__
 from ember.config import Config, ConfigError, load_config
 from ember.deploy.bundle import load
 from ember.recipe import evaluate_run, train
 from ember.train import FitResult, Trainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Config",

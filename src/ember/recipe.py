@@ -34,8 +34,9 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ember import models, tasks
+from ember._io import atomic_write_bytes
 from ember._registry import accepted_kwargs, check_kwargs
-from ember.config import Config, ConfigError, load_config
+from ember.config import Config, ConfigError, load_config, parse_yaml
 from ember.data import (
     ArrayData,
     DataBundle,
@@ -53,7 +54,6 @@ from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
 from ember.train import finetune
-from ember.train.checkpoint import atomic_write_bytes
 from ember.train.optim import optimizers, schedules
 from ember.train.trainer import FitResult, Trainer
 
@@ -299,7 +299,7 @@ def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Pre
     weights = record.folder / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
-    cfg = load_config(_yaml(record.config))
+    cfg = load_config(parse_yaml(record.config))
     splits = load_splits(record.folder / "splits")
     prep = prepare(cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json")
     prep.model.load_state_dict(load_file(weights))  # a LoRA run's final weights are merged: a plain model
@@ -335,7 +335,7 @@ def load_language_model(ref: str, *, runs_dir: str | Path | None = None) -> tupl
         raise FileNotFoundError(f"run {record.id} saved no tokenizer.json: it is not a language-model run")
     if not weights.is_file():
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
-    cfg = load_config(_yaml(record.config))
+    cfg = load_config(parse_yaml(record.config))
     tokenizer = load_tokenizer(tokenizer_file)
     block_size = cfg.data.options.get("block_size")
     if block_size is None:  # the data set builder's default
@@ -350,12 +350,6 @@ def load_language_model(ref: str, *, runs_dir: str | Path | None = None) -> tupl
     model = models.create(cfg.model.name, **fill, **cfg.model.options)
     model.load_state_dict(load_file(weights))
     return model.eval(), tokenizer, cfg
-
-
-def _yaml(text: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(text) or {}
 
 
 __all__ = [

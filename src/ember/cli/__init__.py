@@ -14,6 +14,7 @@ from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
 from ember.cli import human as human_cli
+from ember.errors import UserError
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
@@ -46,10 +47,6 @@ EPILOG = """examples:
 """
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ember",
@@ -65,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ember import __version__
+    from ember._version import __version__
 
     return f"ember {__version__}"
 

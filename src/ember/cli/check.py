@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
 
     if args.target == "shift":
         if not args.reference or not args.current:

@@ -141,12 +141,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ember.config import diff, load_config
-    from ember.recipe import _yaml
+    from ember.config import diff, load_config, parse_yaml
 
     store = _store(args)
     a, b = store.get(args.run_a), store.get(args.run_b)
-    changes = diff(load_config(_yaml(a.config)), load_config(_yaml(b.config)))
+    changes = diff(load_config(parse_yaml(a.config)), load_config(parse_yaml(b.config)))
     print(f"A = {a.id}\nB = {b.id}")
     print("config differences (A -> B):" if changes else "configs are identical")
     for line in changes:

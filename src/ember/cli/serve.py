@@ -135,7 +135,7 @@ def _announce(line: str) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
 
     url = args.url.rstrip("/")
     if not url.startswith(("http://", "https://")):

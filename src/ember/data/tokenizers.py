@@ -27,6 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ember._io import require
+
 __all__ = [
     "SPECIAL_TOKENS",
     "BPETokenizer",
@@ -229,11 +231,7 @@ class BPETokenizer:
 
 
 def _tokenizers() -> Any:
-    try:
-        import tokenizers
-    except ImportError:
-        raise ImportError("BPE tokenizers need the tokenizers library: pip install tokenizers") from None
-    return tokenizers
+    return require("tokenizers", "text", what="a BPE tokenizer")
 
 
 def train_tokenizer(

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember._io import atomic_write_bytes
 from ember.deploy import _onnx, bench, quantize
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
@@ -119,9 +120,7 @@ class Plan:
             if source.resolve() != target.resolve():
                 shutil.copyfile(source, target)
             data["artifact"] = target.name
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
         return path
 
 

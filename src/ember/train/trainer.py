@@ -28,8 +28,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ember import tasks
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
-from ember.config import Config, TrainerConfig, diff, dump_yaml, load_config, to_dict
+from ember.config import Config, TrainerConfig, diff, dump_yaml, load_config, parse_yaml, to_dict
 from ember.data import ArrayData, fingerprint, make_loader
 from ember.nn import checkpointing
 from ember.tasks.base import Task
@@ -154,7 +155,7 @@ class Trainer:
 
     def _resume_run(self, ref: str) -> tuple[Run, ckpt.Checkpoint | None]:
         record = self.store.get(ref)
-        old = load_config(_yaml_dict(record.config))
+        old = load_config(parse_yaml(record.config))
         changes = diff(old, self.config)
         if changes:
             raise ValueError(
@@ -255,7 +256,7 @@ class Trainer:
             raise
         writer.close()
         weights = run.dir / "model.safetensors"
-        ckpt.atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
+        atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
         run.artifact(weights, "weights")
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
@@ -420,7 +421,7 @@ class CheckpointManager:
             self.writer.submit(self._write, path, data, protect)
 
     def _write(self, path: Path, data: bytes, protect: set[Path]) -> None:
-        ckpt.atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
         ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
 
 
@@ -436,9 +437,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _yaml_dict(text: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(text) or {}

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember._io import require
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.lane import ApiError
 
@@ -223,11 +224,7 @@ class Decoder:
 
 
 def _json_loads() -> Callable[[bytes], Any]:
-    try:
-        import orjson
-    except ImportError:
-        raise ImportError("serving needs orjson: pip install 'ember[serve]'") from None
-    return orjson.loads  # type: ignore[no-any-return]
+    return require("orjson", "serve", what="serving").loads  # type: ignore[no-any-return]
 
 
 def _validation_error(e: Any, shape: tuple[int, ...]) -> ApiError:
