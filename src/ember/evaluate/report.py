@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ember.evaluate import metrics as M
+from ember import metrics as M
 from ember.evaluate import report_plots as plots
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard

@@ -5,7 +5,7 @@ Token embedding (+ learned or sinusoidal positions, or RoPE inside attention) �
 as GPT-2's: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers).
 
 ``forward(ids, cache=...)`` with a `KVCache` (``new_cache``) runs only the new positions; ``generate``
-decodes with `ember.generative.sampling` (temperature, top-k, top-p, repetition penalty).
+decodes with `ember.decoding.sampling` (temperature, top-k, top-p, repetition penalty).
 
 ``GPTClassifier`` is the same trunk under the same parameter names (``tok_emb``, ``pos_emb``,
 ``blocks``, ``norm``) with a classification ``head`` on one pooled state: the last real token's
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.decoding import sampling
 from ember.models._zoo import register_model
 from ember.nn import KVCache, TokenEmbedding, TransformerBlock, make_norm, make_positional
 
@@ -110,16 +111,14 @@ class GPT(nn.Module):
         return self.head(x) if self.head is not None else self.tok_emb.attend(x)
 
     def generate(self, ids: torch.Tensor, max_new_tokens: int, **options: Any) -> torch.Tensor:
-        """(B, T) prompt → (B, T + n) continued ids; options as `ember.generative.generate_tokens`.
+        """(B, T) prompt → (B, T + n) continued ids; options as `ember.decoding.generate_tokens`.
 
         Example:
             >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, num_layers=1, num_heads=2, embed_dim=16))
             >>> model.generate(torch.zeros(1, 2, dtype=torch.long), 3, greedy=True).shape
             torch.Size([1, 5])
         """
-        from ember.generative.sampling import generate  # torch-only; imported here to keep layers apart
-
-        return generate(self, ids, max_new_tokens=max_new_tokens, **options)
+        return sampling.generate(self, ids, max_new_tokens=max_new_tokens, **options)
 
 
 class GPTClassifier(nn.Module):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.decoding import sampling
 from ember.models._zoo import register_model
 from ember.nn import Recurrent, TokenEmbedding
 from ember.nn.recurrent import State
@@ -176,10 +177,8 @@ class RNNLanguageModel(nn.Module):
         return self.head(x) if self.head is not None else self.embed.attend(x)
 
     def generate(self, ids: torch.Tensor, max_new_tokens: int, **options: Any) -> torch.Tensor:
-        """(B, T) prompt → (B, T + n) ids; options as `ember.generative.generate_tokens`."""
-        from ember.generative.sampling import generate  # torch-only; imported here to keep layers apart
-
-        return generate(self, ids, max_new_tokens=max_new_tokens, **options)
+        """(B, T) prompt → (B, T + n) ids; options as `ember.decoding.generate_tokens`."""
+        return sampling.generate(self, ids, max_new_tokens=max_new_tokens, **options)
 
 
 @register_model("rnn_classifier")
