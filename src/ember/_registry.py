@@ -75,6 +75,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._builders)
 
+    def description(self, name: str) -> str:
+        """The first line of ``name``'s builder docstring, without its final period ("" if none)."""
+        doc = inspect.getdoc(self.get(name)) or ""
+        return doc.splitlines()[0].rstrip(".") if doc else ""
+
     def __contains__(self, name: object) -> bool:
         return name in self._builders
 

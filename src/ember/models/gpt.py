@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ember.decoding import sampling
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import KVCache, TokenEmbedding, TransformerBlock, make_norm, make_positional
 
 
@@ -226,108 +226,49 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 
-@register_model("gpt")
-def gpt(
-    *,
-    vocab_size: int = 256,
-    block_size: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """4 layers, 4 heads, 256 wide (3.2 M weights besides embeddings): a char-level LM for a CPU."""
-    return GPT(GPTConfig(**locals()))
+register_family(GPTConfig, GPT)
+register_variant(
+    "gpt",
+    GPTConfig,
+    "4 layers, 4 heads, 256 wide (3.2 M weights besides embeddings): a char-level LM for a CPU",
+)
+register_variant(
+    "gpt_small",
+    GPTConfig,
+    "GPT-2 small's shape (124 M weights with its 50k vocabulary)",
+    vocab_size=50304,
+    block_size=1024,
+    num_layers=12,
+    num_heads=12,
+    embed_dim=768,
+)
+register_variant(
+    "gpt_tiny",
+    GPTConfig,
+    "2 layers, 2 heads, 32 wide, context 32: for tests and CI",
+    vocab_size=64,
+    block_size=32,
+    num_layers=2,
+    num_heads=2,
+    embed_dim=32,
+)
 
-
-@register_model("gpt_small")
-def gpt_small(
-    *,
-    vocab_size: int = 50304,
-    block_size: int = 1024,
-    num_layers: int = 12,
-    num_heads: int = 12,
-    embed_dim: int = 768,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """GPT-2 small's shape (124 M weights with its 50k vocabulary)."""
-    return GPT(GPTConfig(**locals()))
-
-
-@register_model("gpt_tiny")
-def gpt_tiny(
-    *,
-    vocab_size: int = 64,
-    block_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    embed_dim: int = 32,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """2 layers, 2 heads, 32 wide, context 32: for tests and CI."""
-    return GPT(GPTConfig(**locals()))
-
-
-@register_model("gpt_classifier")
-def gpt_classifier(
-    *,
-    vocab_size: int = 256,
-    num_classes: int = 2,
-    block_size: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "last",
-    pad_id: int = 0,
-) -> GPTClassifier:
-    """``gpt``'s trunk with a classification head: fine-tune a ``gpt`` run into a text classifier."""
-    return GPTClassifier(GPTClassifierConfig(**locals()))
-
-
-@register_model("gpt_classifier_tiny")
-def gpt_classifier_tiny(
-    *,
-    vocab_size: int = 64,
-    num_classes: int = 2,
-    block_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    embed_dim: int = 32,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "last",
-    pad_id: int = 0,
-) -> GPTClassifier:
-    """``gpt_tiny``'s trunk with a classification head, for tests and CI."""
-    return GPTClassifier(GPTClassifierConfig(**locals()))
+register_family(GPTClassifierConfig, GPTClassifier, unused=("tie_weights",))
+register_variant(
+    "gpt_classifier",
+    GPTClassifierConfig,
+    "gpt's trunk with a classification head: fine-tune a gpt run into a text classifier",
+)
+register_variant(
+    "gpt_classifier_tiny",
+    GPTClassifierConfig,
+    "gpt_tiny's trunk with a classification head, for tests and CI",
+    vocab_size=64,
+    block_size=32,
+    num_layers=2,
+    num_heads=2,
+    embed_dim=32,
+)
 
 
 __all__ = [
@@ -335,9 +276,4 @@ __all__ = [
     "GPTClassifier",
     "GPTClassifierConfig",
     "GPTConfig",
-    "gpt",
-    "gpt_classifier",
-    "gpt_classifier_tiny",
-    "gpt_small",
-    "gpt_tiny",
 ]
