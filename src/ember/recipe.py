@@ -1,4 +1,4 @@
-"""Recipes: a config in, a trained and recorded run out (``ember.train`` and ``ember train``).
+"""Recipes: a config in, a trained and recorded run out (``ember.fit`` and ``ember train``).
 
 This is where the zoo names in a config become objects: the dataset, its seeded splits, the model
 (filled with the data's shape), the task, the augmentation and the Trainer. Everything a user can
@@ -13,7 +13,7 @@ end (``model.safetensors`` is then a plain model; ``adapters.safetensors`` holds
 
 Example:
     >>> import ember, tempfile
-    >>> result = ember.train("configs/digits-cnn.yaml",
+    >>> result = ember.fit("configs/digits-cnn.yaml",
     ...                      overrides={"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=tempfile.mkdtemp())
     >>> 0.0 <= result.metrics["val/accuracy"] <= 1.0
     True

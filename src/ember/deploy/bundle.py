@@ -22,7 +22,7 @@ naming the file inside the bundle.
 Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"},
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"},
     ...                   runs_dir=runs)  # doctest: +SKIP
     >>> path = package(run.run_id, Path(runs) / "digits.ember", runs_dir=runs)  # doctest: +SKIP
     >>> model = ember.load(path)  # doctest: +SKIP

@@ -11,7 +11,7 @@ task says so instead of disappearing.
 Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
     >>> path = write_report(run.run_id, runs_dir=runs, n_resamples=100)
     >>> path.name, "<img" in path.read_text()
     ('report.html', True)

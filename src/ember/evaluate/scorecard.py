@@ -16,7 +16,7 @@ Example:
     >>> import ember, tempfile
     >>> from ember.evaluate import run_predictions
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
     >>> card = scorecard(run_predictions(run.run_id, "test", runs_dir=runs), n_resamples=200)
     >>> ci = card.intervals["accuracy"]; ci.low <= ci.value <= ci.high
     True
