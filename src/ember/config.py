@@ -273,7 +273,7 @@ def parse_yaml(text: str | bytes, *, source: str = "the stored config") -> dict[
         ConfigError: the text is not YAML, or not a mapping.
 
     Example:
-        >>> parse_yaml("trainer:\n  epochs: 2\n")
+        >>> parse_yaml("trainer: {epochs: 2}")
         {'trainer': {'epochs': 2}}
     """
     try:
@@ -466,7 +466,7 @@ def describe() -> str:
     for f in dataclasses.fields(Config):
         if f.default_factory is dataclasses.MISSING:
             continue
-        section = f.default_factory()  # type: ignore[misc]
+        section = f.default_factory()
         docs = field_docs(type(section))
         for g in dataclasses.fields(section):
             value = getattr(section, g.name)

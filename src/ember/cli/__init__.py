@@ -16,7 +16,7 @@ from ember.cli import data, evaluate, export, generate, listing, package, regist
 from ember.cli import human as human_cli
 from ember.errors import UserError
 
-FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
+FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "train": train.register,
     "eval": evaluate.register,
     "report": report.register,

@@ -23,7 +23,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "human",
         help="blinded human rating sheets: export, then import win rates and agreement",

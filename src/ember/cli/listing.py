@@ -7,7 +7,7 @@ import argparse
 from ember._registry import Registry
 
 
-def _registry(kind: str) -> Registry:  # type: ignore[type-arg]
+def _registry(kind: str) -> Registry:
     if kind == "models":
         from ember import models
 
@@ -22,7 +22,7 @@ def _registry(kind: str) -> Registry:  # type: ignore[type-arg]
         return tasks.registry
     from ember.train import callbacks, optim
 
-    table: dict[str, Registry] = {  # type: ignore[type-arg]
+    table: dict[str, Registry] = {
         "optimizers": optim.optimizers,
         "schedules": optim.schedules,
         "callbacks": callbacks.callbacks,
@@ -33,7 +33,7 @@ def _registry(kind: str) -> Registry:  # type: ignore[type-arg]
 KINDS = ["models", "datasets", "optimizers", "schedules", "tasks", "callbacks"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
         help="list registered models, datasets, optimizers, schedules, tasks, callbacks",

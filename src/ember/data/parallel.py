@@ -216,7 +216,7 @@ class PairLoader(DataLoader):
         )
         super().__init__(
             _Pairs(data, pad_id),
-            batch_sampler=batches,  # type: ignore[arg-type]  # lists of indices, taken whole by _Pairs
+            batch_sampler=batches,  # lists of indices, taken whole by _Pairs
             collate_fn=_as_batch,
         )
         self.batches = batches

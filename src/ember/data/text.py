@@ -276,9 +276,9 @@ class LMLoader(DataLoader):
         windows_per_epoch: windows per training epoch (0: the split's tokens / block_size).
 
     Example:
-        >>> data = TokenChunks(torch.arange(100), chunk_size=50)
-        >>> [tuple(x.shape) for x, _ in LMLoader(data, batch_size=4, block_size=10, shuffle=False)]
-        [(4, 10), (4, 10), (2, 10)]
+        >>> data = TokenChunks(torch.arange(100), chunk_size=50)  # 4 windows of 10 + 1 tokens per chunk
+        >>> [tuple(x.shape) for x, _ in LMLoader(data, batch_size=3, block_size=10, shuffle=False)]
+        [(3, 10), (3, 10), (2, 10)]
     """
 
     def __init__(

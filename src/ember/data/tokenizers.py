@@ -151,7 +151,7 @@ class CharTokenizer:
 
     def save(self, path: str | Path) -> None:
         data = {"ember_tokenizer": "char", "version": 1, "special_tokens": self.special_tokens}
-        data["chars"] = self.chars  # type: ignore[assignment]
+        data["chars"] = self.chars
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1))
 
 

@@ -63,7 +63,7 @@ def export(model: nn.Module, example: torch.Tensor, path: str | Path, *, atol: f
     path = Path(path)
     try:
         return _export_fused(model, example, path, atol=atol)
-    except Exception:  # noqa: BLE001 - any failure of the fast path falls back to the plain export
+    except Exception:  # any failure of the fast path falls back to the plain export
         from ember.deploy.export import export_onnx
 
         return float(
@@ -407,10 +407,10 @@ def quantize_static_file(
     with quiet_quantizer():
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs (opset 23 Attention)
+        except Exception:  # symbolic shape inference fails on some graphs (opset 23 Attention)
             try:
                 quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-            except Exception:  # noqa: BLE001 - then quantize the graph as exported
+            except Exception:  # then quantize the graph as exported
                 prepared.write_bytes(src.read_bytes())
         reader = _Reader(INPUT, batches)
         quantization.quantize_static(

@@ -441,7 +441,7 @@ def _short(x: Any) -> str:
 
 def _checks(run_id: str, runs_dir: str | Path | None) -> str:
     try:
-        from ember.evaluate.checks import run_checks  # type: ignore[attr-defined]
+        from ember.evaluate.checks import run_checks
     except ImportError:
         return _note("checks unavailable: this ember has no ember.evaluate.checks module")
     try:

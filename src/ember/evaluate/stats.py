@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,7 @@ def multiplicities(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def _resamples(n: int, n_resamples: int, seed: int):  # type: ignore[no-untyped-def]
+def _resamples(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Chunks of ``(B, n)`` multiplicities; one generator, drawn in order (chunk size from n)."""
     rng = np.random.default_rng(seed)
     chunk = max(1, MAX_CELLS // max(n, 1))

@@ -214,7 +214,7 @@ def _run_trunk(model: GPT | GPTClassifier, ids: torch.Tensor, cache: KVCache | N
     x = model.drop(x)
     for i, block in enumerate(model.blocks):
         x = block(x, cache=cache.layers[i] if cache is not None else None)
-    return model.norm(x)  # type: ignore[no-any-return]
+    return model.norm(x)
 
 
 def _init_weights(module: nn.Module) -> None:

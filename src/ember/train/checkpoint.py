@@ -228,7 +228,7 @@ class BackgroundWriter:
             try:
                 if self._error is None:  # after a failure, later writes are skipped (the caller is told)
                     fn(*args)
-            except BaseException as e:  # noqa: BLE001  (handed to the training thread)
+            except BaseException as e:  # handed to the training thread
                 self._error = e
             finally:
                 self._jobs.task_done()

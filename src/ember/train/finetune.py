@@ -24,7 +24,7 @@ Example:
     >>> classifier = models.create("gpt_classifier_tiny", vocab_size=16, num_classes=3)
     >>> report = load_pretrained(classifier, path)
     >>> report.missing, len(report.loaded) == len(lm.state_dict())
-    (['head.bias', 'head.weight'], True)
+    (['head.weight', 'head.bias'], True)
     >>> frozen = freeze(classifier, ["*"]); trainable = unfreeze(classifier, ["head"])
     >>> trainable
     ['head.weight', 'head.bias']

@@ -106,7 +106,7 @@ def build_optimizer(
         groups = param_groups(params, cfg.weight_decay)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    opt = builder(groups, cfg)  # type: ignore[call-arg, arg-type]
+    opt = builder(groups, cfg)
     for group in opt.param_groups:
         group.setdefault("base_lr", group["lr"])
     return opt
