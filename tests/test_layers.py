@@ -143,6 +143,15 @@ def test_allowed_edges_still_exist() -> None:
     assert not stale, f"these allowed upward edges are gone: remove them from ALLOWED: {stale}"
 
 
+def test_architecture_names_every_module_and_layer() -> None:
+    text = (SRC.parent / "ARCHITECTURE.md").read_text()
+    modules = [p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
+    unnamed = [str(p.relative_to(SRC)) for p in modules if p.stem not in text]
+    assert not unnamed, f"ARCHITECTURE.md does not name these modules: {unnamed}"
+    for name, parts in LAYERS:
+        assert all(f"`{part}`" in text for part in parts), f"ARCHITECTURE.md's layer table lacks {name}"
+
+
 def test_lazy_upward_imports_are_caught(tmp_path: Path) -> None:
     """The scan sees an import inside a function, and a relative one."""
     tree = ast.parse("def f():\n    from ember.recipe import prepare\n    from ..evaluate import stats\n")
