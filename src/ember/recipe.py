@@ -14,7 +14,7 @@ end (``model.safetensors`` is then a plain model; ``adapters.safetensors`` holds
 Example:
     >>> import ember, tempfile
     >>> result = ember.fit("configs/digits-cnn.yaml",
-    ...                      overrides={"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=tempfile.mkdtemp())
+    ...                    overrides={"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=tempfile.mkdtemp())
     >>> 0.0 <= result.metrics["val/accuracy"] <= 1.0
     True
 """

@@ -178,9 +178,8 @@ def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
-    files = [
-        path for path in sorted(folder.glob("*.npy")) if not path.name.startswith(".")
-    ]  # not a write under way
+    # a name starting with "." is a write still under way (ember._io.atomic_path)
+    files = [path for path in sorted(folder.glob("*.npy")) if not path.name.startswith(".")]
     splits = {path.stem: np.load(path, allow_pickle=False) for path in files}
     if not splits:
         raise FileNotFoundError(f"no split files (NAME.npy) in {folder}")

@@ -23,7 +23,7 @@ Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
     >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"},
-    ...                   runs_dir=runs)  # doctest: +SKIP
+    ...                 runs_dir=runs)  # doctest: +SKIP
     >>> path = package(run.run_id, Path(runs) / "digits.ember", runs_dir=runs)  # doctest: +SKIP
     >>> model = ember.load(path)  # doctest: +SKIP
 """
