@@ -1,4 +1,4 @@
-"""Metrics as pure functions: tensors in, floats (or small tensors) out.
+"""Metrics as pure functions: tensors in, floats (or small tensors) out (exported by `ember.metrics`).
 
 Each wraps the reference implementation where one exists: ``torchmetrics.functional`` for
 classification, calibration, regression, perplexity and segmentation; sacrebleu for BLEU and chrF;
@@ -467,30 +467,3 @@ def per_class_iou(
         p.reshape(-1).long(), target.detach().cpu().reshape(-1).long(), num_classes=num_classes,
         average="none", ignore_index=ignore_index,
     )  # fmt: skip
-
-
-__all__ = [
-    "Reliability",
-    "accuracy",
-    "auroc",
-    "bleu",
-    "calibration_error",
-    "chrf",
-    "classification_metrics",
-    "confusion_matrix",
-    "detection_map",
-    "f1",
-    "mae",
-    "mean_iou",
-    "mse",
-    "per_class",
-    "per_class_iou",
-    "perplexity",
-    "precision",
-    "probabilities",
-    "r2",
-    "recall",
-    "regression_metrics",
-    "reliability",
-    "top_k_accuracy",
-]
