@@ -1,4 +1,4 @@
-"""A recipe from a config file: ``ember.train`` builds data, splits, model and trainer, then records the run.
+"""A recipe from a config file: ``ember.fit`` builds data, splits, model and trainer, then records the run.
 
     python examples/recipe.py                 # configs/digits-cnn.yaml as written (~98% test accuracy)
     python examples/recipe.py --fast          # a tiny model for one epoch: a few seconds

@@ -30,9 +30,10 @@ from typing import Any, Literal
 import yaml
 
 from ember._registry import did_you_mean
+from ember.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key or value that cannot be used; the message says which and what to do."""
 
 
@@ -256,12 +257,7 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}. See configs/ for ready recipes.")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+        raw = parse_yaml(path.read_text(), source=str(path))
         name = path.stem
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
@@ -269,6 +265,32 @@ def load_config(
     if not cfg.name and name:
         cfg = dataclasses.replace(cfg, name=name)
     return cfg
+
+
+def parse_yaml(text: str | bytes, *, source: str = "the stored config") -> dict[str, Any]:
+    """The mapping of sections that a config's YAML text holds (a run's or a bundle's config.yaml).
+
+    Args:
+        text: the YAML text; empty text is an empty mapping.
+        source: what the text is, for error messages (a file name).
+
+    Returns:
+        The raw nested dict, for `load_config`.
+
+    Raises:
+        ConfigError: the text is not YAML, or not a mapping.
+
+    Example:
+        >>> parse_yaml("trainer: {epochs: 2}")
+        {'trainer': {'epochs': 2}}
+    """
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -387,17 +409,6 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def parse_stored_yaml(text: str) -> dict[str, Any]:
-    """A stored config's YAML text (a run's, a bundle's) as a dict; ConfigError when it is not one."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"a stored config is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"a stored config must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
 def replace_checked(section: Any, where: str, **values: Any) -> Any:
     """``dataclasses.replace(section, **values)`` with every value checked as a config file's would be.
 
@@ -487,7 +498,7 @@ def describe() -> str:
     for f in dataclasses.fields(Config):
         if f.default_factory is dataclasses.MISSING:
             continue
-        section = f.default_factory()  # type: ignore[misc]
+        section = f.default_factory()
         docs = field_docs(type(section))
         for g in dataclasses.fields(section):
             value = getattr(section, g.name)

@@ -17,8 +17,9 @@ from ember.cli import find as find_cli
 from ember.cli import human as human_cli
 from ember.cli import profile as profile_cli
 from ember.cli import sweep as sweep_cli
+from ember.errors import UserError
 
-FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
+FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "train": train.register,
     "eval": evaluate.register,
     "report": report.register,
@@ -52,10 +53,6 @@ EPILOG = """examples:
 """
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ember",
@@ -71,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ember import __version__
+    from ember._version import __version__
 
     return f"ember {__version__}"
 

@@ -20,7 +20,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "find",
         help="find a learning rate (range test) or the largest batch size under a memory budget",

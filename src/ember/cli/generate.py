@@ -18,7 +18,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="continue a prompt with a trained language model",
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ember.generative import generate_text
+    from ember.decoding import generate_text
     from ember.recipe import load_language_model
     from ember.train.precision import resolve_device, resolve_precision
 

@@ -1,38 +1,39 @@
-"""``ember list``: what the zoo registries hold."""
+"""``ember list``: what the zoo registries hold, one name a line with what it is."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+
+from ember._registry import Registry
 
 
-def _names(kind: str) -> list[str]:
+def _registry(kind: str) -> Registry:
     if kind == "models":
         from ember import models
 
-        return models.list_models()
+        return models.registry
     if kind == "datasets":
         from ember import data
 
-        return data.list_datasets()
+        return data.registry
     if kind == "tasks":
         from ember import tasks
 
-        return tasks.list_tasks()
+        return tasks.registry
     from ember.train import callbacks, optim
 
-    table: dict[str, Any] = {
+    table: dict[str, Registry] = {
         "optimizers": optim.optimizers,
         "schedules": optim.schedules,
         "callbacks": callbacks.callbacks,
     }
-    return table[kind].names()
+    return table[kind]
 
 
 KINDS = ["models", "datasets", "optimizers", "schedules", "tasks", "callbacks"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
         help="list registered models, datasets, optimizers, schedules, tasks, callbacks",
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in _names(args.kind):
-        print(name)
+    registry = _registry(args.kind)
+    names = registry.names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {registry.description(name)}".rstrip())
     return 0

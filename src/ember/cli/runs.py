@@ -6,9 +6,12 @@ import argparse
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.cli._format import fmt, table
+
+if TYPE_CHECKING:
+    from ember.track import RunStore
 
 HELP = """List runs (newest first), show one, or compare two.
 
@@ -20,7 +23,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs",
         help="list, show and compare runs",
@@ -57,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     compare.set_defaults(func=run_compare)
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace) -> RunStore:
     from ember.track import RunStore
 
     return RunStore(args.runs_dir)
@@ -141,12 +144,11 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ember.config import diff, load_config
-    from ember.config import parse_stored_yaml as _yaml
+    from ember.config import diff, load_config, parse_yaml
 
     store = _store(args)
     a, b = store.get(args.run_a), store.get(args.run_b)
-    changes = diff(load_config(_yaml(a.config)), load_config(_yaml(b.config)))
+    changes = diff(load_config(parse_yaml(a.config)), load_config(parse_yaml(b.config)))
     print(f"A = {a.id}\nB = {b.id}")
     print("config differences (A -> B):" if changes else "configs are identical")
     for line in changes:

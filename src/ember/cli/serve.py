@@ -25,7 +25,7 @@ MONITOR_EXAMPLES = """examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a bundle over HTTP (dynamic batching, metrics, drift)",
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_serve)
 
 
-def register_monitor(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_monitor(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
         "monitor",
         help="watch a running server: latency, throughput, errors, drift and alerts",
@@ -135,7 +135,7 @@ def _announce(line: str) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
 
     url = args.url.rstrip("/")
     if not url.startswith(("http://", "https://")):

@@ -23,7 +23,7 @@ config keys:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from ember.config import describe
 
     p = sub.add_parser(

@@ -13,11 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ember._io import atomic_path
 
 __all__ = ["load_splits", "save_splits", "split_groups", "split_indices"]
 
@@ -162,10 +162,8 @@ def save_splits(splits: dict[str, np.ndarray], folder: Path | str) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, idx in splits.items():
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".npy.tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, np.asarray(idx, dtype=np.int64), allow_pickle=False)
-        os.replace(temporary, folder / f"{name}.npy")
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            np.save(tmp, np.asarray(idx, dtype=np.int64), allow_pickle=False)
 
 
 def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
@@ -180,7 +178,9 @@ def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
-    splits = {path.stem: np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy"))}
+    # a name starting with "." is a write still under way (ember._io.atomic_path)
+    files = [path for path in sorted(folder.glob("*.npy")) if not path.name.startswith(".")]
+    splits = {path.stem: np.load(path, allow_pickle=False) for path in files}
     if not splits:
         raise FileNotFoundError(f"no split files (NAME.npy) in {folder}")
     return {name: idx.astype(np.int64, copy=False) for name, idx in splits.items()}

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ember.evaluate import metrics as M
+from ember import metrics as M
 from ember.evaluate import report_plots as plots
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard
@@ -441,7 +441,7 @@ def _short(x: Any) -> str:
 
 def _checks(run_id: str, runs_dir: str | Path | None) -> str:
     try:
-        from ember.evaluate.checks import run_checks  # type: ignore[attr-defined]
+        from ember.evaluate.checks import run_checks
     except ImportError:
         return _note("checks unavailable: this ember has no ember.evaluate.checks module")
     try:

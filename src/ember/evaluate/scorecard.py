@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember import metrics as M
 from ember.evaluate import detection, language_model, segmentation, translation
-from ember.evaluate import metrics as M
 from ember.evaluate.baselines import Baseline, default_baselines
 from ember.evaluate.predictions import RunPredictions
 from ember.evaluate.stats import (

@@ -1,12 +1,8 @@
-"""Generative models and sampling; so far, autoregressive decoding for language models.
+"""ember.generative: the generation stage, beside evaluate, deploy and responsible.
 
-Example:
-    >>> from ember.generative import process_logits
-    >>> import torch
-    >>> process_logits(torch.tensor([[0.0, 2.0]]), temperature=2.0).tolist()
-    [[0.0, 1.0]]
+It will hold what reads a finished generative run (sampling from it, scoring its samples). The
+decoding functions that models and tasks also use (sampling, beam search) live lower, in
+:mod:`ember.decoding`; ``ember generate`` decodes with them today.
 """
 
-from ember.generative.sampling import generate, generate_text, generate_tokens, process_logits, sample_next
-
-__all__ = ["generate", "generate_text", "generate_tokens", "process_logits", "sample_next"]
+__all__: list[str] = []

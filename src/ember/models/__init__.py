@@ -1,10 +1,15 @@
-"""The vision model zoo: ``create(name, **options)`` builds any registered model by name.
+"""The model zoo: ``create(name, **options)`` builds any registered model by name.
 
-Importing this package registers every family (mlp, cnn, resnet, mobilenet, convattn); each has a
-``*_tiny`` variant for tests and CI. Every vision builder takes ``in_channels``, ``num_classes`` and
-``image_size``; models map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
+Importing this package registers every family: a config class and its model
+(``register_family``), and named variants that override some of the config's defaults
+(``register_variant``); a variant's options are its config's fields. Each family has a ``*_tiny``
+variant for tests and CI; ``ember list models`` shows every name with what it is.
+
+Vision families (mlp, cnn, resnet, mobilenet, convattn, vit) take ``in_channels``, ``num_classes``
+and ``image_size``, map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
 ``forward_features`` / ``forward_head`` split. Dense prediction differs only in its output:
-``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits.
+``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits. Text
+families (gpt, rnn, transformer_encoder, encoder_decoder) take ``vocab_size`` and token ids.
 
 Example:
     >>> import torch
@@ -16,7 +21,7 @@ Example:
     True
 """
 
-from ember.models._zoo import create, list_models, register_model, registry
+from ember.models._zoo import create, list_models, register_family, register_model, register_variant, registry
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
 from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
@@ -43,7 +48,9 @@ __all__ = [
     "ResNetConfig",
     "create",
     "list_models",
+    "register_family",
     "register_model",
+    "register_variant",
     "registry",
     # sequences and language
     "GPT",

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from ember.config import Config, load_config, parse_stored_yaml
+from ember.config import Config, load_config, parse_yaml
 from ember.data import load_splits
 from ember.data.tokenizers import load_tokenizer
 from ember.recipe.build import Prepared, prepare, task_for
@@ -146,7 +146,7 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
     weights = record.folder / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
-    config = load_config(parse_stored_yaml(record.config))
+    config = load_config(parse_yaml(record.config))
     tokenizer_file = record.folder / "tokenizer.json"
     tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file.is_file() else None
     spec = read_spec(store, record.id)

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ember._io import atomic_write_bytes
 from ember.config import Config, ConfigError, load_config
 from ember.data import build_augment, load_splits, save_splits
 from ember.recipe.build import build_task, prepare
 from ember.track import RunStore
 from ember.train import finetune
-from ember.train.checkpoint import atomic_write_bytes
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.records import write_spec
 from ember.train.trainer import FitResult, Trainer, new_run

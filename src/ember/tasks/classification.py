@@ -1,5 +1,5 @@
 """Classification: cross-entropy (with label smoothing and soft targets); accuracy, top-k, macro F1, ECE and
-per-class accuracy from :func:`ember.evaluate.metrics.classification_metrics`."""
+per-class accuracy from :func:`ember.metrics.classification_metrics`."""
 
 from __future__ import annotations
 
@@ -137,9 +137,9 @@ class ClassificationEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
-        # the metrics live in ember.evaluate.metrics (over torchmetrics), imported at the first
+        # the metrics live in ember.metrics (over torchmetrics), imported at the first
         # evaluation rather than by `import ember`; training steps never touch them
-        from ember.evaluate.metrics import classification_metrics
+        from ember.metrics import classification_metrics
 
         logits, target = torch.cat(self.logits), torch.cat(self.targets)
         return {"loss": self.loss.compute(), **classification_metrics(logits, target, top_k=self.top_k)}

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember._io import require
 from ember.models.detector import STRIDE, decode
 from ember.tasks.base import LossMean, registry
 from ember.tasks.spec import ModelSpec
@@ -267,11 +268,8 @@ class DetectionEvaluation:
 def coco_evaluated(preds: Detections, targets: Detections, max_detections: int = 100) -> Any:
     """``COCOeval`` after ``evaluate()`` (per-image matching done, nothing accumulated) on the
     records of :func:`mean_average_precision`; None without true boxes or without detections."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError("mAP needs pycocotools: pip install 'ember[metrics]'") from None
+    COCO = require("pycocotools.coco", "metrics", what="mAP").COCO
+    COCOeval = require("pycocotools.cocoeval", "metrics", what="mAP").COCOeval
     images: list[dict[str, Any]] = []
     truth: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []

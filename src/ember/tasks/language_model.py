@@ -81,7 +81,7 @@ class LanguageModel:
     def generate_text(self, model: nn.Module, tokenizer: Any, prompt: str, **options: Any) -> Iterator[str]:
         """Pieces of the continuation of ``prompt`` as they decode (KV cache, stop strings: see
         `ember.decoding.sampling.stream_text`)."""
-        from ember.generative.sampling import stream_text
+        from ember.decoding.sampling import stream_text
 
         options.setdefault("eos_id", getattr(tokenizer, "eos_id", None))
         return stream_text(model, tokenizer, prompt, **options)

@@ -1,4 +1,4 @@
-"""Regression: MSE loss; MSE, MAE and R² from :func:`ember.evaluate.metrics.regression_metrics`."""
+"""Regression: MSE loss; MSE, MAE and R² from :func:`ember.metrics.regression_metrics`."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class RegressionEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
-        from ember.evaluate.metrics import regression_metrics  # torchmetrics, loaded at the first evaluation
+        from ember.metrics import regression_metrics  # torchmetrics, loaded at the first evaluation
 
         return {
             "loss": self.loss.compute(),

@@ -4,7 +4,7 @@ Batches are ``(src, tgt)`` pairs of right-padded int64 ids, (B, S) and (B, T + 1
 wrapped in ``<bos> … <eos>`` (as `ember.data.parallel.PairLoader` gives them). The model sees
 ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]`` (teacher forcing); padding is masked out of the
 source's attention and out of the loss. The model is an encoder-decoder: ``model(src, tgt_in,
-src_mask) -> (B, T, V)`` logits, plus the decoding interface of `ember.generative.beam`.
+src_mask) -> (B, T, V)`` logits, plus the decoding interface of `ember.decoding.beam`.
 
 Label smoothing moves ``label_smoothing`` of the probability mass from the true token to all
 tokens evenly, exactly as ``F.cross_entropy(..., label_smoothing=)``; the reported ``loss`` (and
@@ -77,7 +77,7 @@ class Seq2Seq:
         label_smoothing: mass moved from the true token to all tokens (0 disables).
         val_beam_size: hypotheses kept when decoding during training (1: greedy).
         val_decode_fraction: share of validation batches decoded during training.
-        beam_size, length_penalty: the final test decoding (see `ember.generative.beam`).
+        beam_size, length_penalty: the final test decoding (see `ember.decoding.beam`).
         max_len_a, max_len_b: longest translation, ``a * source_tokens + b``.
         pad_id, bos_id, eos_id: special ids when there is no tokenizer.
     """
@@ -148,8 +148,8 @@ class Seq2Seq:
         return math.ceil((index + 1) * f) > math.ceil(index * f)  # evenly spread, the first included
 
     def _search(self, model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        # decoding lives with generation (ember.generative.beam), imported only when evaluating
-        from ember.generative.beam import beam_search, greedy_search
+        # ember.decoding.beam, imported only when evaluating
+        from ember.decoding.beam import beam_search, greedy_search
 
         d = self.decoding
         ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
@@ -212,7 +212,7 @@ class Seq2Seq:
 
         Sampling options of language models (temperature, top_p ...) do not apply and are ignored.
         """
-        from ember.generative.beam import translate
+        from ember.decoding.beam import translate
 
         d = self.test_decoding
         max_len_b = d.max_len_b if max_new_tokens is None else max_new_tokens
@@ -285,8 +285,8 @@ class Seq2SeqEvaluation:
         loss = float(self.nats) / int(self.tokens)
         out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
         if self.hypotheses:
-            # sacrebleu through ember.evaluate.metrics, imported at the first decoded evaluation
-            from ember.evaluate.metrics import bleu, chrf
+            # sacrebleu through ember.metrics, imported at the first decoded evaluation
+            from ember.metrics import bleu, chrf
 
             out["bleu"] = bleu(self.hypotheses, self.references)
             out["chrf"] = chrf(self.hypotheses, self.references)
@@ -302,7 +302,7 @@ class TeacherForced(nn.Module):
         self.model, self.pad_id = model, pad_id
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        return self.model(src, tgt_in, src != self.pad_id)  # type: ignore[no-any-return]
+        return self.model(src, tgt_in, src != self.pad_id)
 
 
 @registry.register("seq2seq")

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.track.artifacts import Archive, read_archive
 
@@ -223,16 +224,7 @@ class ModelRegistry:
         path = self.blob_path(sha256)
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
             return
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{sha256}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(path, data)
 
     # ------------------------------------------------------------------ writing
 
@@ -386,13 +378,7 @@ class ModelRegistry:
         target = Path(out)
         if target.is_dir():
             target = target / f"{version.name}-v{version.version}.ember"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)  # replaces a symlink at ``target`` instead of writing through it
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(target, data)  # replaces a symlink at ``target`` instead of writing through it
         return target
 
     def lineage(self, ref: str) -> dict[str, Any]:

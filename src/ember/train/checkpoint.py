@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import queue
 import random
 import re
@@ -36,6 +35,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import nn
+
+from ember._io import atomic_write_bytes
 
 STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 NUMPY_DTYPES = frozenset(
@@ -69,26 +70,6 @@ class Checkpoint:
                 _, idx, name = key.split("/", 2)
                 state.setdefault(int(idx), {})[name] = tensor
         return {"state": state, "param_groups": layout["param_groups"]}
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def safetensors_ready(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -247,7 +228,7 @@ class BackgroundWriter:
             try:
                 if self._error is None:  # after a failure, later writes are skipped (the caller is told)
                     fn(*args)
-            except BaseException as e:  # noqa: BLE001  (handed to the training thread)
+            except BaseException as e:  # handed to the training thread
                 self._error = e
             finally:
                 self._jobs.task_done()

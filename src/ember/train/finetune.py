@@ -24,7 +24,7 @@ Example:
     >>> classifier = models.create("gpt_classifier_tiny", vocab_size=16, num_classes=3)
     >>> report = load_pretrained(classifier, path)
     >>> report.missing, len(report.loaded) == len(lm.state_dict())
-    (['head.bias', 'head.weight'], True)
+    (['head.weight', 'head.bias'], True)
     >>> frozen = freeze(classifier, ["*"]); trainable = unfreeze(classifier, ["head"])
     >>> trainable
     ['head.weight', 'head.bias']
@@ -43,6 +43,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
+from ember._io import atomic_write_bytes
 from ember._patterns import matching, select
 from ember.config import ModelConfig
 from ember.nn import lora
@@ -309,5 +310,5 @@ class MergeLoRA:
         if self.adapters is not None:
             tensors = ckpt.safetensors_ready(lora.adapter_state_dict(state.model))
             meta = {"ember_lora": json.dumps({"layers": sorted(lora.lora_layers(state.model))})}
-            ckpt.atomic_write_bytes(self.adapters, save(tensors, metadata=meta))
+            atomic_write_bytes(self.adapters, save(tensors, metadata=meta))
         lora.merge(state.model)

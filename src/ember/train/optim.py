@@ -111,13 +111,13 @@ def build_optimizer(
     device = next((p.device for g in groups for p in g["params"]), torch.device("cpu"))
     chosen = cfg.implementation if cfg.implementation != "auto" else fastest_implementation(cfg.name, device)
     try:
-        opt = builder(groups, cfg, **IMPLEMENTATIONS[chosen])  # type: ignore[call-arg, arg-type]
+        opt = builder(groups, cfg, **IMPLEMENTATIONS[chosen])
     except (RuntimeError, TypeError, ValueError) as e:
         if cfg.implementation != "auto":
             raise ValueError(
                 f"optim.implementation={chosen} does not work for {cfg.name} here: {e}"
             ) from None
-        opt = builder(groups, cfg)  # type: ignore[call-arg, arg-type]
+        opt = builder(groups, cfg)
         chosen = "default"
     opt.ember_implementation = chosen  # type: ignore[attr-defined]
     for group in opt.param_groups:
@@ -148,7 +148,7 @@ def fastest_implementation(name: str, device: torch.device, rounds: int = 5) -> 
         for p in params:
             p.grad = torch.randn(p.shape, generator=g).to(device)
         try:
-            opt = optimizers.get(name)([{"params": params}], OptimConfig(name=name), **kwargs)  # type: ignore[call-arg, arg-type]
+            opt = optimizers.get(name)([{"params": params}], OptimConfig(name=name), **kwargs)
             opt.step()  # warm-up (state allocation, kernel choice)
         except (RuntimeError, TypeError, ValueError):
             continue

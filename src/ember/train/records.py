@@ -35,10 +35,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ember._io import atomic_write_bytes
 from ember.data import ArrayData
 from ember.tasks.spec import ModelSpec, SpecError
 from ember.track import Run, RunStore
-from ember.train.checkpoint import atomic_write_bytes
 
 SPEC_FILE = "spec.json"
 DATA_DIR = "data"

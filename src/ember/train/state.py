@@ -58,7 +58,7 @@ class TrainState:
             "best_step": self.best_step,
         }
 
-    def load_position(self, pos: dict) -> None:  # type: ignore[type-arg]
+    def load_position(self, pos: dict[str, int]) -> None:
         self.step = int(pos["step"])
         self.epoch = int(pos["epoch"])
         self.batch_in_epoch = int(pos["batch_in_epoch"])

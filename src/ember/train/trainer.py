@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ember import tasks
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.config import (
     Config,
@@ -40,7 +41,7 @@ from ember.config import (
     diff,
     dump_yaml,
     load_config,
-    parse_stored_yaml,
+    parse_yaml,
     replace_checked,
     to_dict,
 )
@@ -255,7 +256,7 @@ class Trainer:
 
     def _resume_run(self, ref: str) -> tuple[Run, ckpt.Checkpoint | None]:
         record = self.store.get(ref)
-        old = load_config(parse_stored_yaml(record.config))
+        old = load_config(parse_yaml(record.config))
         changes = diff(old, self.config)
         if changes:
             raise ValueError(
@@ -361,7 +362,7 @@ class Trainer:
             raise
         writer.close()
         weights = run.dir / "model.safetensors"
-        ckpt.atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
+        atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
         run.artifact(weights, "weights")
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
@@ -374,7 +375,7 @@ class Trainer:
         }
         if profiler is not None and profiler.result is not None:
             path = run.dir / "profile.json"
-            ckpt.atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
+            atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
             run.artifact(path, "profile")
         summary |= {k: v for k, v in hardware.items() if v}
         run.finish("completed", summary={**summary, "steps": state.step, "stop_reason": state.stop_reason})
@@ -611,7 +612,7 @@ class CheckpointManager:
             self.writer.submit(self._write, path, data, protect)
 
     def _write(self, path: Path, data: bytes, protect: set[Path]) -> None:
-        ckpt.atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
         ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
 
 

@@ -39,6 +39,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ember._io import require
+
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 PLAN_KEYS: dict[str, tuple[type, ...]] = {
     "backend": (str,),
@@ -109,7 +111,7 @@ class OnnxRunner:
     """Runs an ONNX file (inputs ``x``; outputs ``outputs`` and optionally ``embeddings``)."""
 
     def __init__(self, path: str | Path, *, backend: str = "onnxruntime", threads: int = 0) -> None:
-        ort = _require("onnxruntime", "export")
+        ort = require("onnxruntime", "export", what="this serving backend")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default
         options.inter_op_num_threads = 1
@@ -264,15 +266,6 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     if backend not in BACKENDS:
         raise ValueError(f"serving plan {path}: unknown backend '{backend}'; expected one of {BACKENDS}")
     return plan
-
-
-def _require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"this serving backend needs {module}: pip install 'ember[{extra}]'") from None
 
 
 # --------------------------------------------------------------------------- what is served

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember._io import require
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.lane import ApiError
 
@@ -61,7 +62,7 @@ class Decoder:
         bounded = lo is not None and hi is not None and max(abs(lo), abs(hi)) < 3e38
         self._may_overflow = not self.is_int and not bounded
         number = int if self.is_int else float
-        leaf: Any = Annotated[number, Strict(), Field(ge=lo, le=hi, allow_inf_nan=False)]  # type: ignore[valid-type]
+        leaf: Any = Annotated[number, Strict(), Field(ge=lo, le=hi, allow_inf_nan=False)]
         item: Any = leaf
         for dim in reversed(served.input_shape):
             item = Annotated[list[item], Len(dim, dim)]
@@ -223,11 +224,7 @@ class Decoder:
 
 
 def _json_loads() -> Callable[[bytes], Any]:
-    try:
-        import orjson
-    except ImportError:
-        raise ImportError("serving needs orjson: pip install 'ember[serve]'") from None
-    return orjson.loads  # type: ignore[no-any-return]
+    return require("orjson", "serve", what="serving").loads
 
 
 def _validation_error(e: Any, shape: tuple[int, ...]) -> ApiError:

@@ -252,7 +252,7 @@ class LaneProtocol:
             super().on_headers_complete()  # type: ignore[misc]
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        self.cycle = self._reply = _Reply(self, self.lane, keep_alive)  # type: ignore[arg-type]
+        self.cycle = self._reply = _Reply(self, self.lane, keep_alive)
         self._body = bytearray()
         self.lane.batcher.arrive()  # a waiting batch may wait for this request while it is read
 

@@ -10,7 +10,7 @@ Layers: these functions use torch only; ``GPT.generate`` and friends import them
 Example:
     >>> import torch
     >>> from ember import models
-    >>> from ember.generative import generate
+    >>> from ember.decoding import generate
     >>> model = models.create("gpt_tiny", vocab_size=16)
     >>> out = generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=5, top_k=4,
     ...                generator=torch.Generator().manual_seed(0))
