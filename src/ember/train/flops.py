@@ -7,8 +7,9 @@ how close a run is to the hardware's limit, whatever the model, in a way samples
 - **FLOPs per sample** of a training step: a token model may say itself (``flops_per_token(T)``;
   ember's GPT gives the analytic count ``6 N + 12 L H Q T``, as nanoGPT does); any other model is
   counted once with :class:`torch.utils.flop_counter.FlopCounterMode` on a *meta-device copy* of the
-  model (no arithmetic, no random numbers drawn, no hooks fired), running one training batch
-  through the task: the forward's FLOPs, times 3 for forward + backward (a matmul's backward is two).
+  model (no arithmetic, no random numbers drawn, no hooks fired) on one training batch's inputs (or
+  through the task when the model takes more than its inputs): the forward's FLOPs, times 3 for
+  forward + backward (a matmul's backward is two).
 - **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device, measured
   once per process (:func:`matmul_peak`; ~30 ms on a CPU). This is what ``precision: auto`` measures
   too; a run's MFU is a share of what the same machine was seen to give, not of a datasheet.
@@ -95,10 +96,15 @@ def _forward_flops(model: nn.Module, batch: Any, task: Any) -> int:
     meta = _to_meta(batch)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        if task is not None:
-            task.forward(ghost, meta)
-        else:
-            ghost(*meta) if isinstance(meta, tuple | list) else ghost(meta)
+        try:  # the batch's inputs straight into the model: nothing of the task's runs on meta tensors
+            inputs = meta[0] if isinstance(meta, tuple | list) and len(meta) == 2 else meta
+            ghost(*inputs) if isinstance(inputs, tuple | list) else ghost(inputs)
+        except Exception:
+            if task is None:
+                raise
+            # a model called in its task's own way (a translator's source, target and mask); a copy
+            # of the task, so counters it keeps are not advanced
+            copy.copy(task).forward(ghost, meta)
     return int(counter.get_total_flops())
 
 
