@@ -1,9 +1,10 @@
 """The training loop: :func:`fit`, plus :func:`evaluate` and :func:`predict`.
 
 One loop serves every model and task. What varies is passed in: the ``task`` (how a batch becomes a
-loss), the ``callbacks`` (what happens around steps), the ``checkpointer``. The only host syncs are
-every ``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device
-until then, which is what keeps ember's per-step overhead near a hand-written loop's.
+loss), the ``callbacks`` (what happens around steps), the ``checkpointer``, and in a data-parallel
+job the ``parallel`` context (`ember.train.distributed`). The only host syncs are every
+``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device until
+then, which is what keeps ember's per-step overhead near a hand-written loop's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from ember.config import TrainerConfig
 from ember.data.loader import TensorLoader
 from ember.tasks.base import Task
 from ember.train.callbacks import CallbackList
+from ember.train.distributed import Parallel
 from ember.train.state import TrainState
+
+_ALL_REDUCE = contextlib.nullcontext()  # a micro-batch whose gradients are all-reduced (or one process)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,13 +88,19 @@ def fit(
     cfg: TrainerConfig,
     val_loader: Iterable[Any] | None = None,
     checkpointer: Checkpointer | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainState:
     """Train ``state.model`` from ``state``'s position until the epochs or ``max_steps`` are done.
+
+    In a data-parallel job (``parallel``), steps call its DDP wrapper, micro-batches that only
+    accumulate skip the all-reduce, each rank's loss is weighted by its share of a global batch that
+    splits unevenly, and the logged loss and samples/s are every rank's.
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; no checkpoint is written after that step.
     """
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    step_model = model if parallel is None else parallel.train_module(model)  # DDP's wrapper in a job
     params = [p for group in optimizer.param_groups for p in group["params"]]
     groups = optimizer.param_groups
     accumulate = max(1, cfg.accumulate)
@@ -101,6 +111,8 @@ def fit(
     log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every
     # ember's in-memory loader already yields batches on the device: skip the per-batch walk
     move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
+    last_batch = _len(loader) - 1  # an epoch's last micro-batch all-reduces, even in a ragged group
+    weigh = getattr(loader, "shard_weight", None) if parallel is not None else None
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
     window_start = state.step
     window_samples = 0
@@ -112,7 +124,12 @@ def fit(
         if not window:
             return
         losses = torch.stack(window).float()
-        mean = losses.mean().item()  # one host sync: a NaN/Inf anywhere makes the mean non-finite
+        if parallel is None:
+            mean, samples = losses.mean().item(), window_samples  # one host sync; NaN/Inf anywhere shows
+        else:  # every rank's mean and samples in one all-reduce: a NaN on any rank stops them all
+            mean_t = losses.mean()
+            total = parallel.sum(torch.stack([mean_t, mean_t.new_tensor(float(window_samples))])).tolist()
+            mean, samples = total[0] / parallel.world_size, total[1]
         if not math.isfinite(mean):
             nonfinite = (~torch.isfinite(losses)).nonzero()
             bad = int(nonfinite[0, 0]) if len(nonfinite) else int(losses.abs().argmax())  # or overflowed
@@ -124,7 +141,7 @@ def fit(
                 "or precision=fp32."
             )
         now = time.perf_counter()
-        rate = window_samples / max(now - window_time, 1e-9)
+        rate = samples / max(now - window_time, 1e-9)
         metrics = {"train/loss": mean, "lr": state.lr, "samples_per_s": rate}
         if state.flops_per_sample and state.peak_flops:  # model FLOPs utilization (ember.train.flops)
             metrics["mfu"] = rate * state.flops_per_sample / state.peak_flops
@@ -136,29 +153,35 @@ def fit(
     if state.schedule is not None:
         _set_lr(groups, state.schedule(state.step))
     while state.epoch < state.epochs and state.step < max_steps and not state.should_stop:
-        if not model.training:  # evaluate() restores the mode it found; a callback may not
-            model.train()
+        if not step_model.training:  # evaluate() restores the mode it found; a callback may not
+            step_model.train()
         micro = 0
         completed = False
         for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
             if move:
                 batch = to_device(batch, state.device)
-            if full_precision:
-                output, target = task.forward(model, batch)
-                loss = task.loss(output, target)
-            else:
-                with autocast():
-                    output, target = task.forward(model, batch)
+            hold = (
+                parallel is not None and (micro + 1) % accumulate != 0 and state.batch_in_epoch != last_batch
+            )
+            with parallel.hold_gradients(step_model) if hold else _ALL_REDUCE:  # type: ignore[union-attr]
+                if full_precision:
+                    output, target = task.forward(step_model, batch)
                     loss = task.loss(output, target)
-            if accumulate > 1:
-                loss = loss / accumulate
-            if micro % accumulate == 0:  # a new accumulation group: before backward, as a hand loop does
-                optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            window.append(loss.detach() * accumulate if accumulate > 1 else loss.detach())
+                else:
+                    with autocast():
+                        output, target = task.forward(step_model, batch)
+                        loss = task.loss(output, target)
+                window.append(loss.detach())
+                if weigh is not None and (share := weigh(state.batch_in_epoch)) != 1.0:
+                    loss = loss * share  # this rank's part of a global batch that splits unevenly
+                if accumulate > 1:
+                    loss = loss / accumulate
+                if micro % accumulate == 0:  # a new accumulation group: before backward, as a hand loop does
+                    optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
             n = _batch_size(batch)
             window_samples += n
             state.samples_seen += n
@@ -188,6 +211,8 @@ def fit(
                 _optimizer_step(optimizer, scaler, params, cfg)
                 state.step += 1
         sync()
+        if parallel is not None:  # a stop one rank's callback asked for is every rank's
+            state.should_stop = parallel.any(state.should_stop)
         if completed or 0 < _len(loader) <= state.batch_in_epoch:
             state.epoch += 1
             state.batch_in_epoch = 0
