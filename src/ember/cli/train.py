@@ -18,7 +18,7 @@ examples:
   ember train configs/fashion-resnet.yaml trainer.precision=bf16
   ember train configs/digits-cnn.yaml --resume latest     # continue from the newest checkpoint
   ember train configs/fashion-resnet.yaml --nproc 2        # 2 processes (DDP), data.batch_size global
-  ember train configs/digits-cnn.yaml --nproc 2 --max-restarts 1 trainer.strategy=fsdp
+  ember train configs/digits-cnn.yaml trainer.strategy=fsdp --nproc 2 --max-restarts 1
   torchrun --nproc-per-node 2 -m ember train configs/digits-cnn.yaml   # the same as --nproc 2
   ember train configs/finetune-brown-genre.yaml model.pretrained=latest:pretrain-brown-lm model.lora.rank=8
 
