@@ -108,7 +108,10 @@ class EMA:
         """Take the averages back from a checkpoint's tensors (keys as `tensors` gives them)."""
         missing = [key for key in self.tensors() if key not in tensors]
         if missing:
-            raise KeyError(f"the checkpoint holds no moving average for {missing[:3]}; was trainer.ema set?")
+            raise ValueError(
+                f"the checkpoint holds no moving average for {', '.join(missing[:3])}; "
+                "it was written without trainer.ema"
+            )
         with torch.no_grad():
             for key, t in self.tensors().items():
                 t.copy_(tensors[key])

@@ -684,7 +684,10 @@ class CheckpointManager:
         self.written = now
         meta = {"position": state.position(), "reason": reason, "metrics": _finite(state.metrics)}
         # serialized now (the one copy; training goes on changing the tensors), written later
-        data = ckpt.encode(model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta)
+        extra = state.ema.tensors() if state.ema is not None else None  # the weights' moving average
+        data = ckpt.encode(
+            model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta, extra=extra
+        )
         protect = self.protect | ({self.best_path} if self.best_path else set())
         if self.writer is None:
             self._write(path, data, protect)
