@@ -454,10 +454,15 @@ class Trainer:
         if state.ema is not None:
             files.append(("ema.safetensors", "ema", state.ema.applied()))
         for name, kind, weights in files:
-            with weights:
+            with weights:  # the state dict's tensors are the live ones: serialized inside
                 tensors = fsdp.full_state_dict(state.model)
-            if self.parallel is None or self.parallel.is_main:
-                atomic_write_bytes(run.dir / name, save(ckpt.safetensors_ready(tensors)))
+                data = (
+                    save(ckpt.safetensors_ready(tensors))
+                    if self.parallel is None or self.parallel.is_main
+                    else b""
+                )
+            if data:
+                atomic_write_bytes(run.dir / name, data)
                 run.artifact(run.dir / name, kind)
 
     def _evaluator(self, val_loader: Iterable[Any] | None) -> Callable[[nn.Module], dict[str, float]] | None:
