@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,7 @@ def train(
     runs_dir: str | Path | None = None,
     resume: str | None = None,
     progress: bool | None = None,
+    adapt: Callable[[Prepared, Any], tuple[Prepared, Any]] | None = None,
 ) -> FitResult:
     """Train a recipe end to end and record it in the run store.
 
@@ -236,6 +238,8 @@ def train(
         runs_dir: the run store (default ``$EMBER_RUNS`` or ``runs``).
         resume: a run to continue from its newest checkpoint (its config must match).
         progress: progress bar on/off (None: only on a terminal).
+        adapt: ``(prepared, task) -> (prepared, task)``, given by a stage above the recipe that
+            changes what training sees (``ember.responsible.train``: fairness mitigation).
 
     Returns:
         The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
@@ -254,6 +258,13 @@ def train(
         cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
     )
     task = build_task(cfg, prep.bundle)
+    if adapt is not None:
+        prep, task = adapt(prep, task)
+    elif cfg.fairness.mitigate != "none":
+        raise ConfigError(
+            f"fairness.mitigate={cfg.fairness.mitigate} is applied by ember.responsible.train (as `ember train` "
+            "does); call it instead of ember.train"
+        )
     merge = finetune.MergeLoRA(resumed / "adapters.safetensors" if resumed else None)
     trainer = Trainer(
         prep.model,

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ember.cli import audit as audit_cli
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
@@ -32,6 +33,7 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "generate": generate.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
+    "audit": audit_cli.register,
 }
 
 EPILOG = """examples:
