@@ -14,7 +14,9 @@ from ember.cli import audit as audit_cli
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import explain as explain_cli
 from ember.cli import human as human_cli
+from ember.cli import safety as safety_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
@@ -34,6 +36,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
     "audit": audit_cli.register,
+    "explain": explain_cli.register,
+    "redact": safety_cli.register,
 }
 
 EPILOG = """examples:
