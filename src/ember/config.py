@@ -219,6 +219,20 @@ class FairnessConfig:
 
 
 @dataclass(frozen=True)
+class CardConfig:
+    """What the model card (`ember card`) says that only its authors know."""
+
+    intended_use: str = ""
+    """Who should use the model for what ('': a sentence made from the data and task)."""
+    out_of_scope: str = ""
+    """Uses the model is not meant for."""
+    owners: str = ""
+    """Who answers for the model."""
+    limitations: tuple[str, ...] = ()
+    """Known limitations, listed before the ones found by audits and checks."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe: data, model, task, optimizer, schedule and trainer."""
 
@@ -238,6 +252,8 @@ class Config:
     """The training-loop section."""
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     """Fairness mitigation while training (none by default)."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """What the model card says about intended use and limitations."""
 
 
 # --------------------------------------------------------------------------- loading

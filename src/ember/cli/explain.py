@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     Path(args.out).write_text(render(result))
     summary = summary_of(result)
+    _save_in_run(result, summary, args.runs_dir)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -82,9 +83,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"integrated gradients: completeness error max {summary['ig_completeness_error_max']:.2e}")
         for name, s in summary["sanity"].items():
             verdict = "passes" if s["passed"] else "FAILS (explains the input, not the model)"
-            print(f"sanity  {name:22s} rank correlation once random {s['final']:+.3f}: {verdict}")
+            print(f"sanity  {name:22s} mean rank correlation over the cascade {s['score']:+.3f}: {verdict}")
         print(f"wrote {args.out}")
     return 0
+
+
+def _save_in_run(result: Any, summary: dict[str, Any], runs_dir: str | None) -> None:
+    """``explain.json`` and ``explain-example.png`` in the run folder, for `ember card`."""
+    from ember.responsible.explain_html import example_png
+    from ember.track import RunStore
+
+    folder = RunStore(runs_dir).get(result.run_id).folder
+    (folder / "explain.json").write_text(json.dumps(summary, indent=1))
+    png = example_png(result)
+    if png is not None:
+        (folder / "explain-example.png").write_bytes(png)
 
 
 def summary_of(result: Any) -> dict[str, Any]:

@@ -71,6 +71,18 @@ def token_line(tokens: list[str], scores: torch.Tensor) -> str:
     return "".join(spans)
 
 
+def example_png(result: RunExplanations) -> bytes | None:
+    """The first input's overlays (images) or feature bars (tables), for the model card; None for tokens."""
+    maps = {n: m.attributions[0] for n, m in result.methods.items()}
+    title = f"#{result.indices[0]}: predicted {result.classes[int(result.predictions[0])]}"
+    if result.kind == "image":
+        return image_overlays(result.inputs[0], maps, title)
+    if result.kind == "table":
+        names = result.feature_names or [f"x{j}" for j in range(result.inputs.shape[1])]
+        return feature_bars(maps, names, title)
+    return None
+
+
 def render(result: RunExplanations) -> str:
     """The whole page."""
     r = result
@@ -83,8 +95,8 @@ def render(result: RunExplanations) -> str:
     parts.append("<h2>Sanity check (cascading randomization, Adebayo et al. 2018)</h2>")
     parts.append(
         "<p>Spearman rank correlation of |attributions| with the trained model's after the layers from the "
-        "output down to each one are re-drawn at random. A method that stays similar once the whole model "
-        "is random explains the input, not the model: it fails.</p>"
+        "output down to each one are re-drawn at random. A method whose maps stay similar over the cascade "
+        "(mean correlation 0.5 or more) explains the input, not the model: it fails.</p>"
     )
     checked = {n: m.sanity for n, m in r.methods.items() if m.sanity is not None}
     if checked:
@@ -94,7 +106,8 @@ def render(result: RunExplanations) -> str:
         for name, s in checked.items():
             verdict = '<span class="pass">passes</span>' if s.passed else '<span class="fail">FAILS</span>'
             parts.append(
-                f"<tr><td>{html.escape(name)}</td><td>{s.correlations[0]:.3f}</td><td>{s.final:.3f}</td><td>{verdict}</td></tr>"
+                f"<tr><td>{html.escape(name)}</td><td>{s.correlations[0]:.3f}</td><td>{s.final:.3f}</td>"
+                f"<td>{s.score:.3f}</td><td>{verdict}</td></tr>"
             )
         parts.append("</table>")
     ig = r.methods.get("integrated gradients")
@@ -130,4 +143,4 @@ def render(result: RunExplanations) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["feature_bars", "image_overlays", "render", "token_line"]
+__all__ = ["example_png", "feature_bars", "image_overlays", "render", "token_line"]

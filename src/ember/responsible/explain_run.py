@@ -2,7 +2,8 @@
 
 What is explained follows from the inputs and the model, never from a family's name:
 
-- images ``(C, H, W)`` floats: integrated gradients, saliency, Grad-CAM when the model has a
+- images ``(C, H, W)`` floats: integrated gradients (of the predicted class's probability),
+  saliency, Grad-CAM when the model has a
   convolution, attention rollout when it runs attention;
 - token ids ``(T,)``: integrated gradients on the token embeddings, attention rollout;
 - table rows ``(F,)`` floats: integrated gradients and saliency per feature, named by the data's
@@ -87,7 +88,7 @@ def methods_for(
         }
     else:
         chosen = {
-            "integrated gradients": partial(A.integrated_gradients, steps=steps),
+            "integrated gradients": partial(A.integrated_gradients, steps=steps, output="probability"),
             "saliency": A.saliency,
         }
     if kind == "image" and last_conv(model) is not None:
@@ -105,7 +106,7 @@ def _runs_attention(model: nn.Module, x: torch.Tensor) -> bool:
 
 def _sanity_version(name: str, method: Callable[..., A.Attribution]) -> Callable[..., A.Attribution]:
     if name == "integrated gradients" and isinstance(method, partial):
-        return partial(method.func, steps=SANITY_STEPS)
+        return partial(method, steps=SANITY_STEPS)
     return method
 
 

@@ -4,10 +4,12 @@ An explanation that describes the *model* must change when the model's weights a
 random ones. Cascading randomization re-draws the weights layer by layer from the output down (each
 parameter from a normal of its own standard deviation), recomputes the attributions on the same
 inputs after each layer, and measures the Spearman rank correlation of their absolute values with
-the original ones (per input, then the mean). A method whose maps stay correlated once the whole
-network is random (above ``threshold``, default 0.5, after every layer is re-drawn) fails: what it
-shows comes from the input, not from what the model learned. Guided backpropagation is the known
-failure; plain gradients and Grad-CAM pass.
+the original ones (per input, then the mean). A method whose maps stay correlated while the layers
+are re-drawn (the mean correlation over the cascade at or above ``threshold``, default 0.5) fails:
+what it shows comes from the input, not from what the model learned. Guided backpropagation is the
+known failure; plain gradients and Grad-CAM pass. Integrated gradients multiply by the input, and
+their absolute maps keep its shape on a random model too (as Adebayo et al. found): they fail the
+check as it is defined here, which the output says rather than hides.
 
 Example:
     >>> import torch
@@ -48,9 +50,14 @@ class SanityResult:
         return self.correlations[-1] if self.correlations else float("nan")
 
     @property
+    def score(self) -> float:
+        """The mean correlation over the cascade (how much the maps survive randomization)."""
+        return float(np.mean(self.correlations)) if self.correlations else float("nan")
+
+    @property
     def passed(self) -> bool:
-        """The maps lost their likeness to the original once the model was random."""
-        return bool(self.final < self.threshold)
+        """The maps lost their likeness to the original as the model was randomized."""
+        return bool(self.score < self.threshold)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -58,6 +65,7 @@ class SanityResult:
             "layers": self.layers,
             "correlations": self.correlations,
             "final": self.final,
+            "score": self.score,
             "threshold": self.threshold,
             "passed": self.passed,
         }
