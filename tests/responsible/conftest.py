@@ -56,3 +56,26 @@ CONFIG = {
 @pytest.fixture
 def fair_config() -> dict:
     return json.loads(json.dumps(CONFIG))
+
+
+@pytest.fixture
+def cli():  # type: ignore[no-untyped-def]
+    """The real ``ember`` command in a subprocess (as tests/e2e's fixture)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def ember(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-m", "ember", *args], capture_output=True, text=True, env=env,
+                              cwd=root, timeout=600)  # fmt: skip
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"ember {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    return ember

@@ -33,7 +33,7 @@ KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "PERSON")
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
 CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]|\.\d)")
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 PHONE = re.compile(
     r"(?<![\w+])(?:"
@@ -87,14 +87,24 @@ def iban_valid(text: str) -> bool:
 
 def _cards(text: str) -> Iterable[Found]:
     for m in CARD.finditer(text):
-        raw = m.group()
-        digits = re.sub(r"[ -]", "", raw)
-        groups = re.split(r"[ -]", raw)
-        if not 13 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) == 1:
-            continue
-        if len(groups) > 1 and not all(2 <= len(g) <= 6 for g in groups):
-            continue  # separators that do not group digits as cards are printed
-        yield Found("CARD", m.start(), m.end(), raw)
+        raw, start = m.group(), m.start()
+        while raw:  # the pattern may have started in a number just before: try from each later group
+            if _card_like(raw):
+                yield Found("CARD", start, start + len(raw), raw)
+                break
+            cut = re.search(r"[ -]", raw)
+            if cut is None:
+                break
+            start += cut.end()
+            raw = raw[cut.end() :]
+
+
+def _card_like(raw: str) -> bool:
+    digits = re.sub(r"[ -]", "", raw)
+    groups = re.split(r"[ -]", raw)
+    if not 13 <= len(digits) <= 19 or not luhn(digits) or len(set(digits)) == 1:
+        return False
+    return len(groups) == 1 or all(2 <= len(g) <= 6 for g in groups)  # grouped as cards are printed
 
 
 def _ibans(text: str) -> Iterable[Found]:
@@ -114,7 +124,7 @@ def _ips(text: str) -> Iterable[Found]:
             yield Found("IP", m.start(), m.end(), m.group())
     for m in IPV6.finditer(text):
         raw = m.group()
-        if raw.count(":") >= 2 and any(c.isdigit() or c.isalpha() for c in raw):
+        if sum(1 for g in raw.split(":") if g) >= 3:  # "Section 2::" and "3:20::" are not addresses
             try:
                 ipaddress.IPv6Address(raw)
             except ValueError:
