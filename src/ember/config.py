@@ -210,7 +210,7 @@ class FairnessConfig:
     """What exponentiated-gradient enforces: equal selection rates, or equal TPR and FPR."""
     bound: float = 10.0
     """Largest total Lagrange multiplier B (larger enforces harder; too large oscillates)."""
-    eta: float = 2.0
+    eta: float = 0.5
     """Exponentiated-gradient step of the multipliers (divided by the square root of updates so far)."""
     slack: float = 0.005
     """Violation of the constraint allowed before the multipliers grow."""

@@ -48,6 +48,8 @@ def test_explain_card_gate_on_a_run(tmp_path, capsys, fair_config):
         shown = capsys.readouterr().out
         assert ("gate passed" if code == 0 else "gate FAILED") in shown
     assert "records no ε" in shown
+    assert main(["audit", "selective", run.run_id, "--target-risk", "0.05"]) == 0
+    assert "AURC" in capsys.readouterr().out
     (tmp_path / "typo.yaml").write_text("max_eec: 0.1\n")
     assert main(["gate", run.run_id, "--policy", str(tmp_path / "typo.yaml")]) == 2
     assert "max_ece" in capsys.readouterr().err
@@ -109,3 +111,14 @@ def test_generate_checks_prompt_and_output(cli, tmp_path):
     masked = cli("generate", run, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--safety", "mask",
                  "--blocklist", str(words), "--runs-dir", runs)  # fmt: skip
     assert masked.stdout.startswith("ROMEO:")  # the prompt is the user's; the continuation is filtered
+
+
+def test_table_rows_are_explained_per_feature(fair_config):
+    from ember.responsible.explain_html import render
+    from ember.responsible.explain_run import explain_run
+
+    run = train(fair_config)
+    result = explain_run(run.run_id, [0, 1, 2], steps=32)
+    assert result.kind == "table" and set(result.methods) >= {"integrated gradients", "saliency"}
+    assert result.methods["integrated gradients"].attributions.shape == (3, 6)
+    assert "Grad-CAM" not in result.methods and "x0" in render(result)

@@ -50,6 +50,45 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--json", action="store_true", help="print JSON for scripts")
     f.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     f.set_defaults(func=run_fairness)
+    s = kinds.add_parser(
+        "selective", help="risk-coverage of abstaining under a confidence threshold",
+        description="Rank the test predictions by confidence: the error rate (risk) among those kept at each "
+        "coverage, its area (AURC), and the threshold that meets --target-risk on the val split.",
+    )  # fmt: skip
+    s.add_argument("run", help="run id, unique prefix, or 'latest'")
+    s.add_argument(
+        "--target-risk", type=float, default=0.01, help="error rate allowed among answers (default 0.01)"
+    )
+    s.add_argument("--json", action="store_true", help="print JSON for scripts")
+    s.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
+    s.set_defaults(func=run_selective)
+
+
+def run_selective(args: argparse.Namespace) -> int:
+    from ember.cli import UserError
+    from ember.cli._format import table
+    from ember.responsible.fairness_run import NotApplicableError
+    from ember.responsible.selective import selective_run
+
+    try:
+        result = selective_run(args.run, target_risk=args.target_risk, runs_dir=args.runs_dir)
+    except NotApplicableError as e:
+        raise UserError(str(e).replace("fairness audits", "selective prediction needs")) from None
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"risk-coverage of run {result['run']} on test: AURC {result['aurc']:.4f}")
+    print(
+        table(
+            ["coverage", "risk", "threshold"],
+            [[p["coverage"], p["risk"], p["threshold"]] for p in result["curve"]],
+        )
+    )
+    print(
+        f"abstaining below {result['threshold']:.4f} (fitted on val for risk <= {args.target_risk}): test coverage "
+        f"{result['test_coverage']:.4f}, risk {result['test_risk']:.4f}; serve with --abstain-below {result['threshold']:.4f}"
+    )
+    return 0
 
 
 def run_fairness(args: argparse.Namespace) -> int:

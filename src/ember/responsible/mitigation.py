@@ -101,7 +101,7 @@ class ExponentiatedGradient:
         num_classes: int,
         *,
         bound: float = 10.0,
-        eta: float = 2.0,
+        eta: float = 0.5,
         slack: float = 0.005,
         window: int = 50,
     ) -> None:

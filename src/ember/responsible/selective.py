@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,4 +78,42 @@ def abstain_filter(threshold: float) -> Callable[[torch.Tensor], Sequence[str | 
     return flags
 
 
-__all__ = ["RiskCoverage", "abstain_filter", "risk_coverage", "threshold_for_risk"]
+def selective_run(ref: str, *, target_risk: float = 0.01, runs_dir: Any = None) -> dict[str, Any]:
+    """A run's risk–coverage on its test split, with the threshold for ``target_risk`` fitted on val.
+
+    Returns:
+        JSON-ready: AURC, the curve at a few coverages, the fitted threshold and the test coverage
+        and risk under it.
+    """
+    from ember.evaluate import run_predictions
+    from ember.responsible.fairness_run import _classifier_outputs
+
+    test = run_predictions(ref, "test", runs_dir=runs_dir)
+    probs, y = _classifier_outputs(test)
+    val = run_predictions(ref, "val", runs_dir=runs_dir)
+    vprobs, vy = _classifier_outputs(val)
+    threshold = threshold_for_risk(vprobs, vy, target_risk)
+    curve = risk_coverage(probs, y)
+    coverage, risk = curve.at(threshold)
+    points = []
+    for c in (0.5, 0.8, 0.9, 0.95, 1.0):
+        i = max(0, int(np.ceil(c * len(y))) - 1)
+        points.append(
+            {
+                "coverage": float(curve.coverage[i]),
+                "risk": float(curve.risk[i]),
+                "threshold": float(curve.thresholds[i]),
+            }
+        )
+    return {
+        "run": test.record.id,
+        "aurc": curve.aurc,
+        "curve": points,
+        "target_risk": target_risk,
+        "threshold": threshold,
+        "test_coverage": coverage,
+        "test_risk": risk,
+    }
+
+
+__all__ = ["RiskCoverage", "abstain_filter", "risk_coverage", "selective_run", "threshold_for_risk"]
