@@ -57,6 +57,8 @@ def test_training_mitigation_narrows_the_gap(method, fair_config):
     assert gap(mitigated) < gap(plain) - (0.1 if method == "exponentiated-gradient" else 0.02)
     if method != "balanced-sampling":  # the validation split carries groups: the gap is logged
         assert "val/dp_difference" in mitigated.metrics
+    else:  # the audit's columns default to the run's fairness.sensitive
+        assert main(["audit", "fairness", mitigated.run_id, "--resamples", "20"]) == 0
 
 
 def test_multiclass_constraint_and_clear_errors(capsys, fair_config):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -93,6 +94,7 @@ def test_serving_counts_abstentions():
         assert 'ember_safety_flags_total{flag="abstain"} 3.0' in client.get("/metrics").text
 
 
+@pytest.mark.slow
 def test_generate_checks_prompt_and_output(cli, tmp_path):
     corpus = tmp_path / "plays.txt"
     corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)

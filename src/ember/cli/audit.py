@@ -35,7 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     f.add_argument("run", help="run id, unique prefix, or 'latest'")
-    f.add_argument("--sensitive", required=True, help="comma-separated data columns, e.g. sex,race")
+    f.add_argument(
+        "--sensitive",
+        help="comma-separated data columns, e.g. sex,race (default: the run's fairness.sensitive)",
+    )
     f.add_argument("--split", default="test", choices=["train", "val", "test"], help="default test")
     f.add_argument(
         "--postprocess",
@@ -95,7 +98,16 @@ def run_fairness(args: argparse.Namespace) -> int:
     from ember.cli import UserError
     from ember.responsible.fairness_run import NotApplicableError, audit_run
 
-    sensitive = [c.strip() for c in args.sensitive.split(",") if c.strip()]
+    sensitive = [c.strip() for c in (args.sensitive or "").split(",") if c.strip()]
+    if not sensitive:
+        import yaml
+
+        from ember.track import RunStore
+
+        config = yaml.safe_load(RunStore(args.runs_dir).get(args.run).config) or {}
+        sensitive = list((config.get("fairness") or {}).get("sensitive") or [])
+        if not sensitive:
+            raise UserError("which columns define the groups? Name them: --sensitive sex,race")
     try:
         result = audit_run(
             args.run, sensitive, split=args.split, runs_dir=args.runs_dir, postprocess=args.postprocess,

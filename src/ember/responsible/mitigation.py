@@ -235,7 +235,9 @@ class FairnessTask:
             loss = self.task.loss(output, y)
         else:
             w = self.weights.to(logits.device)[g, y]
-            loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum().clamp_min(1e-12)
+            smoothing = float(getattr(self.task, "label_smoothing", 0.0))
+            per_example = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+            loss = (per_example * w).sum() / w.sum().clamp_min(1e-12)
         if self.constraint is not None:
             loss = loss + self.constraint.penalty(logits.softmax(1), y, g).to(loss.dtype)
         return loss
