@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from ember.cli import main
+from ember.deploy.bundle import open_bundle
 from ember.recipe import train
 
 TINY = {"model": {"name": "cnn_tiny"}, "trainer": {"epochs": 2, "log_every": 5}}
@@ -31,9 +32,13 @@ def test_explain_card_gate_on_a_run(tmp_path, capsys, fair_config):
                     "Training compute", "Limitations"):  # fmt: skip
         assert f"## {heading}" in text
     assert "logistic regression" in text and "Energy estimate" in text
-    assert (run.run_dir / "card.md").read_text() == text and "<table>" in card.with_suffix(
-        ".html"
-    ).read_text()
+    assert (run.run_dir / "card.md").read_text() == text
+    assert "<table>" in card.with_suffix(".html").read_text()
+    bundle = tmp_path / "digits.ember"
+    assert main(["package", run.run_id, "-o", str(bundle)]) == 0
+    assert open_bundle(bundle).card == text  # the run's card travels in the bundle
+    assert main(["card", str(bundle), "-o", str(tmp_path / "from-bundle.md")]) == 0
+    assert "test/accuracy" in (tmp_path / "from-bundle.md").read_text()
     accuracy = run.metrics["test/accuracy"]
     passing = {
         "min_ci_low": {"accuracy": 0.05},

@@ -362,7 +362,11 @@ def card_of_bundle(path: str | Path) -> ModelCard:
 
     b = open_bundle(path)
     meta, cfg = b.meta, to_dict(b.config)
-    metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if isinstance(v, int | float)}
+    metrics = {
+        k: v
+        for k, v in (meta.get("metrics") or {}).items()
+        if isinstance(v, int | float) and k.startswith(("val/", "test/")) and "/class_" not in k
+    }
     data = meta.get("data") or {}
     sections = [
         intended_use(cfg, b.classes),
