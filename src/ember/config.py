@@ -208,6 +208,40 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class FairnessConfig:
+    """Group fairness while training (`ember.responsible.mitigation`); off while mitigate is none."""
+
+    sensitive: tuple[str, ...] = ()
+    """Data columns that define the groups (e.g. sex or sex,race; several: their intersection)."""
+    mitigate: Literal["none", "reweighing", "balanced-sampling", "exponentiated-gradient"] = "none"
+    """How: example weights, resampled (group, label) cells, or a constrained objective."""
+    constraint: Literal["demographic-parity", "equalized-odds"] = "demographic-parity"
+    """What exponentiated-gradient enforces: equal selection rates, or equal TPR and FPR."""
+    bound: float = 10.0
+    """Largest total Lagrange multiplier B (larger enforces harder; too large oscillates)."""
+    eta: float = 0.5
+    """Exponentiated-gradient step of the multipliers (divided by the square root of updates so far)."""
+    slack: float = 0.005
+    """Violation of the constraint allowed before the multipliers grow."""
+    window: int = 50
+    """Optimizer steps whose predictions make one update of the multipliers."""
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What the model card (`ember card`) says that only its authors know."""
+
+    intended_use: str = ""
+    """Who should use the model for what ('': a sentence made from the data and task)."""
+    out_of_scope: str = ""
+    """Uses the model is not meant for."""
+    owners: str = ""
+    """Who answers for the model."""
+    limitations: tuple[str, ...] = ()
+    """Known limitations, listed before the ones found by audits and checks."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe: data, model, task, optimizer, schedule and trainer."""
 
@@ -225,6 +259,10 @@ class Config:
     """The learning-rate schedule section."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The training-loop section."""
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    """Fairness mitigation while training (none by default)."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """What the model card says about intended use and limitations."""
 
 
 # --------------------------------------------------------------------------- loading

@@ -10,12 +10,17 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ember.cli import audit as audit_cli
+from ember.cli import card as card_cli
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import explain as explain_cli
 from ember.cli import find as find_cli
+from ember.cli import gate as gate_cli
 from ember.cli import human as human_cli
 from ember.cli import profile as profile_cli
+from ember.cli import safety as safety_cli
 from ember.cli import sweep as sweep_cli
 from ember.errors import UserError
 
@@ -39,6 +44,11 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "profile": profile_cli.register,
     "find": find_cli.register,
     "sweep": sweep_cli.register,
+    "audit": audit_cli.register,
+    "explain": explain_cli.register,
+    "redact": safety_cli.register,
+    "card": card_cli.register,
+    "gate": gate_cli.register,
 }
 
 EPILOG = """examples:
@@ -50,6 +60,11 @@ EPILOG = """examples:
   ember human export RUN_A --pairwise RUN_B --n 50
   ember list models
   ember data get fashion-mnist
+  ember audit fairness RUN --sensitive sex,race   # per-group metrics, gaps with intervals
+  ember explain RUN --input 0:16 -o explain.html  # attributions, overlays, sanity check
+  ember card RUN -o card.md                       # model card, Markdown and HTML
+  ember gate RUN --policy gate.yaml               # exit 1 when a release threshold fails
+  ember redact data.jsonl -o clean.jsonl          # personal data found and masked
 """
 
 

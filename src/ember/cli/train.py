@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.recipe import train
+    from ember.responsible.training import train  # the recipe, plus fairness.mitigate when set
 
     result = train(
         args.config, args.overrides, runs_dir=args.runs_dir, resume=args.resume, progress=args.progress

@@ -21,14 +21,14 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ember._io import atomic_write_bytes
 from ember.config import Config, ConfigError, load_config
 from ember.data import build_augment, load_splits, save_splits
-from ember.recipe.build import build_task, prepare
+from ember.recipe.build import Prepared, build_task, prepare
 from ember.track import RunStore
 from ember.train import finetune
 from ember.train.precision import resolve_device, resolve_precision
@@ -44,6 +44,7 @@ def train(
     resume: str | None = None,
     progress: bool | None = None,
     callbacks: Sequence[Any] = (),
+    adapt: Callable[[Prepared, Any], tuple[Prepared, Any]] | None = None,
 ) -> FitResult:
     """Train a recipe end to end and record it in the run store.
 
@@ -54,6 +55,8 @@ def train(
         resume: a run to continue from its newest checkpoint (its config must match).
         progress: progress bar on/off (None: only on a terminal).
         callbacks: extra training callbacks (a sweep's pruning, say).
+        adapt: ``(prepared, task) -> (prepared, task)``, given by a stage above the recipe that
+            changes what training sees (``ember.responsible.training.train``: fairness mitigation).
 
     Returns:
         The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
@@ -73,6 +76,13 @@ def train(
         cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
     )
     task = build_task(cfg, prep.bundle)
+    if adapt is not None:
+        prep, task = adapt(prep, task)
+    elif cfg.fairness.mitigate != "none":
+        raise ConfigError(
+            f"fairness.mitigate={cfg.fairness.mitigate} is applied by ember.responsible.training.train (as "
+            "`ember train` does); call it instead of ember.fit"
+        )
     run = None
     if resume is None:  # the run exists before training: the stages' files go in first
         precision = resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
