@@ -6,7 +6,7 @@ Example:
     >>> trainer = ember.Trainer(model, lr=1e-3, epochs=1)
 """
 
-from ember import data, models, tasks
+from ember import data, models, responsible, tasks
 from ember.config import Config, ConfigError, load_config
 from ember.deploy.bundle import load
 from ember.recipe import evaluate_run, train
@@ -25,6 +25,7 @@ __all__ = [
     "load",
     "load_config",
     "models",
+    "responsible",
     "tasks",
     "train",
 ]

@@ -199,6 +199,27 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, `ember.responsible.privacy`); off while epsilon and
+    noise_multiplier are both 0."""
+
+    epsilon: float = 0.0
+    """Target ε at the end of training; the noise multiplier is found for it (0: not used)."""
+    delta: float = 1e-5
+    """δ of the (ε, δ) guarantee; keep it below 1 / the number of training examples."""
+    noise_multiplier: float = 0.0
+    """σ given directly instead of a target ε (0: found from privacy.epsilon)."""
+    max_grad_norm: float = 1.0
+    """C: every example's gradient is clipped to this L2 norm before noise is added."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """How ε is computed: Rényi DP (rdp) or privacy random variables (prv, tighter)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0 or self.noise_multiplier > 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe: data, model, task, optimizer, schedule and trainer."""
 
@@ -216,6 +237,8 @@ class Config:
     """The learning-rate schedule section."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The training-loop section."""
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    """Differential privacy (DP-SGD); off by default."""
 
 
 # --------------------------------------------------------------------------- loading

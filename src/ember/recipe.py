@@ -52,7 +52,7 @@ from ember.data import registry as datasets
 from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
-from ember.train import finetune
+from ember.train import finetune, hooks
 from ember.train.checkpoint import atomic_write_bytes
 from ember.train.optim import optimizers, schedules
 from ember.train.trainer import FitResult, Trainer
@@ -112,7 +112,8 @@ def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
     elif len(shape) == 1:
         known.update(in_features=shape[0], in_channels=shape[0], image_size=1)
     fill = {k: v for k, v in known.items() if k in accepted and k not in cfg.model.options}
-    return models.create(cfg.model.name, **fill, **cfg.model.options)
+    model = models.create(cfg.model.name, **fill, **cfg.model.options)
+    return hooks.apply_model(cfg, model)  # e.g. privacy: BatchNorm → GroupNorm
 
 
 def _text_options(tokenizer: Any, block_size: int, num_classes: int | None) -> dict[str, Any]:
@@ -263,6 +264,7 @@ def train(
         runs_dir=runs_dir,
         progress=progress,
         callbacks=[merge] if cfg.model.lora.rank else [],
+        transforms=hooks.active(cfg),  # e.g. privacy: DP-SGD
     )
     trainer.data_sha256 = prep.data_sha256
     if resume is None:

@@ -126,6 +126,8 @@ class ProgressBar(Callback):
         self.bar.update(state.step - self.bar.n)
         self.postfix["loss"] = f"{metrics['train/loss']:.4f}"
         self.postfix["samples/s"] = f"{metrics['samples_per_s']:.0f}"
+        if "privacy/epsilon" in metrics:  # DP-SGD's budget spent so far
+            self.postfix["ε"] = f"{metrics['privacy/epsilon']:.2f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:

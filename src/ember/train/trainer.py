@@ -87,6 +87,9 @@ class Trainer:
         model: any ``nn.Module``.
         task: a task name (``classification``, ``regression`` ...) or a task object.
         callbacks: extra callbacks (see :mod:`ember.train.callbacks`).
+        transforms: ``t(model, optimizer, loader, total_steps=...) -> (model, optimizer, loader)``
+            applied in order before the loop runs (DP-SGD, see `ember.train.hooks`); each is
+            also a callback.
         augment: a batch transform ``(x, y, generator) -> (x, y)`` for training batches.
         runs_dir: the run store's folder (default ``$EMBER_RUNS`` or ``runs``).
         progress: show a progress bar (None: only on a terminal).
@@ -107,6 +110,7 @@ class Trainer:
         runs_dir: str | Path | None = None,
         progress: bool | None = None,
         config: Config | None = None,
+        transforms: Sequence[Any] = (),
         **options: Any,
     ) -> None:
         overrides = {}
@@ -127,6 +131,7 @@ class Trainer:
             task if not isinstance(task, str) else tasks.create(config.task.name, **config.task.options)
         )
         self.callbacks = list(callbacks)
+        self.transforms = list(transforms)
         self.augment = augment
         self.store = RunStore(runs_dir)
         self.progress = progress
@@ -191,6 +196,8 @@ class Trainer:
         per_epoch = max(1, math.ceil(len(loader) / max(1, cfg.trainer.accumulate)))  # type: ignore[arg-type]
         total = cfg.trainer.max_steps or cfg.trainer.epochs * per_epoch
         optimizer = build_optimizer(model, cfg.optim)
+        for transform in self.transforms:
+            model, optimizer, loader = transform(model, optimizer, loader, total_steps=total)
         constant = cfg.schedule.name == "constant" and not cfg.schedule.warmup
         state = TrainState(
             model=model,
@@ -229,7 +236,7 @@ class Trainer:
             writer=writer,
             min_interval=cfg.trainer.checkpoint_min_interval,
         )
-        callbacks = list(self.callbacks)
+        callbacks = list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
