@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import federated as federated_cli
 from ember.cli import human as human_cli
+from ember.cli import privacy as privacy_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
     "train": train.register,
@@ -32,6 +34,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "generate": generate.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
+    "audit privacy": privacy_cli.register,
+    "federated": federated_cli.register,
 }
 
 EPILOG = """examples:
@@ -43,6 +47,7 @@ EPILOG = """examples:
   ember human export RUN_A --pairwise RUN_B --n 50
   ember list models
   ember data get fashion-mnist
+  ember audit privacy latest      # membership-inference attacks, beside the run's ε
 """
 
 
