@@ -110,3 +110,11 @@ def test_poisson_batches_are_reproducible() -> None:
 def test_dpsgd_needs_one_of_sigma_and_epsilon() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         DPSGD(delta=1e-5)
+
+
+def test_privacy_overrides_as_typed_on_the_command_line() -> None:
+    # YAML 1.1 reads 1e-5 (no dot) as a string; a float key takes it as the number it is
+    cfg = ember.load_config({}, ["privacy.epsilon=3", "privacy.delta=1e-5"])
+    assert cfg.privacy.delta == 1e-5 and cfg.privacy.enabled
+    with pytest.raises(ConfigError, match="expected a number"):
+        ember.load_config({}, ["privacy.delta=tiny"])
