@@ -18,7 +18,7 @@ class Mixed(nn.Module):
         self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
         self.gn = nn.GroupNorm(2, 4)
         self.conv1d = nn.Conv1d(4, 3, 2)
-        self.emb = nn.Embedding(7, 3)
+        self.emb = nn.Embedding(7, 3, padding_idx=0)
         self.ln = nn.LayerNorm(3)
         self.seq = nn.Linear(3, 5)
         self.head = nn.Linear(5, 3)
@@ -103,3 +103,10 @@ def test_norms_match_opacus() -> None:
     grads = PerExampleGradients(model)
     F.cross_entropy(model(x), y).backward()
     torch.testing.assert_close(grads.norms(), opacus_norms, rtol=1e-4, atol=1e-6)
+
+
+def test_tied_weights_are_refused() -> None:
+    emb, head = nn.Embedding(5, 4), nn.Linear(4, 5, bias=False)
+    head.weight = emb.weight
+    with pytest.raises(UnsupportedLayerError, match=r"tied parameters: 1.weight is 0.weight"):
+        PerExampleGradients(nn.Sequential(emb, head))

@@ -159,6 +159,8 @@ def _layer_norm(module: nn.LayerNorm, a: torch.Tensor, g: torch.Tensor) -> tuple
 
 def _embedding(module: nn.Embedding, a: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, WeightedGrads]:
     ids, g = a.reshape(a.shape[0], -1), g.reshape(a.shape[0], -1, g.shape[-1])  # (B, T), (B, T, D)
+    if module.padding_idx is not None:  # the padding row never gets a gradient
+        g = g * (ids != module.padding_idx)[..., None]
     same = (ids[:, :, None] == ids[:, None, :]).to(g.dtype)  # rows that add into the same table row
     norms = (torch.bmm(g, g.transpose(1, 2)) * same).sum((1, 2))
 
@@ -200,10 +202,16 @@ class PerExampleGradients:
     def __init__(self, model: nn.Module) -> None:
         self.layers: list[_Layer] = []
         bad = []
-        for name, module in model.named_modules():
+        owner: dict[int, str] = {}
+        for name, module in model.named_modules(remove_duplicate=False):
             params = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
             if not params:
                 continue
+            shared = [f"{name}.{n} is {owner[id(p)]}" for n, p in params.items() if id(p) in owner]
+            if shared:  # a tied weight's per-example gradient sums over both uses
+                bad.append(f"{name} (tied parameters: {'; '.join(shared)})")
+                continue
+            owner.update({id(p): f"{name}.{n}" for n, p in params.items()})
             if type(module) not in RULES:
                 bad.append(f"{name or 'the model'} ({type(module).__name__}: {', '.join(params)})")
                 continue
