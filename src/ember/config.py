@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import inspect
 import textwrap
@@ -242,6 +243,27 @@ class CardConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, `ember.responsible.privacy`); off while epsilon and
+    noise_multiplier are both 0."""
+
+    epsilon: float = 0.0
+    """Target ε at the end of training; the noise multiplier is found for it (0: not used)."""
+    delta: float = 1e-5
+    """δ of the (ε, δ) guarantee; keep it below 1 / the number of training examples."""
+    noise_multiplier: float = 0.0
+    """σ given directly instead of a target ε (0: found from privacy.epsilon)."""
+    max_grad_norm: float = 1.0
+    """C: every example's gradient is clipped to this L2 norm before noise is added."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """How ε is computed: Rényi DP (rdp) or privacy random variables (prv, tighter)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0 or self.noise_multiplier > 0
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe: data, model, task, optimizer, schedule and trainer."""
 
@@ -263,6 +285,8 @@ class Config:
     """Fairness mitigation while training (none by default)."""
     card: CardConfig = field(default_factory=CardConfig)
     """What the model card says about intended use and limitations."""
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    """Differential privacy (DP-SGD); off by default."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -433,6 +457,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r}: expected true or false")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot in the mantissa) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}={value!r}: expected a number (float)")
         return float(value)

@@ -35,6 +35,8 @@ SHRINK: dict[str, list[str]] = {
     "digits-cnn.yaml": ["model.name=cnn_tiny"],
     # the real 70,000 images (fetched once into the data cache); a tiny ResNet scores val and test
     "fashion-resnet.yaml": ["model.name=resnet_tiny", "model.width=8", "data.batch_size=32"],
+    # DP-SGD on the real images: σ found for the two steps, ε on the run
+    "fashion-dp.yaml": ["model.name=dp_cnn_tiny", "data.batch_size=256"],
     "digit-detect.yaml": [*SCENES, "model.name=centernet_tiny"],
     "digit-segment.yaml": [*SCENES, "model.name=unet_tiny"],
     # the recipe pointed at a small local text (Shakespeare itself is a download)

@@ -77,7 +77,7 @@ def test_multiclass_constraint_and_clear_errors(capsys, fair_config):
     import ember
 
     with pytest.raises(ConfigError, match="ember.responsible.train"):
-        ember.train(CONFIG, ["fairness.mitigate=reweighing", "fairness.sensitive=sex"])
+        ember.fit(CONFIG, ["fairness.mitigate=reweighing", "fairness.sensitive=sex"])
     assert main(["audit", "fairness", plain.run_id, "--sensitive", "age"]) == 2
     err = capsys.readouterr().err
     assert "no column 'age'" in err and len(err.strip().splitlines()) == 1

@@ -16,9 +16,11 @@ from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
 from ember.cli import explain as explain_cli
+from ember.cli import federated as federated_cli
 from ember.cli import find as find_cli
 from ember.cli import gate as gate_cli
 from ember.cli import human as human_cli
+from ember.cli import privacy as privacy_cli
 from ember.cli import profile as profile_cli
 from ember.cli import safety as safety_cli
 from ember.cli import sweep as sweep_cli
@@ -49,6 +51,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "redact": safety_cli.register,
     "card": card_cli.register,
     "gate": gate_cli.register,
+    "audit privacy": privacy_cli.register,
+    "federated": federated_cli.register,
 }
 
 EPILOG = """examples:
@@ -65,6 +69,7 @@ EPILOG = """examples:
   ember card RUN -o card.md                       # model card, Markdown and HTML
   ember gate RUN --policy gate.yaml               # exit 1 when a release threshold fails
   ember redact data.jsonl -o clean.jsonl          # personal data found and masked
+  ember audit privacy latest      # membership-inference attacks, beside the run's ε
 """
 
 

@@ -25,6 +25,7 @@ from ember.models._zoo import create, list_models, register_family, register_mod
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
 from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
+from ember.models.dp_cnn import DPCNN, DPCNNConfig  # for differentially private training
 from ember.models.gpt import GPT, GPTConfig
 from ember.models.mlp import MLP, MLPConfig
 from ember.models.mobilenet import MobileNet, MobileNetConfig
@@ -39,6 +40,8 @@ __all__ = [
     "CNN",
     "MLP",
     "CNNConfig",
+    "DPCNN",
+    "DPCNNConfig",
     "ConvAttn",
     "ConvAttnConfig",
     "MLPConfig",

@@ -40,7 +40,7 @@ from ember.data import registry as datasets
 from ember.data.text import TextBundle
 from ember.tasks.spec import InputSpec, ModelSpec
 from ember.track import seed_everything
-from ember.train import finetune
+from ember.train import finetune, hooks
 from ember.train.optim import optimizers, schedules
 
 
@@ -104,8 +104,9 @@ def model_kwargs(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
 
 
 def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
-    """The zoo model of ``cfg``, with in_channels / num_classes / image_size filled from the data."""
-    return models.create(cfg.model.name, **model_kwargs(cfg, bundle))
+    """The zoo model of ``cfg``, with in_channels / num_classes / image_size filled from the data, and
+    the structure its training hooks need (DP-SGD: BatchNorm → GroupNorm)."""
+    return hooks.apply_model(cfg, models.create(cfg.model.name, **model_kwargs(cfg, bundle)))
 
 
 def input_spec(bundle: DataBundle) -> InputSpec:
@@ -132,6 +133,7 @@ def model_spec(cfg: Config, bundle: DataBundle) -> ModelSpec:
         task_options={k: v for k, v in cfg.task.options.items()},
         classes=[str(c) for c in bundle.classes] if bundle.classes else None,
         tokenizer=getattr(bundle, "tokenizer", None) is not None,
+        transforms=hooks.structure(cfg),
     )
 
 

@@ -30,7 +30,7 @@ from ember.config import Config, ConfigError, load_config
 from ember.data import build_augment, load_splits, save_splits
 from ember.recipe.build import Prepared, build_task, prepare
 from ember.track import RunStore
-from ember.train import finetune
+from ember.train import finetune, hooks
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.records import write_spec
 from ember.train.trainer import FitResult, Trainer, new_run
@@ -111,6 +111,7 @@ def train(
         callbacks=[*callbacks, *([merge] if cfg.model.lora.rank else [])],
         spec=prep.spec,
         record_data=False,  # the config and the saved split indices rebuild the data
+        transforms=hooks.active(cfg),  # e.g. privacy: DP-SGD
     )
     trainer.data_sha256 = prep.data_sha256
     result = trainer.fit(prep.train, prep.val, resume=resume)

@@ -10,11 +10,14 @@
   sanity check (:mod:`~ember.responsible.sanity`), a run's page (:mod:`~ember.responsible.explain_run`,
   :mod:`~ember.responsible.explain_html`).
 - Model cards (:mod:`~ember.responsible.card`) and the release gate (:mod:`~ember.responsible.gate`).
+- Privacy (:mod:`~ember.responsible.privacy`): DP-SGD as a transform of model, optimizer and loader,
+  RDP/PRV accountants, membership-inference audits; federated learning on Flower. Importing it
+  registers the training hook of the config's ``privacy`` section.
 - Safety: personal data (:mod:`~ember.responsible.pii`), generated content
   (:mod:`~ember.responsible.content`), prompts (:mod:`~ember.responsible.prompts`), selective
   prediction (:mod:`~ember.responsible.selective`).
 
-Nothing here is imported by ``import ember``; scipy, matplotlib and spaCy load inside the functions
+``import ember`` imports this package (for the privacy hook) and nothing heavy with it: scipy, matplotlib and spaCy load inside the functions
 that use them, and Captum and Fairlearn only in the tests (as the reference implementations).
 
 Example:
@@ -23,6 +26,7 @@ Example:
     ('write to [EMAIL]', ['ignore-instructions'])
 """
 
+from ember.responsible import privacy
 from ember.responsible.content import ContentFilter
 from ember.responsible.fairness import GroupAudit, audit
 from ember.responsible.pii import find, redact
@@ -38,6 +42,7 @@ __all__ = [
     "check_prompt",
     "find",
     "fit_thresholds",
+    "privacy",
     "redact",
     "risk_coverage",
 ]

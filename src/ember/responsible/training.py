@@ -43,7 +43,7 @@ def train(
     """:func:`ember.recipe.train` with ``fairness.mitigate`` applied (nothing changes while it is none).
 
     Args:
-        config, overrides: as for :func:`ember.train`.
+        config, overrides: as for :func:`ember.fit`.
         **options: ``runs_dir``, ``resume``, ``progress``, passed on.
     """
     cfg = load_config(config, overrides)
@@ -104,7 +104,7 @@ def adapt_for_fairness(
         train = _relabel(train, with_groups(y, groups))
     val = prep.val
     if val is not None and dataclasses.is_dataclass(val) and getattr(val, "y", None) is not None:
-        val = _relabel(val, with_groups(val.y, group_codes(val, fc.sensitive, names)))  # type: ignore[union-attr]
+        val = _relabel(val, with_groups(val.y, group_codes(val, fc.sensitive, names)))
     return dataclasses.replace(prep, train=train, val=val), wrapped
 
 

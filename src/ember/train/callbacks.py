@@ -128,6 +128,8 @@ class ProgressBar(Callback):
         self.postfix["samples/s"] = f"{metrics['samples_per_s']:.0f}"
         if "mfu" in metrics:
             self.postfix["MFU"] = f"{100 * metrics['mfu']:.1f}%"
+        if "privacy/epsilon" in metrics:  # DP-SGD's budget spent so far
+            self.postfix["ε"] = f"{metrics['privacy/epsilon']:.2f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:

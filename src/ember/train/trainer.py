@@ -179,6 +179,9 @@ class Trainer:
         optim, schedule, trainer, data: typed sections replacing the config's.
         name: the run's name (default: the config's, else the model's class).
         callbacks: extra callbacks (see :mod:`ember.train.callbacks`).
+        transforms: ``t(model, optimizer, loader, total_steps=...) -> (model, optimizer, loader)``
+            applied in order before the loop runs (DP-SGD, see `ember.train.hooks`); each is
+            also a callback.
         augment: a batch transform ``(x, y, generator) -> (x, y)`` for training batches.
         run: an open run to train into (default: one created by ``fit``).
         runs_dir: the run store's folder (default ``$EMBER_RUNS`` or ``runs``).
@@ -211,6 +214,7 @@ class Trainer:
         progress: bool | None = None,
         spec: ModelSpec | None = None,
         record_data: bool = True,
+        transforms: Sequence[Any] = (),
         **options: Any,
     ) -> None:
         if isinstance(schedule, str):  # the flat form's schedule name
@@ -236,6 +240,7 @@ class Trainer:
             task if not isinstance(task, str) else tasks.create(cfg.task.name, **cfg.task.options)
         )
         self.callbacks = list(callbacks)
+        self.transforms = list(transforms)
         self.augment = augment
         self.store = run.store if run is not None else RunStore(runs_dir)
         self.progress = progress
@@ -292,6 +297,8 @@ class Trainer:
         val_loader = self._loader(val_data, train=False) if val_data is not None else None
         per_epoch, total = step_plan(len(loader), cfg.trainer)  # type: ignore[arg-type]
         optimizer = build_optimizer(model, cfg.optim)
+        for transform in self.transforms:
+            model, optimizer, loader = transform(model, optimizer, loader, total_steps=total)
         constant = cfg.schedule.name == "constant" and not cfg.schedule.warmup
         state = TrainState(
             model=model,
@@ -327,7 +334,7 @@ class Trainer:
             writer=writer,
             min_interval=cfg.trainer.checkpoint_min_interval,
         )
-        callbacks = list(self.callbacks)
+        callbacks = list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
@@ -440,6 +447,7 @@ class Trainer:
             kwargs=origin[1] if origin else {},
             task_options=task_options,
             classes=classes,
+            transforms=[name for t in self.transforms for name in getattr(t, "structure", ())],
         )
 
     def _monitor(self) -> tuple[str, str]:
