@@ -59,6 +59,7 @@ def test_binary_matches_metricframe_and_gaps():
 
 def test_calibration_per_group_matches_torchmetrics():
     import torch
+
     from ember.metrics import calibration_error
 
     y, pred, probs, sex, _ = _data(k=3)
