@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Subset
 
@@ -55,6 +54,7 @@ from ember.track import RunStore, seed_everything
 from ember.train import finetune
 from ember.train.checkpoint import atomic_write_bytes
 from ember.train.optim import optimizers, schedules
+from ember.train.sealed import read_safetensors
 from ember.train.trainer import FitResult, Trainer
 
 
@@ -302,8 +302,15 @@ def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Pre
     cfg = load_config(_yaml(record.config))
     splits = load_splits(record.folder / "splits")
     prep = prepare(cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json")
-    prep.model.load_state_dict(load_file(weights))  # a LoRA run's final weights are merged: a plain model
+    state = _verified_weights(record, runs_dir)
+    prep.model.load_state_dict(state)  # a LoRA run's final weights are merged: a plain model
     return prep, record
+
+
+def _verified_weights(record: Any, runs_dir: str | Path | None) -> dict[str, Any]:
+    """A run's final weights, checked against the sha256 the run store recorded for them."""
+    sha256 = RunStore(runs_dir).artifact_sha256(record.id, "model.safetensors")
+    return read_safetensors(record.folder / "model.safetensors", sha256=sha256)[0]
 
 
 def evaluate_run(ref: str, split: str = "test", *, runs_dir: str | Path | None = None) -> dict[str, float]:
@@ -348,7 +355,7 @@ def load_language_model(ref: str, *, runs_dir: str | Path | None = None) -> tupl
         if k in accepted and k not in cfg.model.options
     }
     model = models.create(cfg.model.name, **fill, **cfg.model.options)
-    model.load_state_dict(load_file(weights))
+    model.load_state_dict(_verified_weights(record, runs_dir))
     return model.eval(), tokenizer, cfg
 
 

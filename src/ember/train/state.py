@@ -38,6 +38,8 @@ class TrainState:
     best_step: int | None = None
     should_stop: bool = False
     stop_reason: str = ""
+    interrupted: str = ""
+    """The signal that stopped the fit (``SIGTERM``), or empty."""
 
     @property
     def lr(self) -> float:

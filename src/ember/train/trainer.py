@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -257,7 +256,7 @@ class Trainer:
             raise
         writer.close()
         weights = run.dir / "model.safetensors"
-        ckpt.atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
+        ckpt.save_weights(weights, model)
         run.artifact(weights, "weights")
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
