@@ -405,17 +405,18 @@ def dump_yaml(cfg: Config) -> str:
 
 def diff(a: Config, b: Config) -> list[str]:
     """Lines ``key: old -> new`` for every leaf that differs between two configs."""
-    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    flat_a, flat_b = flatten(to_dict(a)), flatten(to_dict(b))
     keys = sorted(set(flat_a) | set(flat_b))
     return [f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys if flat_a.get(k) != flat_b.get(k)]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (an empty section stays a value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
