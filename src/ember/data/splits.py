@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -72,6 +73,12 @@ def split_indices(
     train = np.setdiff1d(np.arange(n), np.concatenate([test, val]), assume_unique=True)
     if len(train) == 0:
         raise ValueError(f"no training examples left out of {n}; lower val_fraction or test_fraction")
+    if test_fraction > 0 and len(test) == 0:
+        need = math.ceil(0.5 / test_fraction)
+        raise ValueError(
+            f"too few examples ({n}) for test_fraction={test_fraction:g}: the test split "
+            f"would be empty. Give at least {need} examples, a test set of its own, or test_fraction=0"
+        )
     parts = {"train": train, "val": np.sort(val)}
     if test_fraction > 0:
         parts["test"] = np.sort(test)
