@@ -129,7 +129,12 @@ def check_name(name: str) -> str:
 
 def check_alias(alias: str) -> str:
     """``alias`` when it is a valid alias (not a version number, not ``latest``)."""
-    if not isinstance(alias, str) or not ALIAS.fullmatch(alias) or _VERSION.fullmatch(alias) or alias == "latest":
+    if (
+        not isinstance(alias, str)
+        or not ALIAS.fullmatch(alias)
+        or _VERSION.fullmatch(alias)
+        or alias == "latest"
+    ):
         raise RegistryError(
             f"invalid alias {alias!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a "
             "letter (e.g. production, staging); 'latest' and version numbers are reserved"
