@@ -195,6 +195,10 @@ def prepare(
             splits = split_groups(groups, _labels(pool), **how)
         else:
             splits = split_indices(_labels(pool), len(pool), **how)  # type: ignore[arg-type]
+    size = len(pool)  # type: ignore[arg-type]
+    for part, idx in splits.items():  # saved split files: damaged ones must not index past the data
+        if len(idx) and int(idx.max()) >= size:
+            raise ValueError(f"split '{part}' holds index {int(idx.max())}, but the data has {size} examples")
     train = _subset(pool, splits["train"])
     val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
     test = (
@@ -302,6 +306,11 @@ def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Pre
     cfg = load_config(_yaml(record.config))
     splits = load_splits(record.folder / "splits")
     prep = prepare(cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json")
+    if record.data_sha256 and prep.data_sha256 != record.data_sha256:  # the data, or a split file
+        raise ValueError(
+            f"the data or the split files of run {record.id} changed since it trained (data sha256 "
+            f"{record.data_sha256[:12]} then, {prep.data_sha256[:12]} now; splits in {record.folder / 'splits'})"
+        )
     state = _verified_weights(record, runs_dir)
     prep.model.load_state_dict(state)  # a LoRA run's final weights are merged: a plain model
     return prep, record
@@ -343,6 +352,7 @@ def load_language_model(ref: str, *, runs_dir: str | Path | None = None) -> tupl
     if not weights.is_file():
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
     cfg = load_config(_yaml(record.config))
+    RunStore(runs_dir).verify_file(record.id, "tokenizer.json")
     tokenizer = load_tokenizer(tokenizer_file)
     block_size = cfg.data.options.get("block_size")
     if block_size is None:  # the data set builder's default

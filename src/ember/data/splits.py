@@ -175,6 +175,16 @@ def save_splits(splits: dict[str, np.ndarray], folder: Path | str) -> None:
         os.replace(temporary, folder / f"{name}.npy")
 
 
+def _load_indices(path: Path) -> np.ndarray:
+    try:
+        idx = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # a damaged or truncated .npy
+        raise ValueError(f"split file {path} is damaged: {e}") from None
+    if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and idx.min() < 0):
+        raise ValueError(f"split file {path} is damaged: expected indices >= 0, got {idx.dtype} {idx.shape}")
+    return idx
+
+
 def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
     """Read the ``NAME.npy`` index files `save_splits` wrote (never with pickle).
 
@@ -187,7 +197,7 @@ def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
-    splits = {path.stem: np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy"))}
+    splits = {path.stem: _load_indices(path) for path in sorted(folder.glob("*.npy"))}
     if not splits:
         raise FileNotFoundError(f"no split files (NAME.npy) in {folder}")
     return {name: idx.astype(np.int64, copy=False) for name, idx in splits.items()}

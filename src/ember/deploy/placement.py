@@ -60,7 +60,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember._io import atomic_write_bytes
 from ember.deploy import _onnx, bench, quantize
+from ember.deploy.serve.backends import plan_digest
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 FP32_BACKENDS = ("eager", "compiled", "onnxruntime")
@@ -119,9 +121,8 @@ class Plan:
             if source.resolve() != target.resolve():
                 shutil.copyfile(source, target)
             data["artifact"] = target.name
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        data["sha256"] = plan_digest(data)  # load_plan refuses a damaged or edited plan
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
         return path
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from ember.config import flatten
+from ember.track import rowcheck
 from ember.track.repro import sha256_file
 from ember.track.runs import RUN_COLUMNS, SCHEMA, RunStore, run_folders
 
@@ -62,6 +63,7 @@ def rebuild(root: str | Path) -> RebuildReport:
     fresh = root / f".ember.db.rebuild-{os.getpid()}"
     fresh.unlink(missing_ok=True)
     with closing(sqlite3.connect(fresh)) as db, db:
+        rowcheck.register(db)
         db.executescript(SCHEMA)
         for folder in run_folders(root):
             report.metrics += _index(db, folder, report)
@@ -104,17 +106,28 @@ def _index(db: sqlite3.Connection, folder: Path, report: RebuildReport) -> int:
         f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [values[k] for k in RUN_COLUMNS] + [config],
     )
+    db.execute(rowcheck.refresh_sql("runs", "id = ?"), (folder.name,))
     params = flatten(yaml.safe_load(config) or {})
     db.executemany(
-        "INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)",
-        [(folder.name, k, json.dumps(v)) for k, v in params.items()],
+        "INSERT INTO params (run_id, key, value, crc) VALUES (?, ?, ?, ?)",
+        rowcheck.with_crc([(folder.name, k, json.dumps(v)) for k, v in params.items()]),
     )
-    for a in row.get("artifacts") or []:
-        db.execute(
-            "INSERT OR REPLACE INTO artifacts (run_id, path, kind, sha256, size) VALUES (?, ?, ?, ?, ?)",
-            (folder.name, a["path"], a.get("kind"), a["sha256"], a.get("size")),
-        )
-    return _metrics(db, folder)
+    db.executemany(
+        "INSERT OR REPLACE INTO artifacts (run_id, path, kind, sha256, size, crc) VALUES (?, ?, ?, ?, ?, ?)",
+        rowcheck.with_crc(
+            [
+                (folder.name, a["path"], a.get("kind"), a["sha256"], a.get("size"))
+                for a in row.get("artifacts") or []
+            ]
+        ),
+    )
+    count = _metrics(db, folder)
+    db.execute(
+        "UPDATE runs SET n_metrics = ?, n_params = ?, n_artifacts = ? WHERE id = ?",
+        (count, len(params), len(row.get("artifacts") or []), folder.name),
+    )
+    db.execute(rowcheck.refresh_sql("runs", "id = ?"), (folder.name,))
+    return count
 
 
 def _hash_artifacts(folder: Path) -> list[dict[str, Any]]:
@@ -146,5 +159,8 @@ def _metrics(db: sqlite3.Connection, folder: Path) -> int:
                 rows.append(
                     (folder.name, entry["step"], entry.get("epoch"), name, float(value), entry.get("time"))
                 )
-    db.executemany("INSERT INTO metrics (run_id, step, epoch, name, value, time) VALUES (?,?,?,?,?,?)", rows)
+    db.executemany(
+        "INSERT INTO metrics (run_id, step, epoch, name, value, time, crc) VALUES (?,?,?,?,?,?,?)",
+        rowcheck.with_crc(rows),
+    )
     return len(rows)

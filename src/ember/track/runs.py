@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ember._io import atomic_write_bytes
+from ember.track import rowcheck
 from ember.track.repro import sha256_file
 
 SCHEMA = """
@@ -54,25 +55,33 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, created REAL NOT NULL, finished REAL,
     status TEXT NOT NULL, folder TEXT NOT NULL, config TEXT NOT NULL, config_sha256 TEXT,
     data_sha256 TEXT, seed INTEGER, source TEXT, environment TEXT,
-    headline TEXT, best REAL, summary TEXT, error TEXT, pid INTEGER, host TEXT, heartbeat REAL
+    headline TEXT, best REAL, summary TEXT, error TEXT, pid INTEGER, host TEXT, heartbeat REAL, crc INTEGER,
+    n_metrics INTEGER, n_params INTEGER, n_artifacts INTEGER
 );
 CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value TEXT, PRIMARY KEY (run_id, key)
+    run_id TEXT NOT NULL REFERENCES runs(id), key TEXT NOT NULL, value TEXT, crc INTEGER,
+    PRIMARY KEY (run_id, key)
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(id), step INTEGER NOT NULL, epoch INTEGER,
-    name TEXT NOT NULL, value REAL, time REAL
+    name TEXT NOT NULL, value REAL, time REAL, crc INTEGER
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, name, step);
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL REFERENCES runs(id), path TEXT NOT NULL, kind TEXT, sha256 TEXT NOT NULL,
-    size INTEGER, PRIMARY KEY (run_id, path)
+    size INTEGER, crc INTEGER, PRIMARY KEY (run_id, path)
 );
 """
 
 
 # columns added after the first release: an older ember.db gets them on open
-ADDED_COLUMNS = {"pid": "INTEGER", "host": "TEXT", "heartbeat": "REAL"}
+ADDED_COLUMNS = {
+    "runs": {"pid": "INTEGER", "host": "TEXT", "heartbeat": "REAL", "crc": "INTEGER"}
+    | {"n_metrics": "INTEGER", "n_params": "INTEGER", "n_artifacts": "INTEGER"},
+    "metrics": {"crc": "INTEGER"},
+    "params": {"crc": "INTEGER"},
+    "artifacts": {"crc": "INTEGER"},
+}
 HEARTBEAT_S = 5.0
 """Seconds between a training run's heartbeats."""
 STALE_S = 60.0
@@ -103,6 +112,10 @@ RUN_COLUMNS += (
 
 class RunStoreError(RuntimeError):
     """The run store's index (``ember.db``) is missing or damaged; the message says how to rebuild it."""
+
+
+class ArtifactError(ValueError):
+    """A run's file that differs from the sha256 recorded for it; the message names it."""
 
 
 class RunNotFoundError(LookupError):
@@ -164,13 +177,21 @@ class RunStore:
             )
         with self.db() as db:
             db.executescript(SCHEMA)
-            have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            for name, kind in ADDED_COLUMNS.items():
-                if name not in have:
-                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            empty = db.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        if empty and (recorded := [f for f in run_folders(self.root) if (f / "run.json").is_file()]):
+            raise RunStoreError(  # an emptied or truncated ember.db reads as a new, empty store
+                f"the run store index {self.db_path} lists no runs, but {len(recorded)} run folders in "
+                f"{self.root} have records; run `ember runs rebuild --runs-dir {self.root}` to rebuild it"
+            )
 
     def connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30)
+        rowcheck.register(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
@@ -195,7 +216,7 @@ class RunStore:
         except sqlite3.DatabaseError as e:
             raise self.damaged(e) from None
 
-    def damaged(self, e: Exception) -> RunStoreError:
+    def damaged(self, e: Exception | str) -> RunStoreError:
         return RunStoreError(
             f"the run store index {self.db_path} is damaged ({e}); the run folders are intact: run "
             f"`ember runs rebuild --runs-dir {self.root}` to rebuild it from them"
@@ -224,7 +245,8 @@ class RunStore:
         with self.db() as db:
             db.execute(
                 "INSERT INTO runs (id, name, created, status, folder, config, config_sha256, seed, source,"
-                " environment, pid, host, heartbeat) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " environment, pid, host, heartbeat, n_metrics, n_params, n_artifacts)"
+                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0)",
                 (
                     run_id,
                     name,
@@ -238,11 +260,13 @@ class RunStore:
                     os.getpid(),
                     socket.gethostname(),
                     now,
+                    len(params or {}),
                 ),
             )
+            db.execute(rowcheck.refresh_sql("runs", "id = ?"), (run_id,))
             db.executemany(
-                "INSERT INTO params (run_id, key, value) VALUES (?, ?, ?)",
-                [(run_id, k, json.dumps(v)) for k, v in (params or {}).items()],
+                "INSERT INTO params (run_id, key, value, crc) VALUES (?, ?, ?, ?)",
+                rowcheck.with_crc([(run_id, k, json.dumps(v)) for k, v in (params or {}).items()]),
             )
         run = Run(self, run_id)
         run.save_record()
@@ -290,41 +314,83 @@ class RunStore:
         self, run_id: str, name: str | None = None
     ) -> builtins.list[tuple[int, int | None, str, float]]:
         """``(step, epoch, name, value)`` rows of a run, in step order."""
-        with self.db(write=False) as db:
-            sql = "SELECT step, epoch, name, value FROM metrics WHERE run_id = ?"
-            args: tuple[Any, ...] = (run_id,)
-            if name is not None:
-                sql += " AND name = ?"
-                args += (name,)
-            return list(db.execute(sql + " ORDER BY step, rowid", args))
+        with self.db(write=False) as db:  # the whole run's rows: their count is checked
+            sql = "SELECT run_id, step, epoch, name, value, time, crc FROM metrics WHERE run_id = ?"
+            rows = self._checked("metrics", db.execute(sql + " ORDER BY step, rowid", (run_id,)), db, run_id)
+        return [(step, epoch, key, value) for _, step, epoch, key, value, _ in rows if name in (None, key)]
 
     def params(self, run_id: str) -> dict[str, Any]:
         with self.db(write=False) as db:
-            return {
-                k: json.loads(v)
-                for k, v in db.execute("SELECT key, value FROM params WHERE run_id = ?", (run_id,))
-            }
+            rows = self._checked(
+                "params",
+                db.execute("SELECT run_id, key, value, crc FROM params WHERE run_id = ?", (run_id,)),
+                db,
+                run_id,
+            )
+        return {k: json.loads(v) for _, k, v in rows}
 
     def artifacts(self, run_id: str) -> builtins.list[tuple[str, str, str, int]]:
         """``(path, kind, sha256, size)`` of a run's recorded files."""
         with self.db(write=False) as db:
-            return list(
-                db.execute("SELECT path, kind, sha256, size FROM artifacts WHERE run_id = ?", (run_id,))
+            rows = self._checked(
+                "artifacts",
+                db.execute(
+                    "SELECT run_id, path, kind, sha256, size, crc FROM artifacts WHERE run_id = ?", (run_id,)
+                ),
+                db,
+                run_id,
             )
+        return [(path, kind, sha256, size) for _, path, kind, sha256, size in rows]
+
+    def _checked(
+        self, table: str, rows: Any, db: sqlite3.Connection, run_id: str
+    ) -> builtins.list[tuple[Any, ...]]:
+        """A run's rows of ``table`` (checksummed columns, then ``crc``) without the crc; a row that
+        fails its checksum, or a count other than the run's row records, is an error."""
+        out = []
+        for *values, crc in rows:
+            if rowcheck.bad_row(table, values, crc):
+                raise self.damaged(f"a row of table '{table}' fails its checksum: {values[:4]}")
+            out.append(tuple(values))
+        cursor = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        found = cursor.fetchone()
+        if found is not None:
+            record = dict(zip([c[0] for c in cursor.description], found))
+            self._record(record)  # checks the run's row too
+            expected = record.get(f"n_{table}")
+            if expected is not None and expected != len(out):
+                raise self.damaged(
+                    f"run {run_id!r} records {expected} rows in '{table}', the index finds {len(out)}"
+                )
+        return out
+
+    def verify_file(self, run_id: str, path: str) -> Path:
+        """A run's file (``path`` relative to its folder), checked against the sha256 recorded for it.
+
+        Raises:
+            ArtifactError: the file differs from what the run recorded (a file with no record passes).
+        """
+        file = self.folder(run_id) / path
+        recorded = self.artifact_sha256(run_id, path)
+        if recorded is not None and file.is_file() and (got := sha256_file(file)) != recorded:
+            raise ArtifactError(
+                f"run {run_id}: file {file} is damaged or was modified: its sha256 is {got}, the run "
+                f"recorded {recorded}. Restore it, or train again"
+            )
+        return file
 
     def artifact_sha256(self, run_id: str, path: str) -> str | None:
         """The sha256 recorded for a run's file (``path`` relative to the run folder), or None."""
-        with self.db(write=False) as db:
-            row = db.execute(
-                "SELECT sha256 FROM artifacts WHERE run_id = ? AND path = ?", (run_id, path)
-            ).fetchone()
-        return row[0] if row else None
+        found = [a for a in self.artifacts(run_id) if a[0] == path]
+        return found[0][2] if found else None
 
     def folder(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def _record(self, row: sqlite3.Row) -> RunRecord:
+    def _record(self, row: sqlite3.Row | dict[str, Any]) -> RunRecord:
         d = dict(row)
+        if rowcheck.bad_row("runs", [d[c] for c in rowcheck.COLUMNS["runs"]], d.get("crc")):
+            raise self.damaged(f"the row of run {d['id']!r} fails its checksum")
         status = d["status"]
         if status == "running" and is_dead(d.get("pid"), d.get("host"), d.get("heartbeat")):
             status = "crashed"  # its process is gone and never said how it ended
@@ -416,8 +482,11 @@ class Run:
             return
         with self.store.db() as db:
             db.executemany(
-                "INSERT INTO metrics (run_id, step, epoch, name, value, time) VALUES (?,?,?,?,?,?)", rows
+                "INSERT INTO metrics (run_id, step, epoch, name, value, time, crc) VALUES (?,?,?,?,?,?,?)",
+                rowcheck.with_crc(rows),
             )
+            db.execute("UPDATE runs SET n_metrics = n_metrics + ? WHERE id = ?", (len(rows), self.id))
+            db.execute(rowcheck.refresh_sql("runs", "id = ?"), (self.id,))
         by_step: dict[tuple[int, int | None], dict[str, Any]] = {}
         for _, step, epoch, name, value, t in rows:
             by_step.setdefault((step, epoch), {"step": step, "epoch": epoch, "time": round(t, 3)})[name] = (
@@ -438,6 +507,7 @@ class Run:
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.store.db() as db:
             db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), self.id))
+            db.execute(rowcheck.refresh_sql("runs", "id = ?"), (self.id,))
         if set(fields) - {"heartbeat"}:
             self.save_record()
 
@@ -479,9 +549,15 @@ class Run:
         rel = str(path.resolve().relative_to(self.dir.resolve()))
         with self.store.db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO artifacts (run_id, path, kind, sha256, size) VALUES (?, ?, ?, ?, ?)",
-                (self.id, rel, kind, digest, path.stat().st_size),
+                "INSERT OR REPLACE INTO artifacts (run_id, path, kind, sha256, size, crc) VALUES (?, ?, ?, ?, ?, ?)",
+                *rowcheck.with_crc([(self.id, rel, kind, digest, path.stat().st_size)]),
             )
+            db.execute(
+                "UPDATE runs SET n_artifacts = (SELECT count(*) FROM artifacts WHERE run_id = ?)"
+                " WHERE id = ? AND n_artifacts IS NOT NULL",
+                (self.id, self.id),
+            )
+            db.execute(rowcheck.refresh_sql("runs", "id = ?"), (self.id,))
         self.save_record()
         return digest
 
