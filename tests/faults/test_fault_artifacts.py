@@ -39,7 +39,7 @@ from ember.track.registry import ModelNotFoundError, ModelRegistry
 from ember.train import WeightsError
 from ember.train.checkpoint import load_checkpoint, step_checkpoints
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 FLIPS, CUTS = 24, 6  # per artifact kind
 REPORTED = (  # what the CLI prints as one line (cli.main's handled errors)

@@ -272,9 +272,13 @@ class RunStore:
         run.save_record()
         return run
 
-    def open(self, ref: str) -> Run:
-        """A handle to log more into an existing run (``--resume``)."""
-        return Run(self, self.get(ref).id)
+    def open(self, ref: str, *, resuming: bool = False) -> Run:
+        """A handle to log more into an existing run; ``resuming``: this process now trains it
+        (status ``running`` again, under this process's pid, so a kill reads as ``crashed``)."""
+        run = Run(self, self.get(ref).id)
+        if resuming:
+            run.update(status="running", pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
+        return run
 
     # ------------------------------------------------------------------ reading
 

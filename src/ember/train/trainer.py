@@ -162,7 +162,7 @@ class Trainer:
                 f"--resume {record.id}: the config differs from the run's, so the result would not be the "
                 "run you started. Differences (run -> now):\n  " + "\n  ".join(changes)
             )
-        run = self.store.open(record.id)
+        run = self.store.open(record.id, resuming=True)
         return run, ckpt.latest_checkpoint(run.dir / "checkpoints")
 
     # ------------------------------------------------------------------ fit
