@@ -81,7 +81,7 @@ class CheckpointManager:
             names = ", ".join(k.removeprefix("model/") for k in bad[:4]) + (" ..." if len(bad) > 4 else "")
             raise NonFiniteStateError(
                 f"the training state became non-finite by optimizer step {state.step} (NaN or Inf in "
-                f"{names}); training stopped, no checkpoint of it is written, and the last good one "
+                f"{names}); no checkpoint of it is written, and the last good one "
                 "is kept. Try a lower lr, clip_grad_norm, or precision=fp32."
             )
         if improved:

@@ -9,12 +9,16 @@ Endpoints::
     GET  /healthz      the process and its batch worker are alive
     GET  /readyz       the model is loaded and warmed up, and the server is not draining
     GET  /metrics      Prometheus: requests, latency, batch sizes, queue depth, errors, drift, safety
-    GET  /v1/model     the model card and the input/output schema
+    GET  /v1/model     the model card and the input/output schema (no machine or version details)
+    GET  /v1/admin/model  the same with the training environment, package and code versions
+                       (``Authorization: Bearer <admin_token>``; off without a token)
     GET  /v1/drift     drift of the recent window against the reference profile (JSON)
+    GET  /openapi.json every endpoint above with its request schema and statuses
 
-Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 413 a body over
-``max_body_bytes`` (or too many items), 415 an unsupported content type, 422 wrong shape, type or
-range, 503 a full queue (with Retry-After), 504 a request that waited longer than ``timeout_s``.
+Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 408 headers or body sent
+too slowly, 413 a body over ``max_body_bytes`` (or too many items, or an image over the pixel
+limit), 415 an unsupported content type, 422 wrong shape, type or range, 503 a full queue (with
+Retry-After), 504 a request that waited longer than ``timeout_s``.
 
 The pieces of a request's path each have their module: bodies are decoded by
 :mod:`~ember.deploy.serve.decode`, queued by :mod:`~ember.deploy.serve.batching`, counted by
