@@ -126,15 +126,16 @@ def test_training_metrics_are_committed_while_an_epoch_runs(
     x, y = toy_data
     seen: list[int] = []
 
-    class Slow:  # ~0.25 s a step; after ~1.5 s, look at what the store holds
+    class Slow:  # ~0.25 s a step; 1.6 s after the first, look at what the store holds
         def __init__(self) -> None:
-            self.start = time.perf_counter()
+            self.start: float | None = None
 
         def on_step_end(self, state: TrainState) -> None:
             time.sleep(0.25)
+            self.start = self.start or time.perf_counter()
             if not seen and time.perf_counter() - self.start > 1.6:
                 run_id = RunStore().list()[0].id
-                deadline = time.perf_counter() + 2.0  # the commit runs on the writer's thread
+                deadline = time.perf_counter() + 5.0  # the commit runs on the writer's thread
                 while not seen and time.perf_counter() < deadline:
                     rows = RunStore().metrics(run_id, "train/loss")
                     if rows:

@@ -198,7 +198,8 @@ class RunStore:
 
     @contextlib.contextmanager
     def db(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """A connection (one transaction when ``write``); SQLite's damage errors become
+        """A connection in one transaction (a write, or a read whose statements all see the same
+        snapshot: a run's rows and its row counts agree); SQLite's damage errors become
         :class:`RunStoreError` naming the file and the way to rebuild it."""
         try:
             with closing(self.connect()) as db:
@@ -206,7 +207,11 @@ class RunStore:
                     with db:
                         yield db
                 else:
-                    yield db
+                    db.execute("BEGIN")
+                    try:
+                        yield db
+                    finally:
+                        db.rollback()
         except sqlite3.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
                 raise RunStoreError(
