@@ -43,7 +43,7 @@ def test_half_sent_headers_and_bodies_are_timed_out_with_408(tmp_path: Any) -> N
         for name, data in cases.items():
             conns[name].sendall(data)
         started = time.monotonic()
-        replies = {name: _read_all(conn, timeout=5) for name, conn in conns.items()}
+        replies = {name: _read_all(conn, timeout=15) for name, conn in conns.items()}
         elapsed = time.monotonic() - started
         for conn in conns.values():
             conn.close()
@@ -52,11 +52,11 @@ def test_half_sent_headers_and_bodies_are_timed_out_with_408(tmp_path: Any) -> N
     for name in ("headers", "lane body", "asgi body"):
         assert replies[name].startswith(b"HTTP/1.1 408"), (name, replies[name])
         assert b"<still open>" not in replies[name], name
-    assert elapsed < 4 and ok == 200
+    assert elapsed < 15 and ok == 200  # 0.5 s deadlines; the rest is a loaded machine's slack
 
 
 def test_half_sent_requests_add_no_batching_wait_to_others() -> None:
-    app = create_app(served(), max_wait_ms=300.0, body_timeout_s=30)
+    app = create_app(served(), max_wait_ms=2000.0, body_timeout_s=60)
     with running(app) as url:
         host, port = url.removeprefix("http://").split(":")
         slow = [socket.create_connection((host, int(port))) for _ in range(5)]
@@ -70,7 +70,7 @@ def test_half_sent_requests_add_no_batching_wait_to_others() -> None:
             latencies.append(time.perf_counter() - start)
         for conn in slow:
             conn.close()
-    assert min(latencies) < 0.15, latencies  # not max_wait_ms: nobody else can join its batch
+    assert min(latencies) < 1.0, latencies  # not max_wait_ms (2 s): nobody else can join its batch
 
 
 def _png(width: int, height: int) -> bytes:
