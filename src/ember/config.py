@@ -18,9 +18,10 @@ Example:
 from __future__ import annotations
 
 import ast
-import contextlib
 import dataclasses
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
@@ -32,6 +33,40 @@ import yaml
 
 from ember._registry import did_you_mean
 from ember.errors import UserError
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed). A value out of
+# them fails when the config loads, before any run exists.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.val_fraction": (0, 1, True),
+    "data.test_fraction": (0, 1, True),
+    "data.batch_size": (1, math.inf, True),
+    "data.eval_batch_size": (1, math.inf, True),
+    "data.num_workers": (0, math.inf, True),
+    "model.lora.rank": (0, math.inf, True),
+    "model.lora.alpha": (0, math.inf, False),
+    "model.lora.dropout": (0, 1, True),
+    "optim.lr": (0, math.inf, True),  # 0 freezes training (a baseline), still a valid run
+    "optim.weight_decay": (0, math.inf, True),
+    "optim.momentum": (0, 1, True),
+    "optim.eps": (0, math.inf, False),
+    "schedule.warmup": (0, math.inf, True),
+    "schedule.min_lr_ratio": (0, 1, True),
+    "schedule.step_size": (0, math.inf, True),
+    "schedule.gamma": (0, math.inf, False),
+    "trainer.epochs": (1, math.inf, True),
+    "trainer.max_steps": (0, math.inf, True),
+    "trainer.clip_grad_norm": (0, math.inf, True),
+    "trainer.clip_grad_value": (0, math.inf, True),
+    "trainer.accumulate": (1, math.inf, True),
+    "trainer.checkpoint_every": (0, math.inf, True),
+    "trainer.checkpoint_min_interval": (0, math.inf, True),
+    "trainer.keep_last": (1, math.inf, True),
+    "trainer.early_stopping_patience": (1, math.inf, True),
+    "trainer.log_every": (1, math.inf, True),
+    "trainer.threads": (0, math.inf, True),
+}
 
 
 class ConfigError(UserError, ValueError):
@@ -324,6 +359,7 @@ def load_config(
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
     cfg = from_dict(Config, raw, "")
+    check_ranges(cfg)
     if not cfg.name and name:
         cfg = dataclasses.replace(cfg, name=name)
     return cfg
@@ -353,6 +389,29 @@ def parse_yaml(text: str | bytes, *, source: str = "the stored config") -> dict[
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must hold a mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse numeric values out of :data:`RANGES` (``trainer.epochs=0``, ``optim.lr=-1``), naming the key."""
+    for key, (low, high, closed) in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not (low <= node if closed else low < node) or node > high:
+            above = f"{'at least' if closed else 'above'} {low:g}"
+            expected = above if high == math.inf else f"{above} and at most {high:g}"
+            raise ConfigError(f"{key}={node!r} is out of range: expected {expected}")
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"optim.betas[{i}]={beta!r} is out of range: expected at least 0 and below 1")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {cfg.data.val_fraction + cfg.data.test_fraction:g} "
+            "leaves no training data: keep their sum below 1"
+        )
+    for pattern, lr in cfg.optim.lr_groups.items():
+        if not lr >= 0:
+            raise ConfigError(f"optim.lr_groups.{pattern}={lr!r} is out of range: expected at least 0")
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -457,11 +516,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r}: expected true or false")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot in the mantissa) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}={value!r}: expected a number (float)")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r}: expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -524,17 +584,18 @@ def dump_yaml(cfg: Config) -> str:
 
 def diff(a: Config, b: Config) -> list[str]:
     """Lines ``key: old -> new`` for every leaf that differs between two configs."""
-    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    flat_a, flat_b = flatten(to_dict(a)), flatten(to_dict(b))
     keys = sorted(set(flat_a) | set(flat_b))
     return [f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys if flat_a.get(k) != flat_b.get(k)]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (an empty section stays a value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out

@@ -29,6 +29,8 @@ FINGERPRINTS = {
     "cnn_tiny": ("CNN", 14, "b2e2b2d11c5afaa8"),
     "convattn": ("ConvAttn", 83, "09937a9b17333718"),
     "convattn_tiny": ("ConvAttn", 53, "a5648e4e0bdd3ee2"),
+    "dp_cnn": ("DPCNN", 8, "70fa00f1e7e1e409"),
+    "dp_cnn_tiny": ("DPCNN", 8, "4c84ada9b8ade9d2"),
     "encoder_decoder": ("EncoderDecoder", 101, "76c24d1000248e64"),
     "encoder_decoder_tiny": ("EncoderDecoder", 37, "c18330082a20726e"),
     "gpt": ("GPT", 52, "56259413721a16ae"),

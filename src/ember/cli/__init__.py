@@ -7,6 +7,7 @@ wiring. Errors a user can fix (a bad config key, an unknown run) print one clear
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -103,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ember.config import ConfigError
     from ember.data import SourceUnavailableError
     from ember.tasks.spec import NotApplicable
-    from ember.track import RunNotFoundError
-    from ember.train import CheckpointError, NonFiniteLossError
+    from ember.track import RunNotFoundError, RunStoreError
+    from ember.train import NonFiniteLossError, WeightsError
 
     try:
         return int(args.func(args) or 0)
@@ -113,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         NotApplicable,
         ConfigError,
         RunNotFoundError,
-        CheckpointError,
+        RunStoreError,
+        WeightsError,  # a CheckpointError is one
         SourceUnavailableError,
         FileNotFoundError,
         KeyError,
@@ -124,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"ember {args.command}: training stopped: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"ember {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM after the final checkpoint (Interrupted)
+        print(f"ember {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)  # 130 for SIGINT, 143 for SIGTERM
 
 
 if __name__ == "__main__":

@@ -221,6 +221,10 @@ def prepare(
             splits = split_groups(groups, _labels(pool), **how)
         else:
             splits = split_indices(_labels(pool), len(pool), **how)  # type: ignore[arg-type]
+    size = len(pool)  # type: ignore[arg-type]
+    for part, idx in splits.items():  # saved split files: damaged ones must not index past the data
+        if len(idx) and int(idx.max()) >= size:
+            raise ValueError(f"split '{part}' holds index {int(idx.max())}, but the data has {size} examples")
     train = _subset(pool, splits["train"])
     val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
     test = (

@@ -42,6 +42,8 @@ class TrainState:
     """Training FLOPs of one sample (forward + backward), for MFU (`ember.train.flops`)."""
     peak_flops: float | None = None
     """The device's measured matmul FLOP/s in the run's compute dtype, for MFU."""
+    interrupted: str = ""
+    """The signal that stopped the fit (``SIGTERM``), or empty."""
 
     @property
     def lr(self) -> float:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -52,6 +51,7 @@ from ember.tasks.spec import ModelSpec, infer_inputs, zoo_origin
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
+from ember.train.checkpointer import CheckpointManager
 from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
 from ember.train.flops import matmul_peak, train_flops_per_sample
 from ember.train.loop import evaluate, fit, predict
@@ -59,6 +59,7 @@ from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
+from ember.train.run_logger import RunLogger
 from ember.train.state import TrainState
 
 # Trainer keyword → (config section, field). Every TrainerConfig field is accepted under its own name too.
@@ -268,7 +269,7 @@ class Trainer:
                 f"--resume {record.id}: the config differs from the run's, so the result would not be the "
                 "run you started. Differences (run -> now):\n  " + "\n  ".join(changes)
             )
-        run = self.store.open(record.id)
+        run = self.store.open(record.id, resuming=True)
         return run, ckpt.latest_checkpoint(run.dir / "checkpoints")
 
     # ------------------------------------------------------------------ fit
@@ -369,7 +370,7 @@ class Trainer:
             raise
         writer.close()
         weights = run.dir / "model.safetensors"
-        atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
+        ckpt.save_weights(weights, model)
         run.artifact(weights, "weights")
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
@@ -524,108 +525,6 @@ def _class_names(train_data: Data, target: torch.Tensor) -> list[str] | None:
     if target.is_floating_point() or not target.numel():
         return None
     return [str(i) for i in range(int(target.max()) + 1)]
-
-
-class RunLogger:
-    """Buffers logged metrics into the run; commits them at epoch ends (one transaction each).
-
-    Commits are at least ``every_s`` seconds apart (short epochs would otherwise pay a database
-    transaction each) and always at the end of fit. With a ``writer`` the commit runs on its
-    background thread, in order with the checkpoints.
-    """
-
-    def __init__(
-        self, run: Run, writer: ckpt.BackgroundWriter | None = None, *, every_s: float = 1.0
-    ) -> None:
-        self.run = run
-        self.writer = writer
-        self.every_s = every_s
-        self.last = time.perf_counter()
-
-    def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(metrics, step=state.step, epoch=state.epoch)
-
-    def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(
-            {k: v for k, v in metrics.items() if not math.isnan(v)}, step=state.step, epoch=state.epoch
-        )
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if time.perf_counter() - self.last >= self.every_s:
-            self.commit()
-
-    def on_fit_end(self, state: TrainState) -> None:
-        self.commit()
-
-    def commit(self) -> None:
-        self.last = time.perf_counter()
-        if self.writer is None:
-            self.run.flush()
-        else:
-            self.writer.submit(self.run.write, self.run.take())
-
-
-class CheckpointManager:
-    """Writes step checkpoints, tracks the best by ``monitor``, prunes old ones.
-
-    An epoch end less than ``min_interval`` seconds after the previous checkpoint is skipped unless
-    its metric is a new best; ``step`` and ``final`` checkpoints are always written.
-
-    Never deletes the best checkpoint nor the one the run resumed from. With a ``writer`` the state
-    is copied now and written on the writer's thread; without one, written before returning.
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        keep_last: int,
-        monitor: str,
-        mode: str,
-        resumed_from: Path | None,
-        writer: ckpt.BackgroundWriter | None = None,
-        min_interval: float = 0.0,
-    ) -> None:
-        self.folder = folder
-        self.min_interval = min_interval
-        self.written = time.perf_counter()  # fit's start counts as the previous checkpoint
-        self.keep_last = max(1, keep_last)
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "max" else -1.0
-        self.protect = {resumed_from} if resumed_from is not None else set()
-        self.best_path: Path | None = None
-        self.writer = writer
-
-    def save(self, state: TrainState, *, reason: str) -> None:
-        path = self.folder / f"step-{state.step:06d}.safetensors"
-        value = state.metrics.get(self.monitor) if reason != "step" else None
-        improved = False
-        if value is not None and not math.isnan(value):
-            if state.best is None or self.sign * (value - state.best) > 0:
-                state.best, state.best_step, self.best_path = value, state.step, path
-                improved = True
-        elif state.best_step is not None and self.best_path is None:
-            self.best_path = self.folder / f"step-{state.best_step:06d}.safetensors"
-        now = time.perf_counter()
-        if reason == "epoch" and not improved and now - self.written < self.min_interval:
-            return  # a short epoch: the next epoch end (or the last) writes one
-        self.written = now
-        meta = {"position": state.position(), "reason": reason, "metrics": _finite(state.metrics)}
-        # serialized now (the one copy; training goes on changing the tensors), written later
-        data = ckpt.encode(model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta)
-        protect = self.protect | ({self.best_path} if self.best_path else set())
-        if self.writer is None:
-            self._write(path, data, protect)
-        else:
-            self.writer.submit(self._write, path, data, protect)
-
-    def _write(self, path: Path, data: bytes, protect: set[Path]) -> None:
-        atomic_write_bytes(path, data)
-        ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
