@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Subset
 
-from ember import models, tasks
+from ember import fits, models, tasks
 from ember._registry import accepted_kwargs, check_kwargs
 from ember.config import Config, ConfigError, load_config
 from ember.data import (
@@ -49,6 +49,7 @@ from ember.data import (
     split_indices,
 )
 from ember.data import registry as datasets
+from ember.data.csv_table import PREPROCESS
 from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
@@ -101,7 +102,7 @@ def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
     builder = models.registry.get(cfg.model.name)
     accepted = accepted_kwargs(builder) or set()
     shape = bundle.input_shape
-    known: dict[str, Any] = {"num_classes": bundle.num_classes or 1}
+    known: dict[str, Any] = {"num_classes": bundle.num_classes or 1, **getattr(bundle, "model_inputs", {})}
     tokenizer = getattr(bundle, "tokenizer", None)
     if tokenizer is not None:  # text: (block_size,) token ids
         known = _text_options(
@@ -145,6 +146,8 @@ def build_task(cfg: Config, bundle: DataBundle) -> tasks.Task:
 def _data_options(cfg: Config, runs_dir: str | Path | None, tokenizer: Path | None) -> dict[str, Any]:
     """``cfg.data.options`` with ``tokenizer: pretrained`` replaced by the tokenizer file it means."""
     options = dict(cfg.data.options)
+    if cfg.task.name == "regression" and "task" not in options and "task" in _data_keys(cfg):
+        options["task"] = "regression"  # whole-number targets: task.name alone says regression
     if options.get("tokenizer") != "pretrained":
         return options
     if tokenizer is not None and tokenizer.is_file():  # a finished run's own copy
@@ -165,20 +168,28 @@ def _data_options(cfg: Config, runs_dir: str | Path | None, tokenizer: Path | No
     return {**options, "tokenizer": str(folder / "tokenizer.json")}
 
 
+def _data_keys(cfg: Config) -> set[str]:
+    return accepted_kwargs(datasets.get(cfg.data.name)) or set()
+
+
 def prepare(
     cfg: Config,
     *,
     splits: dict[str, np.ndarray] | None = None,
     runs_dir: str | Path | None = None,
     tokenizer: Path | None = None,
+    saved: Path | None = None,
 ) -> Prepared:
     """Load data, split it (or reuse ``splits``), and build the model, seeded.
 
     ``runs_dir`` is where a ``model.pretrained`` run is looked up (for ``data.tokenizer:
     pretrained``); ``tokenizer`` is a finished run's own tokenizer file, used for that instead.
+    A data set whose preprocessing is fitted on the training split (a table's `RowEncoder`) is
+    fitted here, after the split; ``saved`` is a finished run's folder whose fitted one to reuse.
     """
     check(cfg)
     bundle = load_dataset(cfg.data.name, **_data_options(cfg, runs_dir, tokenizer))
+    cfg = fits.resolve_task(cfg, bundle)  # regression targets under the default task: a regression run
     pool = bundle.train
     if splits is None:  # the data set's own held-out parts, if it has them (translation: whole books)
         splits = getattr(bundle, "splits", None)
@@ -195,6 +206,10 @@ def prepare(
             splits = split_groups(groups, _labels(pool), **how)
         else:
             splits = split_indices(_labels(pool), len(pool), **how)  # type: ignore[arg-type]
+    raw = pool
+    if callable(getattr(bundle, "fit", None)):  # fitted on the training split only (tables)
+        bundle = bundle.fit(splits["train"], saved)  # type: ignore[attr-defined]
+        pool = bundle.train
     train = _subset(pool, splits["train"])
     val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
     test = (
@@ -203,10 +218,10 @@ def prepare(
         else (_subset(pool, splits["test"]) if "test" in splits else None)
     )
     h = hashlib.sha256()
-    if isinstance(pool, ArrayData):
-        h.update(fingerprint(pool.x, pool.y).encode())
-    else:  # a data set that can hash itself (text token streams) does
-        h.update(pool.fingerprint().encode() if hasattr(pool, "fingerprint") else bundle.name.encode())
+    if isinstance(raw, ArrayData):
+        h.update(fingerprint(raw.x, raw.y).encode())
+    else:  # a data set that can hash itself (text token streams, tables as read) does
+        h.update(raw.fingerprint().encode() if hasattr(raw, "fingerprint") else bundle.name.encode())
     for name in sorted(splits):
         h.update(f"{name}:{fingerprint_indices(splits[name])}".encode())
     if isinstance(bundle, TextBundle):  # token chunks → window batches (random ones for training)
@@ -216,7 +231,9 @@ def prepare(
             for part in (val, test)
         )
     seed_everything(cfg.trainer.seed)
+    fits.check_model(cfg, bundle, None)  # a CNN on a table: one line naming the models that fit
     model = build_model(cfg, bundle)
+    fits.check_model(cfg, bundle, model, train)
     return Prepared(cfg, bundle, splits, train, val, test, model, h.hexdigest())
 
 
@@ -245,7 +262,10 @@ def train(
     if resume is not None:
         resumed = RunStore(runs_dir).get(resume).folder
         saved = load_splits(resumed / "splits")
-    prep = prepare(cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json")
+    prep = prepare(
+        cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json", saved=resumed
+    )
+    cfg = prep.config  # as the data resolved it (a regression task for regression targets)
     try:  # pretrained weights (not when resuming: the checkpoint has them), LoRA, freezing
         report = finetune.finetune_model(prep.model, cfg.model, runs_dir=runs_dir, load=resume is None)
     except (finetune.PretrainedError, ValueError) as e:
@@ -273,6 +293,10 @@ def train(
         if tokenizer is not None:  # `ember generate RUN` decodes with it
             tokenizer.save(run.dir / "tokenizer.json")
             run.artifact(run.dir / "tokenizer.json", "tokenizer")
+        encoder = getattr(prep.bundle, "encoder", None)
+        if encoder is not None:  # a table's fitted preprocessing: eval, package and serve encode rows with it
+            encoder.save(run.dir / PREPROCESS)
+            run.artifact(run.dir / PREPROCESS, "preprocess")
         if report is not None:  # what came from the pretrained weights, and what trains
             info = {**report.to_dict(), "trainable": finetune.trainable_summary(prep.model)}
             atomic_write_bytes(run.dir / "pretrained.json", json.dumps(info, indent=1).encode())
@@ -301,7 +325,9 @@ def load_run_model(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Pre
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
     cfg = load_config(_yaml(record.config))
     splits = load_splits(record.folder / "splits")
-    prep = prepare(cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json")
+    prep = prepare(
+        cfg, splits=splits, runs_dir=runs_dir, tokenizer=record.folder / "tokenizer.json", saved=record.folder
+    )
     prep.model.load_state_dict(load_file(weights))  # a LoRA run's final weights are merged: a plain model
     return prep, record
 
