@@ -19,6 +19,7 @@ from ember.data import npz_arrays as _npz_arrays  # noqa: F401  (registers "npz"
 from ember.data import parallel as _parallel  # noqa: F401  (registers "en-es-verses")
 from ember.data import scenes as _scenes  # noqa: F401  (registers "digit-scenes", "digit-segments")
 from ember.data import text as _text  # noqa: F401  (registers "shakespeare", "python-code", "text", "jsonl")
+from ember.data import text_classes as _text_classes  # noqa: F401  (registers "text-classes")
 from ember.data import uci_tables as _uci_tables  # noqa: F401  (registers "adult", "compas", "german")
 from ember.data import verses as _verses  # noqa: F401  (adds the "en-es-verses" source)
 from ember.data import wmt17 as _wmt17  # noqa: F401  (adds the "wmt17-bleu" source)
