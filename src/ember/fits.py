@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from ember import models
-from ember._registry import accepted_kwargs
+from ember._registry import accepted_kwargs, did_you_mean
 from ember.config import Config, ConfigError
 from ember.data import ArrayData, DataBundle
 
-__all__ = ["check_model", "input_kind", "models_for", "resolve_task"]
+__all__ = ["check_model", "check_task_options", "input_kind", "models_for", "resolve_task"]
 
 BUILT_IN_TASKS = {"classification", "regression", "language_model", "seq2seq", "detection", "segmentation"}
 KIND_WORDS = {
@@ -97,6 +97,28 @@ def resolve_task(cfg: Config, bundle: DataBundle) -> Config:
         f"task.name: '{have}' does not fit data '{cfg.data.name}', whose targets are for '{want}'; "
         f"set task.name: {want}{hint}"
     )
+
+
+def check_task_options(cfg: Config) -> None:
+    """ConfigError for a ``task.*`` key the task does not take, naming the tasks that do take it."""
+    from ember import tasks
+
+    accepted = accepted_kwargs(tasks.registry.get(cfg.task.name))
+    if accepted is None:
+        return
+    for key in cfg.task.options:
+        if key in accepted:
+            continue
+        owners = [t for t in tasks.list_tasks() if key in (accepted_kwargs(tasks.registry.get(t)) or set())]
+        where = (
+            f"it is an option of {', '.join(owners)}"
+            if owners
+            else f"no task takes it{did_you_mean(key, sorted(accepted))}"
+        )
+        raise ConfigError(
+            f"task.{key} does not fit task '{cfg.task.name}' (its options: {', '.join(sorted(accepted)) or 'none'}); "
+            f"{where}. Remove task.{key}"
+        )
 
 
 def check_model(cfg: Config, bundle: DataBundle, model: nn.Module | None, train: Any = None) -> None:

@@ -78,7 +78,8 @@ def check(cfg: Config) -> None:
     try:
         check_kwargs(models.registry.get(cfg.model.name), cfg.model.options, f"model '{cfg.model.name}'")
         check_kwargs(datasets.get(cfg.data.name), cfg.data.options, f"dataset '{cfg.data.name}'")
-        check_kwargs(tasks.registry.get(cfg.task.name), cfg.task.options, f"task '{cfg.task.name}'")
+        tasks.registry.get(cfg.task.name)
+        fits.check_task_options(cfg)  # label_smoothing on regression: which tasks take it
         optimizers.get(cfg.optim.name)
         schedules.get(cfg.schedule.name)
     except (KeyError, TypeError) as e:

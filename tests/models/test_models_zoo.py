@@ -160,7 +160,7 @@ def test_tiny_table_model_contract(name: str, tmp_path: Path) -> None:
     """Encoded rows [2 numeric | 1 indicator | 2 codes] → (B, K); training statistics saved as buffers."""
     options = {
         "num_numeric": 2, "num_binary": 1, "cardinalities": [3, 40], "mean": [1.0, 2.0], "std": [2.0, 4.0],
-        "log": [False, True], "edges": [[0.0, 1.0, 2.0], [0.0, 10.0]], "num_classes": 3,
+        "edges": [[0.0, 1.0, 2.0], [0.0, 10.0]], "num_classes": 3,
     }  # fmt: skip
     torch.manual_seed(0)
     model = models.create(name, **options)

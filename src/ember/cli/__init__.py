@@ -14,8 +14,10 @@ from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
 from ember.cli import human as human_cli
+from ember.cli import init as init_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
+    "init": init_cli.register,
     "train": train.register,
     "eval": evaluate.register,
     "report": report.register,
@@ -35,6 +37,7 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
 }
 
 EPILOG = """examples:
+  ember init data.csv --target label    # what is in the file, and a config that trains on it
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember runs                      # every run: id, config, data hash, best metric, time
   ember eval latest --split test
@@ -73,7 +76,14 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ember`` command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (`ember train data.csv --target y trainer.epochs=3`)
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra
+        ):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -103,6 +103,10 @@ class TableBundle(DataBundle):
             encoder = RowEncoder.load(saved / PREPROCESS)
         else:
             encoder = RowEncoder.fit(pool.table.take(train_index), target=self.target, **self.options)
+        inputs = encoder.model_inputs()
+        if self.task == "regression":  # a table model predicts standardized targets and scales them back
+            y = pool.y[torch.as_tensor(np.asarray(train_index, dtype=np.int64))].double()
+            inputs.update(target_mean=float(y.mean()), target_std=float(y.std(unbiased=False)) or 1.0)
         encoded = ArrayData(encoder.encode_table(pool.table), pool.y)
         encoded_test = (
             ArrayData(encoder.encode_table(test.table), test.y) if isinstance(test, TableRows) else None
@@ -116,7 +120,7 @@ class TableBundle(DataBundle):
             task=self.task,
             name=self.name,
             encoder=encoder,
-            model_inputs=encoder.model_inputs(),
+            model_inputs=inputs,
         )
 
 

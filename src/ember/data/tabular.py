@@ -43,7 +43,6 @@ from ember.data.table import Table, is_missing
 __all__ = ["FORMAT", "Column", "RowEncoder"]
 
 BINS = 16  # quantile bins per numeric column (`Column.edges`)
-SKEWED = 0.99  # |skewness| beyond which a numeric column is log-scaled (AutoGluon's threshold)
 FORMAT = "ember-row-encoder"
 VERSION = 1
 
@@ -57,9 +56,7 @@ class Column:
         kind: ``numeric`` or ``categorical``.
         fill: numeric: the training median, put where a value is missing.
         indicator: numeric: a 0/1 "was missing" input follows (the training rows had gaps).
-        log: numeric: a skewed column (AutoGluon's rule: training skewness beyond ±0.99) that the
-            model takes as ``sign(x) * log1p(|x|)`` before standardizing.
-        mean, std: numeric: of the filled (and logged) training values; the model standardizes with them.
+        mean, std: numeric: of the filled training values (the model standardizes with them).
         edges: numeric: quantile bin edges of the filled training values (up to `BINS` bins, repeats
             merged), for models that encode numbers piecewise-linearly (Gorishniy et al., 2022).
         categories: categorical: code ``i + 1`` is ``categories[i]``; 0 is missing or unseen.
@@ -69,7 +66,6 @@ class Column:
     kind: Literal["numeric", "categorical"]
     fill: float = 0.0
     indicator: bool = False
-    log: bool = False
     mean: float = 0.0
     std: float = 1.0
     edges: tuple[float, ...] = ()
@@ -136,12 +132,9 @@ class RowEncoder:
                 fill = float(np.median(present))
                 filled = np.where(np.isnan(numbers), fill, numbers)
                 edges = tuple(float(e) for e in np.unique(np.quantile(filled, np.linspace(0, 1, BINS + 1))))
-                log = abs(_skewness(filled)) > SKEWED
-                if log:
-                    filled = np.sign(filled) * np.log1p(np.abs(filled))
                 std = float(filled.std())
                 columns.append(
-                    Column(key, "numeric", fill=fill, indicator=len(present) < len(numbers), log=log,
+                    Column(key, "numeric", fill=fill, indicator=len(present) < len(numbers),
                            mean=float(filled.mean()), std=std if std > 0 else 1.0, edges=edges)
                 )  # fmt: skip
                 continue
@@ -188,7 +181,6 @@ class RowEncoder:
             "num_numeric": len(numeric),
             "num_binary": sum(c.indicator for c in numeric),
             "cardinalities": [len(c.categories) + 1 for c in self.categorical],
-            "log": [c.log for c in numeric],
             "mean": [c.mean for c in numeric],
             "std": [c.std for c in numeric],
             "edges": [list(c.edges) for c in numeric],
@@ -280,16 +272,10 @@ def _column_json(column: Column) -> dict[str, Any]:
     if column.kind == "numeric":
         del body["categories"]
     else:
-        for key in ("fill", "indicator", "log", "mean", "std", "edges"):
+        for key in ("fill", "indicator", "mean", "std", "edges"):
             del body[key]
         body["categories"] = list(column.categories)
     return body
-
-
-def _skewness(values: np.ndarray) -> float:
-    """The sample skewness E[(x - mean)^3] / std^3 (0 for a constant column)."""
-    std = values.std()
-    return float(((values - values.mean()) ** 3).mean() / std**3) if std > 0 else 0.0
 
 
 def _as_numbers(values: np.ndarray, key: str, where: str) -> np.ndarray:

@@ -36,8 +36,6 @@ class TabularMLPConfig:
     """0/1 missing indicators after them."""
     cardinalities: tuple[int, ...] = ()
     """Codes per categorical column, code 0 (missing or unseen) included."""
-    log: tuple[bool, ...] | None = None
-    """Which numeric values are log-scaled before standardizing (None: none)."""
     mean: tuple[float, ...] | None = None
     """Training mean of each numeric value (None: 0)."""
     std: tuple[float, ...] | None = None
@@ -48,6 +46,10 @@ class TabularMLPConfig:
     """Also encode numbers piecewise-linearly over ``edges`` (when given)."""
     num_classes: int = 2
     """Output logits K (1 for regression)."""
+    target_mean: float = 0.0
+    """Regression: the training targets' mean; outputs are ``head(x) * target_std + target_mean``."""
+    target_std: float = 1.0
+    """Regression: the training targets' std (so the head learns standardized targets)."""
     width: int = 256
     """Units in each hidden layer."""
     depth: int = 2
@@ -71,12 +73,15 @@ class TabularMLP(nn.Module):
         config: the shape; see ``TabularMLPConfig``.
     """
 
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+
     def __init__(self, config: TabularMLPConfig) -> None:
         super().__init__()
         c = self.config = config
         self.stem = TabularStem(
             num_numeric=c.num_numeric, num_binary=c.num_binary, cardinalities=c.cardinalities,
-            log=c.log, mean=c.mean, std=c.std, edges=c.edges if c.numeric_bins else None, one_hot_max=c.one_hot_max, embed_dropout=c.embed_dropout,
+            mean=c.mean, std=c.std, edges=c.edges if c.numeric_bins else None, one_hot_max=c.one_hot_max, embed_dropout=c.embed_dropout,
         )  # fmt: skip
         mlp = MLP(
             MLPConfig(
@@ -85,6 +90,9 @@ class TabularMLP(nn.Module):
             )
         )  # fmt: skip
         self.body, self.head = mlp.body, mlp.head
+        self.register_buffer("target_mean", torch.tensor(float(c.target_mean)))
+        self.register_buffer("target_std", torch.tensor(float(c.target_std)))
+        self.scaled = (c.target_mean, c.target_std) != (0.0, 1.0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # (B, F) -> (B, width)
@@ -92,7 +100,10 @@ class TabularMLP(nn.Module):
 
     def forward_head(self, feats: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
         # (B, width) -> (B, K)
-        return feats if pre_logits else self.head(feats)
+        if pre_logits:
+            return feats
+        out = self.head(feats)
+        return out * self.target_std + self.target_mean if self.scaled else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, F) -> (B, K)
@@ -101,7 +112,7 @@ class TabularMLP(nn.Module):
 
 def _config(**options: Any) -> TabularMLPConfig:
     """The config, with lists (from YAML or JSON) as the tuples a frozen config holds."""
-    for key in ("cardinalities", "log", "mean", "std"):
+    for key in ("cardinalities", "mean", "std"):
         if options[key] is not None:
             options[key] = tuple(options[key])
     if options["edges"] is not None:
@@ -115,12 +126,13 @@ def tabular_mlp(
     num_numeric: int = 0,
     num_binary: int = 0,
     cardinalities: Sequence[int] = (),
-    log: Sequence[bool] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     edges: Sequence[Sequence[float]] | None = None,
     numeric_bins: bool = True,
     num_classes: int = 2,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
     width: int = 256,
     depth: int = 2,
     dropout: float = 0.1,
@@ -139,12 +151,13 @@ def tabular_mlp_tiny(
     num_numeric: int = 0,
     num_binary: int = 0,
     cardinalities: Sequence[int] = (),
-    log: Sequence[bool] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     edges: Sequence[Sequence[float]] | None = None,
     numeric_bins: bool = True,
     num_classes: int = 2,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
     width: int = 16,
     depth: int = 1,
     dropout: float = 0.0,

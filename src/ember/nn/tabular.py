@@ -3,8 +3,7 @@
 The stem takes the float tensor `ember.data.tabular.RowEncoder` lays out,
 ``[numeric | missing indicators | category codes]``, and
 
-- log-scales the skewed numeric values (``sign(x) * log1p(|x|)``), then standardizes every numeric
-  value with the training mean and std (buffers, saved with the weights),
+- standardizes the numeric values with the training mean and std (buffers, saved with the weights),
 - with bin ``edges``, also encodes each numeric value piecewise-linearly (PLE, Gorishniy et al.,
   2022, "On Embeddings for Numerical Features in Tabular Deep Learning"): one value per bin, 0 below
   it, 1 above it, the fraction of the bin in between,
@@ -43,14 +42,12 @@ class TabularStem(nn.Module):
         num_numeric: numeric values first in each row.
         num_binary: 0/1 values after them (missing indicators), used as they are.
         cardinalities: codes per categorical column (code 0 included), last in each row.
-        log: per numeric value, whether to log-scale it first (a skewed column).
-        mean, std: per numeric value, for standardizing (training statistics, after log-scaling).
+        mean, std: per numeric value, for standardizing (training statistics).
         edges: per numeric value, ascending bin edges for the piecewise-linear encoding (None: none).
         one_hot_max: a column with at most this many codes is one-hot coded, else embedded.
         embed_dropout: dropout on the concatenated category features while training.
     """
 
-    log: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
     bin_lo: torch.Tensor
@@ -64,7 +61,6 @@ class TabularStem(nn.Module):
         num_numeric: int,
         num_binary: int = 0,
         cardinalities: Sequence[int] = (),
-        log: Sequence[bool] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         edges: Sequence[Sequence[float]] | None = None,
@@ -80,11 +76,6 @@ class TabularStem(nn.Module):
             raise ValueError(f"every cardinality must be at least 1; got {list(cardinalities)}")
         self.num_numeric, self.num_binary = num_numeric, num_binary
         self.cardinalities = list(cardinalities)
-        log = [False] * num_numeric if log is None else list(log)
-        if len(log) != num_numeric:
-            raise ValueError(f"log needs {num_numeric} flags; got {len(log)}")
-        self.register_buffer("log", torch.tensor(log, dtype=torch.bool))
-        self.any_log = any(log)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).clamp_min(1e-12))
         self.bins = 0
@@ -127,12 +118,10 @@ class TabularStem(nn.Module):
                 f"input of shape {tuple(x.shape)}. Encode rows with the run's RowEncoder (preprocess.json)"
             )
         n, b = self.num_numeric, self.num_binary
-        raw = numbers = x[:, :n]
-        if self.any_log:
-            numbers = torch.where(self.log, numbers.sign() * numbers.abs().log1p(), numbers)
+        numbers = x[:, :n]
         parts = [(numbers - self.mean) / self.std, x[:, n : n + b]]
         if self.bins:  # (B, n, 1) against (n, bins) -> (B, n * bins)
-            parts.append(((raw[:, :, None] - self.bin_lo) / self.bin_width).clamp(0, 1).flatten(1))
+            parts.append(((numbers[:, :, None] - self.bin_lo) / self.bin_width).clamp(0, 1).flatten(1))
         if self.cardinalities:
             codes = x[:, n + b :].round().long()
             cats = [
