@@ -196,6 +196,10 @@ class TrainerConfig:
     """torch intra-op threads (0: leave torch's default)."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in backward: less memory, ~1 extra forward."""
+    loggers: tuple[str, ...] = ()
+    """Also log the run to: tensorboard (event files in the run folder), mlflow (a tracking store)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI ('': $MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db beside the runs)."""
 
 
 @dataclass(frozen=True)

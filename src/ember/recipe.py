@@ -55,6 +55,7 @@ from ember.data.tokenizers import load_tokenizer
 from ember.track import RunStore, seed_everything
 from ember.train import finetune
 from ember.train.checkpoint import atomic_write_bytes
+from ember.train.loggers import check_loggers
 from ember.train.optim import optimizers, schedules
 from ember.train.trainer import FitResult, Trainer
 
@@ -80,6 +81,7 @@ def check(cfg: Config) -> None:
         check_kwargs(datasets.get(cfg.data.name), cfg.data.options, f"dataset '{cfg.data.name}'")
         tasks.registry.get(cfg.task.name)
         fits.check_task_options(cfg)  # label_smoothing on regression: which tasks take it
+        check_loggers(cfg.trainer.loggers)
         optimizers.get(cfg.optim.name)
         schedules.get(cfg.schedule.name)
     except (KeyError, TypeError) as e:

@@ -78,7 +78,11 @@ def test_numeric_columns_get_quantile_bin_edges() -> None:
     gain = np.r_[np.zeros(90), np.linspace(1000, 99999, 10)]
     enc = RowEncoder.fit(Table({"gain": gain, "age": np.linspace(20, 60, 100)}))
     gain_col, age_col = enc.columns
-    assert gain_col.mean == pytest.approx(gain.mean()) and gain_col.edges[0] == 0.0 and gain_col.edges[-1] == 99999
+    assert (
+        gain_col.mean == pytest.approx(gain.mean())
+        and gain_col.edges[0] == 0.0
+        and gain_col.edges[-1] == 99999
+    )
     assert len(age_col.edges) == 17 and len(gain_col.edges) < 17  # the zeros' quantiles merge
 
 

@@ -13,7 +13,9 @@ from ember.train import Trainer
 
 def test_early_stopping_restores_the_best_weights(toy_data: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = toy_data
-    wrong = (y + 1) % 3  # validation labels the training labels contradict: val loss rises as training goes on
+    wrong = (
+        y + 1
+    ) % 3  # validation labels the training labels contradict: val loss rises as training goes on
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
     trainer = Trainer(

@@ -34,6 +34,7 @@ from ember.data.augment import (
     build_augment,
 )
 from ember.data.bundle import ArrayData, DataBundle, DataError
+from ember.data.csv_table import EncodedTable, TableBundle, table_bundle
 from ember.data.datasets import list_datasets, load_dataset, register_dataset, registry
 from ember.data.fingerprint import fingerprint, fingerprint_dataset, fingerprint_indices
 from ember.data.loader import (
@@ -54,6 +55,8 @@ from ember.data.sources import (
     fetch,
 )
 from ember.data.splits import load_splits, save_splits, split_groups, split_indices
+from ember.data.table import Table, read_table
+from ember.data.tabular import RowEncoder
 
 __all__ = [
     "AUGMENTS",
@@ -65,13 +68,17 @@ __all__ = [
     "Cutout",
     "DataBundle",
     "DataError",
+    "EncodedTable",
     "Mirror",
     "Mixup",
     "RandomCrop",
     "RandomFlip",
+    "RowEncoder",
     "SeededDataLoader",
     "Source",
     "SourceUnavailableError",
+    "Table",
+    "TableBundle",
     "TensorLoader",
     "available_sources",
     "batch_generator",
@@ -86,9 +93,11 @@ __all__ = [
     "load_dataset",
     "load_splits",
     "make_loader",
+    "read_table",
     "register_dataset",
     "registry",
     "save_splits",
     "split_groups",
     "split_indices",
+    "table_bundle",
 ]

@@ -36,6 +36,7 @@ from ember.tasks.base import Task
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
+from ember.train.loggers import build_loggers
 from ember.train.loop import evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
@@ -235,6 +236,7 @@ class Trainer:
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
             )
         callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
+        callbacks += build_loggers(cfg, run.dir, run.id)  # TensorBoard, MLflow: imported only when chosen
         try:
             fit(
                 state,
