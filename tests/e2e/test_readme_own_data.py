@@ -22,7 +22,9 @@ def readme_blocks() -> tuple[list[str], str]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index(MARK) :]
     commands_block = section.split("```", 2)[1]
-    commands = [line.split("  #")[0].strip() for line in commands_block.splitlines() if line.startswith("ember ")]
+    commands = [
+        line.split("  #")[0].strip() for line in commands_block.splitlines() if line.startswith("ember ")
+    ]
     python = re.search(r"```python\n(.*?)```", section, re.S)
     assert python is not None
     return commands, python.group(1)
@@ -34,7 +36,9 @@ def make_files(root: Path) -> None:
     for i in range(240):
         age, job = int(rng.integers(18, 70)), str(rng.choice(["clerk", "cook", "pilot"]))
         income = ">50K" if (age > 40) != (job == "pilot") else "<=50K"
-        lines.append(f"{'' if i % 9 == 0 else age},{'?' if i % 7 == 0 else job},{int(rng.integers(20, 61))},{income}")
+        lines.append(
+            f"{'' if i % 9 == 0 else age},{'?' if i % 7 == 0 else job},{int(rng.integers(20, 61))},{income}"
+        )
     (root / "people.csv").write_text("\n".join(lines) + "\n")
     for label, value in (("dark", 40), ("light", 210)):
         (root / "photos" / label).mkdir(parents=True)
