@@ -134,3 +134,13 @@ def test_a_bad_cell_names_file_row_and_column(tmp_path: Path) -> None:
     table = Table({"a": ["1", "2", "three"]})
     with pytest.raises(DataError, match="row 3: column 'a' is 'three', expected a number"):
         RowEncoder.fit(table, numeric=["a"])
+
+
+def test_bins_follow_the_target_when_it_is_known() -> None:
+    x = np.linspace(0, 100, 400)
+    y = (x > 37.0).astype(np.int64)
+    enc = RowEncoder.fit(Table({"x": x}), y=y)
+    edges = enc.columns[0].edges
+    assert edges[0] == 0.0 and edges[-1] == 100.0
+    assert min(abs(e - 37.0) for e in edges) < 0.3  # a bin boundary where the class changes
+    assert len(edges) <= 17

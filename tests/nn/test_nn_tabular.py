@@ -36,3 +36,16 @@ def test_stem_says_what_input_it_expects() -> None:
     stem = TabularStem(num_numeric=1, cardinalities=[5])
     with pytest.raises(ValueError, match="2 encoded values .*preprocess.json"):
         stem(torch.zeros(4, 3))
+
+
+def test_bin_layers_are_one_linear_layer_per_column() -> None:
+    torch.manual_seed(0)
+    stem = TabularStem(num_numeric=2, edges=[[0.0, 1.0, 2.0], [0.0, 5.0, 7.0, 9.0]], bin_dim=4)
+    x = torch.tensor([[1.5, 6.0], [-1.0, 10.0]])
+    out = stem(x)
+    expected = [(x - stem.mean) / stem.std]
+    for i in range(2):
+        ple = ((x[:, i, None] - stem.bin_lo[i]) / stem.bin_width[i]).clamp(0, 1)
+        expected.append(torch.relu(ple @ stem.bin_weight[i] + stem.bin_bias[i]))
+    torch.testing.assert_close(out, torch.cat(expected, dim=1))
+    assert out.shape[1] == stem.out_features == 2 + 2 * 4

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,8 +59,9 @@ class Column:
         fill: numeric: the training median, put where a value is missing.
         indicator: numeric: a 0/1 "was missing" input follows (the training rows had gaps).
         mean, std: numeric: of the filled training values (the model standardizes with them).
-        edges: numeric: quantile bin edges of the filled training values (up to `BINS` bins, repeats
-            merged), for models that encode numbers piecewise-linearly (Gorishniy et al., 2022).
+        edges: numeric: bin edges of the filled training values (up to `BINS` bins: where a small
+            decision tree on this column splits the targets, or quantiles without targets), for
+            models that encode numbers piecewise-linearly (Gorishniy et al., 2022).
         categories: categorical: code ``i + 1`` is ``categories[i]``; 0 is missing or unseen.
     """
 
@@ -98,6 +101,7 @@ class RowEncoder:
         numeric: Sequence[str] = (),
         drop: Sequence[str] = (),
         max_distinct: float = 0.5,
+        y: np.ndarray | None = None,
     ) -> RowEncoder:
         """Learn the columns from ``table`` (the training rows only).
 
@@ -107,6 +111,9 @@ class RowEncoder:
             categorical, numeric: columns whose inferred kind to override (numbers read as
                 categories, say zip codes).
             drop: columns to leave out.
+            y: the training targets (class ids, or numbers for regression): bin edges then come
+                from a small decision tree per numeric column (target-aware bins, Gorishniy et
+                al., 2022), else from quantiles.
             max_distinct: a text column with more distinct values than this share of the rows
                 (and over 50) looks like an identifier or free text and is left out unless it is
                 listed in ``categorical``.
@@ -131,7 +138,7 @@ class RowEncoder:
                     continue
                 fill = float(np.median(present))
                 filled = np.where(np.isnan(numbers), fill, numbers)
-                edges = tuple(float(e) for e in np.unique(np.quantile(filled, np.linspace(0, 1, BINS + 1))))
+                edges = _tree_edges(filled, y) if y is not None else _quantile_edges(filled)
                 std = float(filled.std())
                 columns.append(
                     Column(key, "numeric", fill=fill, indicator=len(present) < len(numbers),
@@ -258,9 +265,11 @@ class RowEncoder:
         return cls(columns, target=body.get("target"), dropped=dict(body.get("dropped") or {}))
 
     def save(self, path: str | Path) -> None:
-        from ember.train.checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(Path(path), self.to_json().encode())
+        """Write `to_json` to ``path`` atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as file:
+            file.write(self.to_json())
+        os.replace(file.name, path)
 
     @classmethod
     def load(cls, path: str | Path) -> RowEncoder:
@@ -276,6 +285,22 @@ def _column_json(column: Column) -> dict[str, Any]:
             del body[key]
         body["categories"] = list(column.categories)
     return body
+
+
+def _quantile_edges(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(e) for e in np.unique(np.quantile(values, np.linspace(0, 1, BINS + 1))))
+
+
+def _tree_edges(values: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+    """The split thresholds of a decision tree of `BINS` leaves fitted from this column alone, plus its
+    minimum and maximum: bins where the target changes."""
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    kind = DecisionTreeRegressor if np.issubdtype(y.dtype, np.floating) else DecisionTreeClassifier
+    tree = kind(max_leaf_nodes=BINS, min_samples_leaf=max(1, len(values) // (4 * BINS)), random_state=0)
+    tree.fit(values.reshape(-1, 1), y)
+    inner = tree.tree_.threshold[tree.tree_.feature >= 0]  # leaves hold -2
+    return tuple(float(e) for e in np.unique(np.r_[values.min(), inner, values.max()]))
 
 
 def _as_numbers(values: np.ndarray, key: str, where: str) -> np.ndarray:

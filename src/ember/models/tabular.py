@@ -44,6 +44,8 @@ class TabularMLPConfig:
     """Quantile bin edges of each numeric value, for the piecewise-linear encoding."""
     numeric_bins: bool = True
     """Also encode numbers piecewise-linearly over ``edges`` (when given)."""
+    bin_dim: int = 0
+    """Pass each number's bin encoding through its own linear layer of this width and a ReLU (0: off)."""
     num_classes: int = 2
     """Output logits K (1 for regression)."""
     target_mean: float = 0.0
@@ -81,7 +83,7 @@ class TabularMLP(nn.Module):
         c = self.config = config
         self.stem = TabularStem(
             num_numeric=c.num_numeric, num_binary=c.num_binary, cardinalities=c.cardinalities,
-            mean=c.mean, std=c.std, edges=c.edges if c.numeric_bins else None, one_hot_max=c.one_hot_max, embed_dropout=c.embed_dropout,
+            mean=c.mean, std=c.std, edges=c.edges if c.numeric_bins else None, bin_dim=c.bin_dim, one_hot_max=c.one_hot_max, embed_dropout=c.embed_dropout,
         )  # fmt: skip
         mlp = MLP(
             MLPConfig(
@@ -130,6 +132,7 @@ def tabular_mlp(
     std: Sequence[float] | None = None,
     edges: Sequence[Sequence[float]] | None = None,
     numeric_bins: bool = True,
+    bin_dim: int = 0,
     num_classes: int = 2,
     target_mean: float = 0.0,
     target_std: float = 1.0,
@@ -155,6 +158,7 @@ def tabular_mlp_tiny(
     std: Sequence[float] | None = None,
     edges: Sequence[Sequence[float]] | None = None,
     numeric_bins: bool = True,
+    bin_dim: int = 0,
     num_classes: int = 2,
     target_mean: float = 0.0,
     target_std: float = 1.0,

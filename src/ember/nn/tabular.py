@@ -44,6 +44,8 @@ class TabularStem(nn.Module):
         cardinalities: codes per categorical column (code 0 included), last in each row.
         mean, std: per numeric value, for standardizing (training statistics).
         edges: per numeric value, ascending bin edges for the piecewise-linear encoding (None: none).
+        bin_dim: with ``edges``, each value's bin encoding goes through its own linear layer to this
+            many features and a ReLU (Gorishniy et al.'s "-LR"); 0 passes the encoding on as it is.
         one_hot_max: a column with at most this many codes is one-hot coded, else embedded.
         embed_dropout: dropout on the concatenated category features while training.
     """
@@ -64,6 +66,7 @@ class TabularStem(nn.Module):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         edges: Sequence[Sequence[float]] | None = None,
+        bin_dim: int = 0,
         one_hot_max: int = 4,
         embed_dropout: float = 0.0,
     ) -> None:
@@ -92,6 +95,12 @@ class TabularStem(nn.Module):
                 span[i, : len(e) - 1] = (e[1:] - e[:-1]).float()
             self.register_buffer("bin_lo", lo)
             self.register_buffer("bin_width", span)
+        self.bin_dim = bin_dim if self.bins else 0
+        if self.bin_dim:  # one (bins -> bin_dim) layer per numeric column, as one batched weight
+            self.bin_weight = nn.Parameter(
+                torch.randn(num_numeric, self.bins, bin_dim) / math.sqrt(self.bins)
+            )
+            self.bin_bias = nn.Parameter(torch.zeros(num_numeric, bin_dim))
         self.embeddings = nn.ModuleList()
         self.one_hot: list[bool] = []
         width = 0
@@ -107,7 +116,7 @@ class TabularStem(nn.Module):
             width += table.embedding_dim
         self.dropout = nn.Dropout(embed_dropout)
         self.in_features = num_numeric + num_binary + len(self.cardinalities)
-        self.out_features = num_numeric * (1 + self.bins) + num_binary + width
+        self.out_features = num_numeric * (1 + (self.bin_dim or self.bins)) + num_binary + width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, F) -> (B, out_features)
@@ -120,8 +129,11 @@ class TabularStem(nn.Module):
         n, b = self.num_numeric, self.num_binary
         numbers = x[:, :n]
         parts = [(numbers - self.mean) / self.std, x[:, n : n + b]]
-        if self.bins:  # (B, n, 1) against (n, bins) -> (B, n * bins)
-            parts.append(((numbers[:, :, None] - self.bin_lo) / self.bin_width).clamp(0, 1).flatten(1))
+        if self.bins:  # (B, n, 1) against (n, bins) -> (B, n, bins)
+            ple = ((numbers[:, :, None] - self.bin_lo) / self.bin_width).clamp(0, 1)
+            if self.bin_dim:  # (B, n, bins) x (n, bins, d) -> (B, n, d)
+                ple = torch.relu(torch.einsum("bnk,nkd->bnd", ple, self.bin_weight) + self.bin_bias)
+            parts.append(ple.flatten(1))
         if self.cardinalities:
             codes = x[:, n + b :].round().long()
             cats = [
