@@ -241,6 +241,10 @@ class TrainerConfig:
     with a warning when compiling fails. The compile time is recorded with the run."""
     profile: bool = False
     """Profile a few steps with torch.profiler: time by op category and MFU (profile.json in the run)."""
+    loggers: tuple[str, ...] = ()
+    """Also log the run to: tensorboard (event files in the run folder), mlflow (a tracking store)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI ('': $MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db beside the runs)."""
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ def _generic(config: Path) -> list[str]:
 def test_config_trains_through_the_cli(cli, fetched, config: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if "brown" in config:
         fetched("brown")
+    if config.startswith("adult"):
+        fetched("adult")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)
     shrink = [item.format(corpus=corpus) for item in SHRINK.get(config, _generic(ROOT / "configs" / config))]

@@ -37,6 +37,7 @@ def table(n: int, seed: int, classes: int = 2) -> ColumnTable:
 
 
 def fair_toy(*, n: int = 1200, classes: int = 2) -> DataBundle:
+    """A small table whose labels depend on a sensitive column (sex), for fairness tests."""
     train, test = table(n, 0, classes), table(n // 2, 1, classes)
     names = [str(c) for c in range(classes)]
     return DataBundle(train, test, classes, names, (6,), "classification", "fair-toy")

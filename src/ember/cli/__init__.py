@@ -21,6 +21,7 @@ from ember.cli import federated as federated_cli
 from ember.cli import find as find_cli
 from ember.cli import gate as gate_cli
 from ember.cli import human as human_cli
+from ember.cli import init as init_cli
 from ember.cli import privacy as privacy_cli
 from ember.cli import profile as profile_cli
 from ember.cli import safety as safety_cli
@@ -28,6 +29,7 @@ from ember.cli import sweep as sweep_cli
 from ember.errors import UserError
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "init": init_cli.register,
     "train": train.register,
     "eval": evaluate.register,
     "report": report.register,
@@ -57,6 +59,7 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
 }
 
 EPILOG = """examples:
+  ember init data.csv --target label    # what is in the file, and a config that trains on it
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember runs                      # every run: id, config, data hash, best metric, time
   ember eval latest --split test
@@ -97,7 +100,14 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ember`` command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (`ember train data.csv --target y trainer.epochs=3`)
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra
+        ):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2

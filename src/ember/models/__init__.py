@@ -32,6 +32,7 @@ from ember.models.mobilenet import MobileNet, MobileNetConfig
 from ember.models.resnet import ResNet, ResNetConfig
 from ember.models.rnn import RNNClassifier, RNNClassifierConfig, RNNLanguageModel, RNNLanguageModelConfig
 from ember.models.seq2seq import EncoderDecoder, EncoderDecoderConfig
+from ember.models.tabular import TabularMLP, TabularMLPConfig
 from ember.models.transformer_encoder import TransformerEncoderClassifier, TransformerEncoderConfig
 from ember.models.unet import UNet, UNetConfig  # dense: segmentation
 from ember.models.vit import ViT, ViTConfig
@@ -68,6 +69,9 @@ __all__ = [
     "TransformerEncoderConfig",
     "ViT",
     "ViTConfig",
+    # tables
+    "TabularMLP",
+    "TabularMLPConfig",
     # dense prediction: detection and segmentation
     "CenterNet",
     "CenterNetConfig",

@@ -156,7 +156,9 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
     is_recipe = (record.folder / "splits").is_dir()
     if is_recipe and (data or spec is None):
         splits = load_splits(record.folder / "splits")
-        prepared = prepare(config, splits=splits, runs_dir=runs_dir, tokenizer=tokenizer_file)
+        prepared = prepare(
+            config, splits=splits, runs_dir=runs_dir, tokenizer=tokenizer_file, saved=record.folder
+        )
         if record.data_sha256 and prepared.data_sha256 != record.data_sha256:  # the data, or a split file
             raise ValueError(
                 f"the data or the split files of run {record.id} changed since it trained (data sha256 "

@@ -28,6 +28,7 @@ from typing import Any
 from ember._io import atomic_write_bytes
 from ember.config import Config, ConfigError, load_config
 from ember.data import build_augment, load_splits, save_splits
+from ember.data.csv_table import PREPROCESS
 from ember.recipe.build import Prepared, build_task, prepare
 from ember.track import RunStore
 from ember.train import finetune, hooks
@@ -67,7 +68,10 @@ def train(
     if resume is not None:
         resumed = store.get(resume).folder
         saved = load_splits(resumed / "splits")
-    prep = prepare(cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json")
+    prep = prepare(
+        cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json", saved=resumed
+    )
+    cfg = prep.config  # as the data resolved it (a regression task for regression targets)
     try:  # pretrained weights (not when resuming: the checkpoint has them), LoRA, freezing
         report = finetune.finetune_model(prep.model, cfg.model, runs_dir=runs_dir, load=resume is None)
     except (finetune.PretrainedError, ValueError) as e:
@@ -93,6 +97,10 @@ def train(
         if tokenizer is not None:  # `ember generate RUN`, packaging and serving decode with it
             tokenizer.save(run.dir / "tokenizer.json")
             run.artifact(run.dir / "tokenizer.json", "tokenizer")
+        encoder = getattr(prep.bundle, "encoder", None)
+        if encoder is not None:  # a table's fitted preprocessing: eval, package and serve encode rows with it
+            encoder.save(run.dir / PREPROCESS)
+            run.artifact(run.dir / PREPROCESS, "preprocess")
         if report is not None:  # what came from the pretrained weights, and what trains
             info = {**report.to_dict(), "trainable": finetune.trainable_summary(prep.model)}
             atomic_write_bytes(run.dir / "pretrained.json", json.dumps(info, indent=1).encode())

@@ -54,6 +54,7 @@ from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
 from ember.train.checkpointer import CheckpointManager
 from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
 from ember.train.flops import matmul_peak, train_flops_per_sample
+from ember.train.loggers import build_loggers
 from ember.train.loop import evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
@@ -349,6 +350,7 @@ class Trainer:
             compile_model(model)
             callbacks.append(compile_timer)
         callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
+        callbacks += build_loggers(cfg, run.dir, run.id)  # TensorBoard, MLflow: imported only when chosen
         try:
             with fallback_to_eager(cfg.trainer.compile):
                 fit(
