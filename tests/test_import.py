@@ -19,6 +19,10 @@ OPTIONAL = [
     "torch._dynamo",
     "tokenizers",
     "sacrebleu",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+    "selenium",
 ]
 
 

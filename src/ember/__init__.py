@@ -18,6 +18,7 @@ from ember.config import Config, ConfigError, load_config
 from ember.deploy.bundle import load
 from ember.recipe import evaluate_run, load_run
 from ember.recipe import train as fit
+from ember.responsible import privacy as _privacy  # noqa: F401 - registers the `privacy` training hook
 from ember.train import FitResult, Trainer
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "load_run",
     "load_config",
     "models",
+    "responsible",
     "tasks",
     "train",
 ]

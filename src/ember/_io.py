@@ -1,9 +1,11 @@
-"""File and import helpers that every layer uses: atomic writes and optional imports.
+"""File and import helpers that every layer uses: atomic writes, their clean-up, optional imports.
 
 A file ember writes (checkpoint, bundle, blob, plan, split, ONNX graph) appears whole or not at
-all: the bytes go to a temporary file beside the target, which is renamed over it only once they
-are complete, so a reader, or a crash mid-write, never sees half a file. Cache folders (downloads,
-tokenized corpora) are published the same way, in one rename of a finished folder.
+all: the bytes go to a temporary file beside the target (``.STEM.tmp-PID-RANDOM.SUFFIX``), fsynced,
+renamed over it only once they are complete, and the folder fsynced, so a reader, or a crash
+mid-write, never sees half a file. A process killed mid-write leaves its temporary file;
+:func:`remove_orphans` deletes those whose process is gone. Cache folders (downloads, tokenized
+corpora) are published the same way, in one rename of a finished folder.
 
 An optional library (onnx, fastapi, matplotlib, sacrebleu ...) is imported by the function that
 needs it, through `require`, so that ``import ember`` stays light and a missing one fails with the
@@ -18,13 +20,16 @@ Example:
     b'whole'
     >>> require("json", "serve").dumps([1])
     '[1]'
+    >>> remove_orphans(path.parent)
+    []
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -55,7 +60,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{os.urandom(4).hex()}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{os.urandom(4).hex()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -63,18 +68,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes | Sequence[bytes | memoryview]) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
     The file and then its folder are fsynced, so the new content also survives a power loss.
 
     Args:
         path: the final file; its folder is created if missing.
-        data: the whole content.
+        data: the whole content, or buffers written in order (no joined copy of a large file).
     """
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+        for chunk in [data] if isinstance(data, bytes | bytearray | memoryview) else data:
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -82,6 +88,38 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+TMP_FILE = re.compile(r"\..+\.tmp-(\d+)(-[0-9a-f]+)?(\.[^.]+)?")
+"""A temporary file of an atomic write, and the pid of the process that writes it."""
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left in ``folder``; returns them.
+
+    A temporary file whose process still runs (another writer at work) is left alone.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        m = TMP_FILE.fullmatch(path.name)
+        if m and not _alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process is writing nothing yet: the file is a dead namesake's
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -76,9 +77,10 @@ class Registry(Generic[T]):
         return sorted(self._builders)
 
     def description(self, name: str) -> str:
-        """The first line of ``name``'s builder docstring, without its final period ("" if none)."""
-        doc = inspect.getdoc(self.get(name)) or ""
-        return doc.splitlines()[0].rstrip(".") if doc else ""
+        """The first line of ``name``'s builder docstring, reST markup and final period dropped ("" if none)."""
+        doc = (inspect.getdoc(self.get(name)) or "").strip()
+        line = doc.splitlines()[0].strip().rstrip(".") if doc else ""
+        return re.sub(r":\w+:`~?([^`]+)`", r"\1", line).replace("``", "")
 
     def __contains__(self, name: object) -> bool:
         return name in self._builders

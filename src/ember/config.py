@@ -20,6 +20,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
@@ -31,6 +33,40 @@ import yaml
 
 from ember._registry import did_you_mean
 from ember.errors import UserError
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed). A value out of
+# them fails when the config loads, before any run exists.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.val_fraction": (0, 1, True),
+    "data.test_fraction": (0, 1, True),
+    "data.batch_size": (1, math.inf, True),
+    "data.eval_batch_size": (1, math.inf, True),
+    "data.num_workers": (0, math.inf, True),
+    "model.lora.rank": (0, math.inf, True),
+    "model.lora.alpha": (0, math.inf, False),
+    "model.lora.dropout": (0, 1, True),
+    "optim.lr": (0, math.inf, True),  # 0 freezes training (a baseline), still a valid run
+    "optim.weight_decay": (0, math.inf, True),
+    "optim.momentum": (0, 1, True),
+    "optim.eps": (0, math.inf, False),
+    "schedule.warmup": (0, math.inf, True),
+    "schedule.min_lr_ratio": (0, 1, True),
+    "schedule.step_size": (0, math.inf, True),
+    "schedule.gamma": (0, math.inf, False),
+    "trainer.epochs": (1, math.inf, True),
+    "trainer.max_steps": (0, math.inf, True),
+    "trainer.clip_grad_norm": (0, math.inf, True),
+    "trainer.clip_grad_value": (0, math.inf, True),
+    "trainer.accumulate": (1, math.inf, True),
+    "trainer.checkpoint_every": (0, math.inf, True),
+    "trainer.checkpoint_min_interval": (0, math.inf, True),
+    "trainer.keep_last": (1, math.inf, True),
+    "trainer.early_stopping_patience": (1, math.inf, True),
+    "trainer.log_every": (1, math.inf, True),
+    "trainer.threads": (0, math.inf, True),
+}
 
 
 class ConfigError(UserError, ValueError):
@@ -212,6 +248,65 @@ class TrainerConfig:
     ema: float = 0.0
     """Decay of an exponential moving average of the weights (e.g. 0.999; 0: off): validated beside
     the model (val/ema/*), kept in checkpoints, saved as ema.safetensors."""
+    loggers: tuple[str, ...] = ()
+    """Also log the run to: tensorboard (event files in the run folder), mlflow (a tracking store)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI ('': $MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db beside the runs)."""
+
+
+@dataclass(frozen=True)
+class FairnessConfig:
+    """Group fairness while training (`ember.responsible.mitigation`); off while mitigate is none."""
+
+    sensitive: tuple[str, ...] = ()
+    """Data columns that define the groups (e.g. sex or sex,race; several: their intersection)."""
+    mitigate: Literal["none", "reweighing", "balanced-sampling", "exponentiated-gradient"] = "none"
+    """How: example weights, resampled (group, label) cells, or a constrained objective."""
+    constraint: Literal["demographic-parity", "equalized-odds"] = "demographic-parity"
+    """What exponentiated-gradient enforces: equal selection rates, or equal TPR and FPR."""
+    bound: float = 10.0
+    """Largest total Lagrange multiplier B (larger enforces harder; too large oscillates)."""
+    eta: float = 0.5
+    """Exponentiated-gradient step of the multipliers (divided by the square root of updates so far)."""
+    slack: float = 0.005
+    """Violation of the constraint allowed before the multipliers grow."""
+    window: int = 50
+    """Optimizer steps whose predictions make one update of the multipliers."""
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What the model card (`ember card`) says that only its authors know."""
+
+    intended_use: str = ""
+    """Who should use the model for what ('': a sentence made from the data and task)."""
+    out_of_scope: str = ""
+    """Uses the model is not meant for."""
+    owners: str = ""
+    """Who answers for the model."""
+    limitations: tuple[str, ...] = ()
+    """Known limitations, listed before the ones found by audits and checks."""
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, `ember.responsible.privacy`); off while epsilon and
+    noise_multiplier are both 0."""
+
+    epsilon: float = 0.0
+    """Target ε at the end of training; the noise multiplier is found for it (0: not used)."""
+    delta: float = 1e-5
+    """δ of the (ε, δ) guarantee; keep it below 1 / the number of training examples."""
+    noise_multiplier: float = 0.0
+    """σ given directly instead of a target ε (0: found from privacy.epsilon)."""
+    max_grad_norm: float = 1.0
+    """C: every example's gradient is clipped to this L2 norm before noise is added."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """How ε is computed: Rényi DP (rdp) or privacy random variables (prv, tighter)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0 or self.noise_multiplier > 0
 
 
 @dataclass(frozen=True)
@@ -232,6 +327,12 @@ class Config:
     """The learning-rate schedule section."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The training-loop section."""
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    """Fairness mitigation while training (none by default)."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """What the model card says about intended use and limitations."""
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    """Differential privacy (DP-SGD); off by default."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -269,6 +370,7 @@ def load_config(
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
     cfg = from_dict(Config, raw, "")
+    check_ranges(cfg)
     if not cfg.name and name:
         cfg = dataclasses.replace(cfg, name=name)
     return cfg
@@ -298,6 +400,29 @@ def parse_yaml(text: str | bytes, *, source: str = "the stored config") -> dict[
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must hold a mapping of sections, got {type(raw).__name__}")
     return raw
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse numeric values out of :data:`RANGES` (``trainer.epochs=0``, ``optim.lr=-1``), naming the key."""
+    for key, (low, high, closed) in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not (low <= node if closed else low < node) or node > high:
+            above = f"{'at least' if closed else 'above'} {low:g}"
+            expected = above if high == math.inf else f"{above} and at most {high:g}"
+            raise ConfigError(f"{key}={node!r} is out of range: expected {expected}")
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"optim.betas[{i}]={beta!r} is out of range: expected at least 0 and below 1")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {cfg.data.val_fraction + cfg.data.test_fraction:g} "
+            "leaves no training data: keep their sum below 1"
+        )
+    for pattern, lr in cfg.optim.lr_groups.items():
+        if not lr >= 0:
+            raise ConfigError(f"optim.lr_groups.{pattern}={lr!r} is out of range: expected at least 0")
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -402,8 +527,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r}: expected true or false")
         return value
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}={value!r}: expected a number (float)")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r}: expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -466,17 +595,18 @@ def dump_yaml(cfg: Config) -> str:
 
 def diff(a: Config, b: Config) -> list[str]:
     """Lines ``key: old -> new`` for every leaf that differs between two configs."""
-    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    flat_a, flat_b = flatten(to_dict(a)), flatten(to_dict(b))
     keys = sorted(set(flat_a) | set(flat_b))
     return [f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys if flat_a.get(k) != flat_b.get(k)]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (an empty section stays a value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out

@@ -65,7 +65,9 @@ def test_ranks_augment_differently_and_rank_0_as_one_process() -> None:
         return transform
 
     for rank, world in ((-1, 1), (0, 2), (1, 2)):
-        loader = TensorLoader(data(), batch_size=6, transform=record(rank), rank=max(rank, 0), world_size=world)
+        loader = TensorLoader(
+            data(), batch_size=6, transform=record(rank), rank=max(rank, 0), world_size=world
+        )
         list(loader)
     assert seen[-1] == seen[0] != seen[1]
 

@@ -1,9 +1,10 @@
 """A 2-process job killed mid-epoch ends bit-identical to an uninterrupted one: resumed by hand
 after SIGKILL of the whole job, or restarted by torchrun (``--max-restarts``) after SIGKILL of one
-rank, within the same run."""
+rank, within the same run. SIGTERM stops both ranks after the same step with a final checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ember.track import RunStore
@@ -122,3 +124,29 @@ def test_a_rank_killed_under_max_restarts_continues_the_same_run(
     logged = sorted({step for step, _, _, _ in RunStore(runs).metrics(record.id, "train/loss")})
     assert logged == sorted({*range(7, 61, 7), 20, 40, 50, 60}), killed_at  # every log step, no gap
     assert_identical(final(runs, record.id), uninterrupted)
+
+
+def test_sigterm_stops_every_rank_after_one_step_then_the_run_resumes(tmp_path: Path) -> None:
+    runs, mark = tmp_path / "runs", uuid.uuid4().hex
+    proc = start(runs, mark, "--nproc", "2")
+    deadline = time.time() + 500
+    while not any(s for folder in runs.glob("*/checkpoints") for s, _ in step_checkpoints(folder)):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)  # the launcher's: torchrun passes it to both workers
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, out
+    (record,) = RunStore(runs).list()
+    assert record.status == "interrupted", out  # every rank stopped, rank 0 said so
+    stopped, path = step_checkpoints(runs / record.id / "checkpoints")[-1]
+    assert 7 <= stopped < 60
+    said = (
+        f"ember train: interrupted: stopped by SIGTERM at optimizer step {stopped}; final checkpoint written"
+    )
+    assert out.count(said) == 2, out  # both ranks, after the same step
+    assert json.loads(safe_open(str(path), "pt").metadata()["ember"])["reason"] == "final"
+    out = start(runs, uuid.uuid4().hex, "--nproc", "2", "--resume", record.id).communicate(timeout=600)[0]
+    record = RunStore(runs).get(record.id)
+    assert record.status == "completed" and record.summary["steps"] == 60, out
+    logged = {step for step, _, _, _ in RunStore(runs).metrics(record.id, "train/loss")}
+    assert {*range(7, 61, 7), stopped, 60} <= logged

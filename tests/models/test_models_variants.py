@@ -29,6 +29,8 @@ FINGERPRINTS = {
     "cnn_tiny": ("CNN", 14, "b2e2b2d11c5afaa8"),
     "convattn": ("ConvAttn", 83, "09937a9b17333718"),
     "convattn_tiny": ("ConvAttn", 53, "a5648e4e0bdd3ee2"),
+    "dp_cnn": ("DPCNN", 8, "70fa00f1e7e1e409"),
+    "dp_cnn_tiny": ("DPCNN", 8, "4c84ada9b8ade9d2"),
     "encoder_decoder": ("EncoderDecoder", 101, "76c24d1000248e64"),
     "encoder_decoder_tiny": ("EncoderDecoder", 37, "c18330082a20726e"),
     "gpt": ("GPT", 52, "56259413721a16ae"),
@@ -47,6 +49,8 @@ FINGERPRINTS = {
     "rnn_classifier_tiny": ("RNNClassifier", 11, "9421f96571f6b34d"),
     "rnn_lm": ("RNNLanguageModel", 11, "96573e8ca6cb6aef"),
     "rnn_lm_tiny": ("RNNLanguageModel", 11, "cc9a4a445b093d12"),
+    "tabular_mlp": ("TabularMLP", 20, "f8426cafd99687db"),
+    "tabular_mlp_tiny": ("TabularMLP", 11, "2ecf860eb1ae7608"),
     "transformer_encoder": ("TransformerEncoderClassifier", 54, "70c8520455202cce"),
     "transformer_encoder_tiny": ("TransformerEncoderClassifier", 18, "9d0d77386fbdfdbd"),
     "unet": ("UNet", 92, "15d55c94872215a2"),
@@ -56,12 +60,17 @@ FINGERPRINTS = {
 }
 
 
+# Families whose defaults have no inputs (a table model's come from the data's encoder)
+INPUTS = {"tabular_mlp": {"num_numeric": 3, "cardinalities": (4, 9)}}
+
+
 def _build(name: str) -> nn.Module:
+    kwargs = INPUTS.get(name.removesuffix("_tiny"), {})
     try:
         with torch.device("meta"):  # no memory, no init time: gpt_small has 124 M weights
-            return models.create(name)
+            return models.create(name, **kwargs)
     except NotImplementedError:  # an __init__ that reads a tensor's values (ViT's drop-path rates)
-        return models.create(name)
+        return models.create(name, **kwargs)
 
 
 def fingerprint(name: str) -> tuple[str, int, str]:

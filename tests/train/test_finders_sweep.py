@@ -22,9 +22,9 @@ def test_the_suggestion_is_the_steepest_fall_before_the_minimum() -> None:
 
 
 def test_lr_range_test_ramps_and_stops_on_divergence(repo_root: Path) -> None:
-    finding = find_lr(repo_root / "configs/digits-cnn.yaml", ["model.name=cnn_tiny"], steps=40, end_lr=100.0)
+    finding = find_lr(repo_root / "configs/digits-cnn.yaml", ["model.name=cnn_tiny"], steps=40, end_lr=1e4)
     assert finding.lrs == sorted(finding.lrs) and finding.lrs[0] == pytest.approx(1e-7)
-    assert finding.stopped  # 100 is far past where any CNN diverges
+    assert finding.stopped  # 1e4 is far past where any CNN diverges
     assert finding.lrs[0] < finding.suggestion < finding.lrs[-1]
 
 

@@ -18,7 +18,9 @@ from ember.train.trainer import new_run
 
 
 def test_the_launcher_runs_torchrun_with_a_fresh_store_per_restart(monkeypatch: pytest.MonkeyPatch) -> None:
-    command = torchrun_command(["train", "configs/digits-cnn.yaml", "trainer.epochs=1"], nproc=3, max_restarts=2)
+    command = torchrun_command(
+        ["train", "configs/digits-cnn.yaml", "trainer.epochs=1"], nproc=3, max_restarts=2
+    )
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert command[command.index("--nproc-per-node") + 1] == "3"
     assert command[command.index("--max-restarts") + 1] == "2"

@@ -1,4 +1,8 @@
-"""``ember list``: what the zoo registries hold, one name a line with what it is."""
+"""``ember list``: what the zoo registries hold, one line each: the name and what it is.
+
+The description is the first line of the registered builder's docstring (`Registry.description`),
+so every registry lists the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import argparse
 
 from ember._registry import Registry
 
+KINDS = ["models", "datasets", "optimizers", "schedules", "tasks", "callbacks"]
 
-def _registry(kind: str) -> Registry:
+
+def registry(kind: str) -> Registry:
+    """The zoo registry behind ``ember list KIND``."""
     if kind == "models":
         from ember import models
 
@@ -30,14 +37,12 @@ def _registry(kind: str) -> Registry:
     return table[kind]
 
 
-KINDS = ["models", "datasets", "optimizers", "schedules", "tasks", "callbacks"]
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "list",
         help="list registered models, datasets, optimizers, schedules, tasks, callbacks",
-        description="List the names a config may use.\n\nexamples:\n  ember list models\n  ember list schedules",
+        description="List the names a config may use, each with what it is.\n\n"
+        "examples:\n  ember list models\n  ember list schedules",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("kind", choices=KINDS, help="what to list")
@@ -45,9 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    registry = _registry(args.kind)
-    names = registry.names()
+    table = registry(args.kind)
+    names = table.names()
     width = max(map(len, names), default=0)
     for name in names:
-        print(f"{name:<{width}}  {registry.description(name)}".rstrip())
+        print(f"{name:<{width}}  {table.description(name)}".rstrip())
     return 0

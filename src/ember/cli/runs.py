@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.cli._format import fmt, table
@@ -20,6 +21,7 @@ examples:
   ember runs --json                # the same for scripts
   ember runs show latest
   ember runs compare RUN_A RUN_B
+  ember runs rebuild               # rebuild the index (ember.db) from the run folders
 """
 
 
@@ -58,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     compare.add_argument("--no-test", action="store_true", help="configs and logged metrics only")
     compare.set_defaults(func=run_compare)
+    rebuild = verbs.add_parser(
+        "rebuild",
+        help="rebuild the run store's index (ember.db) from the run folders, after it was lost or damaged",
+    )
+    rebuild.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS)
+    rebuild.set_defaults(func=run_rebuild)
 
 
 def _store(args: argparse.Namespace) -> RunStore:
@@ -140,6 +148,22 @@ def run_show(args: argparse.Namespace) -> int:
     for path, kind, digest, size in store.artifacts(r.id):
         print(f"  {path:24s} {kind:8s} {size:>10d} B  sha256 {digest[:16]}")
     print("config:\n" + "\n".join("  " + line for line in r.config.splitlines()))
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    from ember.track import default_root
+    from ember.track.rebuild import rebuild
+
+    root = Path(args.runs_dir) if args.runs_dir else default_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no run store at {root}; give --runs-dir DIR")
+    report = rebuild(root)
+    print(f"rebuilt {root / 'ember.db'}: {report.runs} runs, {report.metrics} metric values")
+    if report.kept_damaged is not None:
+        print(f"the previous index is kept as {report.kept_damaged}")
+    for note in report.notes:
+        print(f"  {note}")
     return 0
 
 

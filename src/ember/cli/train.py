@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from ember.cli._format import metrics_block
+from ember.cli.init import add_data_options, survey_and_config
 
 HELP = """Train a recipe (a YAML config) and record the run in the run store.
 
 Overrides are dotted KEY=VALUE pairs after the config, parsed as YAML. Every key is checked before
 any work starts; a typo names the key and the closest valid one.
 
+CONFIG may also be your data (a table, a JSONL file of texts, or a folder of class subfolders): ember
+then says what it found and trains the config `ember init` would write (kept with the run).
+
 examples:
   ember train configs/digits-cnn.yaml
+  ember train adult.csv --target income trainer.epochs=5
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember train configs/fashion-resnet.yaml trainer.precision=bf16
   ember train configs/digits-cnn.yaml --resume latest     # continue from the newest checkpoint
@@ -35,11 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP + describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="a recipe YAML, e.g. configs/digits-cnn.yaml")
+    p.add_argument("config", help="a recipe YAML, e.g. configs/digits-cnn.yaml, or a data file or folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument(
         "--resume", metavar="RUN", help="continue RUN (id, prefix or 'latest') from its newest checkpoint"
     )
+    add_data_options(p)
     p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     p.add_argument(
         "--nproc",
@@ -65,14 +73,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.recipe import train
+    from ember.responsible.training import train  # the recipe, plus fairness.mitigate when set
     from ember.train import distributed
 
     if args.nproc is not None:
         return _launch(args)
+    config: str | dict[str, Any] = args.config
+    if not _is_config(args.config):  # the data itself: survey it and train what `ember init` writes
+        _, config = survey_and_config(args.config, args.target, args.text)
+    elif args.target or args.text:
+        raise ValueError(f"--target and --text are for data, not for a config file ({args.config})")
     try:
         result = train(
-            args.config, args.overrides, runs_dir=args.runs_dir, resume=args.resume, progress=args.progress
+            config,
+            args.overrides,
+            runs_dir=args.runs_dir,
+            resume=args.resume,
+            progress=args.progress,
         )
     finally:
         distributed.shutdown()
@@ -108,6 +125,9 @@ def _launch(args: argparse.Namespace) -> int:
     if args.max_restarts < 0:
         raise UserError(f"--max-restarts takes a number >= 0; got {args.max_restarts}")
     forwarded = ["train", args.config, *args.overrides]
+    for option, value in (("--target", args.target), ("--text", args.text)):
+        if value:
+            forwarded += [option, value]
     if args.resume:
         forwarded += ["--resume", args.resume]
     if args.runs_dir:
@@ -115,3 +135,9 @@ def _launch(args: argparse.Namespace) -> int:
     if args.progress is not None:
         forwarded.append("--progress" if args.progress else "--no-progress")
     return launch.launch(forwarded, nproc=args.nproc, max_restarts=args.max_restarts)
+
+
+def _is_config(path: str) -> bool:
+    """A YAML file (or a path that is not there: the config loader says so) rather than data."""
+    p = Path(path)
+    return p.suffix.lower() in (".yaml", ".yml") or not p.exists()

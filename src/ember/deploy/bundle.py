@@ -105,7 +105,7 @@ def model_kwargs(cfg: Config, data: DataBundle) -> dict[str, Any]:
     """
     accepted = accepted_kwargs(models.registry.get(cfg.model.name)) or set()
     shape = data.input_shape
-    known: dict[str, Any] = {"num_classes": data.num_classes or 1}
+    known: dict[str, Any] = {"num_classes": data.num_classes or 1, **getattr(data, "model_inputs", {})}
     if len(shape) == 3:
         known.update(in_channels=shape[0], image_size=shape[1])
     elif len(shape) == 1:

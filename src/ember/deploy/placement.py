@@ -62,6 +62,7 @@ from torch import nn
 
 from ember._io import atomic_write_bytes
 from ember.deploy import _onnx, bench, quantize
+from ember.deploy.serve.backends import plan_digest
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 FP32_BACKENDS = ("eager", "compiled", "onnxruntime")
@@ -120,6 +121,7 @@ class Plan:
             if source.resolve() != target.resolve():
                 shutil.copyfile(source, target)
             data["artifact"] = target.name
+        data["sha256"] = plan_digest(data)  # load_plan refuses a damaged or edited plan
         atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
         return path
 

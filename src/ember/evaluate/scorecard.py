@@ -197,7 +197,14 @@ def scorecard(
     chosen = (
         baselines
         if isinstance(baselines, list)
-        else default_baselines(task, p.train_data, p.data, num_classes=p.num_classes, seed=seed)
+        else default_baselines(
+            task,
+            p.train_data,
+            p.data,
+            num_classes=p.num_classes,
+            seed=seed,
+            encoder=getattr(p.prepared.bundle, "encoder", None),
+        )  # fmt: skip
         if baselines
         else []
     )

@@ -25,12 +25,14 @@ from ember.models._zoo import create, list_models, register_family, register_mod
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
 from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
+from ember.models.dp_cnn import DPCNN, DPCNNConfig  # for differentially private training
 from ember.models.gpt import GPT, GPTConfig
 from ember.models.mlp import MLP, MLPConfig
 from ember.models.mobilenet import MobileNet, MobileNetConfig
 from ember.models.resnet import ResNet, ResNetConfig
 from ember.models.rnn import RNNClassifier, RNNClassifierConfig, RNNLanguageModel, RNNLanguageModelConfig
 from ember.models.seq2seq import EncoderDecoder, EncoderDecoderConfig
+from ember.models.tabular import TabularMLP, TabularMLPConfig
 from ember.models.transformer_encoder import TransformerEncoderClassifier, TransformerEncoderConfig
 from ember.models.unet import UNet, UNetConfig  # dense: segmentation
 from ember.models.vit import ViT, ViTConfig
@@ -39,6 +41,8 @@ __all__ = [
     "CNN",
     "MLP",
     "CNNConfig",
+    "DPCNN",
+    "DPCNNConfig",
     "ConvAttn",
     "ConvAttnConfig",
     "MLPConfig",
@@ -65,6 +69,9 @@ __all__ = [
     "TransformerEncoderConfig",
     "ViT",
     "ViTConfig",
+    # tables
+    "TabularMLP",
+    "TabularMLPConfig",
     # dense prediction: detection and segmentation
     "CenterNet",
     "CenterNetConfig",

@@ -38,9 +38,11 @@ from ember.data import (
 )
 from ember.data import registry as datasets
 from ember.data.text import TextBundle
+from ember.recipe import fits
 from ember.tasks.spec import InputSpec, ModelSpec
 from ember.track import seed_everything
-from ember.train import finetune
+from ember.train import finetune, hooks
+from ember.train.loggers import check_loggers
 from ember.train.optim import optimizers, schedules
 
 
@@ -64,7 +66,9 @@ def check(cfg: Config) -> None:
     try:
         check_kwargs(models.registry.get(cfg.model.name), cfg.model.options, f"model '{cfg.model.name}'")
         check_kwargs(datasets.get(cfg.data.name), cfg.data.options, f"dataset '{cfg.data.name}'")
-        check_kwargs(tasks.registry.get(cfg.task.name), cfg.task.options, f"task '{cfg.task.name}'")
+        tasks.registry.get(cfg.task.name)
+        fits.check_task_options(cfg)  # label_smoothing on regression: which tasks take it
+        check_loggers(cfg.trainer.loggers)
         optimizers.get(cfg.optim.name)
         schedules.get(cfg.schedule.name)
     except (KeyError, TypeError) as e:
@@ -89,7 +93,7 @@ def model_kwargs(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
     builder = models.registry.get(cfg.model.name)
     accepted = accepted_kwargs(builder) or set()
     shape = bundle.input_shape
-    known: dict[str, Any] = {"num_classes": bundle.num_classes or 1}
+    known: dict[str, Any] = {"num_classes": bundle.num_classes or 1, **getattr(bundle, "model_inputs", {})}
     tokenizer = getattr(bundle, "tokenizer", None)
     if tokenizer is not None:  # text: (block_size,) token ids
         known = _text_options(
@@ -104,8 +108,9 @@ def model_kwargs(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
 
 
 def build_model(cfg: Config, bundle: DataBundle) -> nn.Module:
-    """The zoo model of ``cfg``, with in_channels / num_classes / image_size filled from the data."""
-    return models.create(cfg.model.name, **model_kwargs(cfg, bundle))
+    """The zoo model of ``cfg``, with in_channels / num_classes / image_size filled from the data, and
+    the structure its training hooks need (DP-SGD: BatchNorm → GroupNorm)."""
+    return hooks.apply_model(cfg, models.create(cfg.model.name, **model_kwargs(cfg, bundle)))
 
 
 def input_spec(bundle: DataBundle) -> InputSpec:
@@ -132,6 +137,7 @@ def model_spec(cfg: Config, bundle: DataBundle) -> ModelSpec:
         task_options={k: v for k, v in cfg.task.options.items()},
         classes=[str(c) for c in bundle.classes] if bundle.classes else None,
         tokenizer=getattr(bundle, "tokenizer", None) is not None,
+        transforms=hooks.structure(cfg),
     )
 
 
@@ -169,6 +175,8 @@ def task_for(name: str, options: dict[str, Any], tokenizer: Any = None) -> tasks
 def _data_options(cfg: Config, runs_dir: str | Path | None, tokenizer: Path | None) -> dict[str, Any]:
     """``cfg.data.options`` with ``tokenizer: pretrained`` replaced by the tokenizer file it means."""
     options = dict(cfg.data.options)
+    if cfg.task.name == "regression" and "task" not in options and "task" in _data_keys(cfg):
+        options["task"] = "regression"  # whole-number targets: task.name alone says regression
     if options.get("tokenizer") != "pretrained":
         return options
     if tokenizer is not None and tokenizer.is_file():  # a finished run's own copy
@@ -189,20 +197,28 @@ def _data_options(cfg: Config, runs_dir: str | Path | None, tokenizer: Path | No
     return {**options, "tokenizer": str(folder / "tokenizer.json")}
 
 
+def _data_keys(cfg: Config) -> set[str]:
+    return accepted_kwargs(datasets.get(cfg.data.name)) or set()
+
+
 def prepare(
     cfg: Config,
     *,
     splits: dict[str, np.ndarray] | None = None,
     runs_dir: str | Path | None = None,
     tokenizer: Path | None = None,
+    saved: Path | None = None,
 ) -> Prepared:
     """Load data, split it (or reuse ``splits``), and build the model, seeded.
 
     ``runs_dir`` is where a ``model.pretrained`` run is looked up (for ``data.tokenizer:
     pretrained``); ``tokenizer`` is a finished run's own tokenizer file, used for that instead.
+    A data set whose preprocessing is fitted on the training split (a table's `RowEncoder`) is
+    fitted here, after the split; ``saved`` is a finished run's folder whose fitted one to reuse.
     """
     check(cfg)
     bundle = load_dataset(cfg.data.name, **_data_options(cfg, runs_dir, tokenizer))
+    cfg = fits.resolve_task(cfg, bundle)  # regression targets under the default task: a regression run
     pool = bundle.train
     if splits is None:  # the data set's own held-out parts, if it has them (translation: whole books)
         splits = getattr(bundle, "splits", None)
@@ -219,6 +235,14 @@ def prepare(
             splits = split_groups(groups, _labels(pool), **how)
         else:
             splits = split_indices(_labels(pool), len(pool), **how)  # type: ignore[arg-type]
+    size = len(pool)  # type: ignore[arg-type]
+    for part, idx in splits.items():  # saved split files: damaged ones must not index past the data
+        if len(idx) and int(idx.max()) >= size:
+            raise ValueError(f"split '{part}' holds index {int(idx.max())}, but the data has {size} examples")
+    raw = pool
+    if callable(getattr(bundle, "fit", None)):  # fitted on the training split only (tables)
+        bundle = bundle.fit(splits["train"], saved)  # type: ignore[attr-defined]
+        pool = bundle.train
     train = _subset(pool, splits["train"])
     val = _subset(pool, splits["val"]) if len(splits.get("val", ())) else None
     test = (
@@ -227,10 +251,10 @@ def prepare(
         else (_subset(pool, splits["test"]) if "test" in splits else None)
     )
     h = hashlib.sha256()
-    if isinstance(pool, ArrayData):
-        h.update(fingerprint(pool.x, pool.y).encode())
-    else:  # a data set that can hash itself (text token streams) does
-        h.update(pool.fingerprint().encode() if hasattr(pool, "fingerprint") else bundle.name.encode())
+    if isinstance(raw, ArrayData):
+        h.update(fingerprint(raw.x, raw.y).encode())
+    else:  # a data set that can hash itself (text token streams, tables as read) does
+        h.update(raw.fingerprint().encode() if hasattr(raw, "fingerprint") else bundle.name.encode())
     for name in sorted(splits):
         h.update(f"{name}:{fingerprint_indices(splits[name])}".encode())
     if isinstance(bundle, TextBundle):  # token chunks → window batches (random ones for training)
@@ -240,7 +264,9 @@ def prepare(
             for part in (val, test)
         )
     seed_everything(cfg.trainer.seed)
+    fits.check_model(cfg, bundle, None)  # a CNN on a table: one line naming the models that fit
     model = build_model(cfg, bundle)
+    fits.check_model(cfg, bundle, model, train)
     return Prepared(cfg, bundle, splits, train, val, test, model, h.hexdigest(), model_spec(cfg, bundle))
 
 

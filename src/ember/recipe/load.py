@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from ember.config import Config, load_config, parse_yaml
@@ -39,6 +37,7 @@ from ember.tasks.base import Task
 from ember.tasks.spec import ModelSpec, NotApplicable
 from ember.track import RunRecord, RunStore
 from ember.train.records import RecordError, read_spec, read_split, recorded_splits
+from ember.train.sealed import read_safetensors
 from ember.train.trainer import Trainer
 
 SPLITS = ("train", "val", "test")
@@ -148,13 +147,23 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
         raise FileNotFoundError(f"run {record.id} has no final weights ({weights}); status: {record.status}")
     config = load_config(parse_yaml(record.config))
     tokenizer_file = record.folder / "tokenizer.json"
-    tokenizer = load_tokenizer(tokenizer_file) if tokenizer_file.is_file() else None
+    tokenizer = None
+    if tokenizer_file.is_file():
+        store.verify_file(record.id, "tokenizer.json")  # the one the run trained with, unchanged
+        tokenizer = load_tokenizer(tokenizer_file)
     spec = read_spec(store, record.id)
     prepared = None
     is_recipe = (record.folder / "splits").is_dir()
     if is_recipe and (data or spec is None):
         splits = load_splits(record.folder / "splits")
-        prepared = prepare(config, splits=splits, runs_dir=runs_dir, tokenizer=tokenizer_file)
+        prepared = prepare(
+            config, splits=splits, runs_dir=runs_dir, tokenizer=tokenizer_file, saved=record.folder
+        )
+        if record.data_sha256 and prepared.data_sha256 != record.data_sha256:  # the data, or a split file
+            raise ValueError(
+                f"the data or the split files of run {record.id} changed since it trained (data sha256 "
+                f"{record.data_sha256[:12]} then, {prepared.data_sha256[:12]} now; splits in {record.folder / 'splits'})"
+            )
         spec = spec or prepared.spec  # a run recorded before specs existed
     if spec is None:
         raise RecordError(
@@ -167,9 +176,11 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
             "its ONNX graph (ember package exports one)"
         )
     model = spec.build()
+    # checked against the sha256 the run store recorded when it was written (WeightsError if not)
+    state = read_safetensors(weights, sha256=store.artifact_sha256(record.id, "model.safetensors"))[0]
     try:
-        model.load_state_dict(load_file(weights))  # a LoRA run's final weights are merged: a plain model
-    except (SafetensorError, RuntimeError) as e:
+        model.load_state_dict(state)  # a LoRA run's final weights are merged: a plain model
+    except RuntimeError as e:
         raise RecordError(f"{weights} does not fit the model its spec describes: {e}") from None
     task = task_for(spec.task, spec.task_options, tokenizer)
     return LoadedRun(

@@ -156,10 +156,17 @@ def sweep(
     root = RunStore(runs_dir).root
     root.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(root / 'sweeps.db').resolve()}"
-    optuna.create_study(study_name=name, storage=_storage(url), direction=direction, load_if_exists=True)
+    created = optuna.create_study(
+        study_name=name, storage=_storage(url), direction=direction, load_if_exists=True
+    )
+    left = max(0, trials - sum(t.state.is_finished() for t in created.trials))
+    workers = max(1, min(workers, left))
+    # each worker's share of the trials left, fixed now: workers asking at the same moment never
+    # run more than `trials` in all
+    shares = [left // workers + (i < left % workers) for i in range(workers)]
     job = {
         "config": str(config), "overrides": list(overrides or []), "space": space, "metric": metric,
-        "study": name, "storage": url, "runs_dir": str(root), "trials": trials, "seed": seed, "prune": prune,
+        "study": name, "storage": url, "runs_dir": str(root), "trials": trials, "seed": seed, "prune": prune, "shares": shares,
     }  # fmt: skip
     if workers <= 1:
         _worker(job, 0)
@@ -229,11 +236,11 @@ def _worker(job: dict[str, Any], index: int) -> None:
             )
         return float(value)
 
-    # every worker stops once the study holds `trials` trials, whoever ran them
+    # a worker runs its share; it also stops once the study holds `trials` trials, whoever ran them
+    # (other `ember sweep` processes on the same storage, another machine's)
     enough = optuna.study.MaxTrialsCallback(job["trials"], states=None)
-    done = [t for t in study.trials if t.state.is_finished()]
-    if len(done) < job["trials"]:
-        study.optimize(objective, n_trials=job["trials"] - len(done), callbacks=[enough], catch=())
+    if job["shares"][index]:
+        study.optimize(objective, n_trials=job["shares"][index], callbacks=[enough], catch=())
 
 
 def _storage(url: str) -> Any:

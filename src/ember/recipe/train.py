@@ -21,16 +21,17 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ember._io import atomic_write_bytes
 from ember.config import Config, ConfigError, load_config
 from ember.data import build_augment, load_splits, save_splits
-from ember.recipe.build import build_task, prepare
+from ember.data.csv_table import PREPROCESS
+from ember.recipe.build import Prepared, build_task, prepare
 from ember.track import RunStore
-from ember.train import distributed, finetune
+from ember.train import distributed, finetune, hooks
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.records import write_spec
 from ember.train.trainer import FitResult, Trainer, new_run
@@ -44,6 +45,7 @@ def train(
     resume: str | None = None,
     progress: bool | None = None,
     callbacks: Sequence[Any] = (),
+    adapt: Callable[[Prepared, Any], tuple[Prepared, Any]] | None = None,
 ) -> FitResult:
     """Train a recipe end to end and record it in the run store.
 
@@ -54,6 +56,8 @@ def train(
         resume: a run to continue from its newest checkpoint (its config must match).
         progress: progress bar on/off (None: only on a terminal).
         callbacks: extra training callbacks (a sweep's pruning, say).
+        adapt: ``(prepared, task) -> (prepared, task)``, given by a stage above the recipe that
+            changes what training sees (``ember.responsible.training.train``: fairness mitigation).
 
     Returns:
         The :class:`~ember.train.FitResult`; ``metrics`` holds the last validation and test metrics.
@@ -67,7 +71,10 @@ def train(
     if resume is not None:
         resumed = store.get(resume).folder
         saved = load_splits(resumed / "splits")
-    prep = prepare(cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json")
+    prep = prepare(
+        cfg, splits=saved, runs_dir=runs_dir, tokenizer=resumed and resumed / "tokenizer.json", saved=resumed
+    )
+    cfg = prep.config  # as the data resolved it (a regression task for regression targets)
     try:  # pretrained weights (not when resuming: the checkpoint has them), LoRA, freezing
         report = finetune.finetune_model(prep.model, cfg.model, runs_dir=runs_dir, load=resume is None)
     except (finetune.PretrainedError, ValueError) as e:
@@ -76,6 +83,13 @@ def train(
         cfg.data.augment, num_classes=prep.bundle.num_classes, image_size=prep.bundle.input_shape[-1]
     )
     task = build_task(cfg, prep.bundle)
+    if adapt is not None:
+        prep, task = adapt(prep, task)
+    elif cfg.fairness.mitigate != "none":
+        raise ConfigError(
+            f"fairness.mitigate={cfg.fairness.mitigate} is applied by ember.responsible.training.train (as "
+            "`ember train` does); call it instead of ember.fit"
+        )
     run = None
     if resume is None and main:  # the run exists before training: the stages' files go in first
         precision = resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
@@ -86,6 +100,10 @@ def train(
         if tokenizer is not None:  # `ember generate RUN`, packaging and serving decode with it
             tokenizer.save(run.dir / "tokenizer.json")
             run.artifact(run.dir / "tokenizer.json", "tokenizer")
+        encoder = getattr(prep.bundle, "encoder", None)
+        if encoder is not None:  # a table's fitted preprocessing: eval, package and serve encode rows with it
+            encoder.save(run.dir / PREPROCESS)
+            run.artifact(run.dir / PREPROCESS, "preprocess")
         if report is not None:  # what came from the pretrained weights, and what trains
             info = {**report.to_dict(), "trainable": finetune.trainable_summary(prep.model)}
             atomic_write_bytes(run.dir / "pretrained.json", json.dumps(info, indent=1).encode())
@@ -103,6 +121,7 @@ def train(
         callbacks=[*callbacks, *([merge] if cfg.model.lora.rank else [])],
         spec=prep.spec,
         record_data=False,  # the config and the saved split indices rebuild the data
+        transforms=hooks.active(cfg),  # e.g. privacy: DP-SGD
     )
     trainer.data_sha256 = prep.data_sha256
     result = trainer.fit(prep.train, prep.val, resume=resume)

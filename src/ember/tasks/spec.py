@@ -129,6 +129,9 @@ class ModelSpec:
     """A ``tokenizer.json`` goes with the weights (text models)."""
     preprocess: dict[str, Any] | None = None
     """A data-side preprocessing (e.g. a table's column encoder) applied before the model, as JSON."""
+    transforms: list[str] = field(default_factory=list)
+    """Structure transforms (`ember.nn.structure`) applied after building, in order (DP-SGD's
+    BatchNorm → GroupNorm)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -154,7 +157,7 @@ class ModelSpec:
             from ember import models
 
             try:
-                return models.create(self.model, **kwargs)
+                return self._restructured(models.create(self.model, **kwargs))
             except (KeyError, TypeError, ValueError) as e:
                 raise SpecError(f"model '{self.model}' cannot be built with {self.kwargs}: {e}") from None
         if self.entry_point is None:
@@ -178,6 +181,14 @@ class ModelSpec:
             raise SpecError(
                 f"entry point {self.entry_point} returned {type(model).__name__}, not an nn.Module"
             )
+        return self._restructured(model)
+
+    def _restructured(self, model: nn.Module) -> nn.Module:
+        """``model`` after the spec's structure transforms (`ember.nn.structure`)."""
+        if self.transforms:
+            from ember.nn import structure
+
+            structure.apply(model, self.transforms)
         return model
 
     def to_dict(self) -> dict[str, Any]:

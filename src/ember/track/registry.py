@@ -74,10 +74,10 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 """
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # whole strings only: fullmatch
+ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_VERSION = re.compile(r"v?([1-9][0-9]{0,8})")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_FORMAT = "ember-bundle"
 
 
@@ -120,7 +120,7 @@ class ModelVersion:
 
 def check_name(name: str) -> str:
     """``name`` when it is a valid model name, else RegistryError saying what is allowed."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise RegistryError(
             f"invalid model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (e.g. digits-cnn); paths and '%' escapes are not names"
@@ -130,7 +130,12 @@ def check_name(name: str) -> str:
 
 def check_alias(alias: str) -> str:
     """``alias`` when it is a valid alias (not a version number, not ``latest``)."""
-    if not isinstance(alias, str) or not ALIAS.match(alias) or _VERSION.match(alias) or alias == "latest":
+    if (
+        not isinstance(alias, str)
+        or not ALIAS.fullmatch(alias)
+        or _VERSION.fullmatch(alias)
+        or alias == "latest"
+    ):
         raise RegistryError(
             f"invalid alias {alias!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a "
             "letter (e.g. production, staging); 'latest' and version numbers are reserved"
@@ -146,7 +151,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     check_name(name)
     if not sep:
         return name, None
-    if not (_VERSION.match(selector) or selector == "latest" or ALIAS.match(selector)):
+    if not (_VERSION.fullmatch(selector) or selector == "latest" or ALIAS.fullmatch(selector)):
         raise RegistryError(
             f"invalid reference {ref!r}: after '@' give a version (3 or v3), 'latest' or an alias "
             "(production, staging)"
@@ -197,7 +202,7 @@ class ModelRegistry:
 
     def blob_path(self, sha256: str) -> Path:
         """The blob of ``sha256``, refused unless it is a plain file inside the store (no symlinks)."""
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise RegistryError(f"refusing blob name {sha256!r}: a blob is named by 64 lowercase hex digits")
         path = self.blobs / sha256
         root = self.root.resolve()
@@ -343,7 +348,7 @@ class ModelRegistry:
                 row = db.execute(
                     "SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
                 ).fetchone()
-            elif m := _VERSION.match(selector):
+            elif m := _VERSION.fullmatch(selector):
                 row = db.execute(
                     "SELECT * FROM versions WHERE name = ? AND version = ?", (name, int(m.group(1)))
                 ).fetchone()

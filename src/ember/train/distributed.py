@@ -21,6 +21,9 @@ What holds in a job of ``W`` ranks:
 - The logged training loss and samples/s are reduced across ranks (one all-reduce at each log
   step); validation runs on every rank over the whole validation split (the replicas are equal,
   so every rank computes the same metrics and stops early at the same epoch).
+- The ranks stop after the same step (`StopVote`): SIGTERM (which torchrun passes to every
+  worker when it is stopped itself) ends every rank's fit with the final checkpoint, as it does a
+  single process's; a callback's stop on one rank is every rank's.
 - Only rank 0 writes: logs, checkpoints (the unwrapped model's keys), run-store rows, the final
   weights. The other ranks follow rank 0's run (`FollowerRun`), which needs a runs folder that
   every node sees (a shared file system, as ``torch.distributed.checkpoint`` needs too).
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +53,7 @@ __all__ = [
     "FollowerRun",
     "Parallel",
     "RankCheckpointer",
+    "StopVote",
     "environment",
     "is_main_process",
     "rank_device",
@@ -111,6 +116,10 @@ class Parallel:
         """True on every rank when ``flag`` is true on any."""
         return bool(self.sum(torch.tensor([float(flag)], device=self._device())).item() > 0)
 
+    def stop_vote(self) -> StopVote:
+        """A new `StopVote` among this job's ranks (every rank must call it: it may form a group)."""
+        return StopVote(self.backend)
+
     def broadcast_text(self, text: str) -> str:
         """Rank 0's ``text`` on every rank."""
         import torch.distributed as dist
@@ -131,6 +140,66 @@ class Parallel:
             if self.backend == "nccl"
             else torch.device("cpu")
         )
+
+
+class StopVote:
+    """The ranks agree on when to stop: SIGTERM reaches them at different steps and a callback may
+    stop one rank only, yet every rank must leave the loop after the same step (the others would
+    wait in their next all-reduce forever).
+
+    At each optimizer step a rank sends its wish (0: go on, 1: stop, 1 + signal number: stopped by
+    that signal) in an asynchronous all-reduce (max) and reads the previous step's result, so all
+    stop together one step after the first one asked, and no step waits for the vote. The vote runs
+    on the CPU (gloo; a gloo group beside NCCL on GPUs), so it never syncs a GPU either.
+    """
+
+    def __init__(self, backend: str) -> None:
+        import torch.distributed as dist
+
+        self.group = None if backend == "gloo" else dist.new_group(backend="gloo")
+        self.flag = torch.zeros(1)
+        self.work: Any = None
+
+    def step(self, state: Any) -> bool:
+        """After an optimizer step: True when any rank asked to stop at the previous step (then
+        ``state`` stops as that rank's did); this rank's wish goes out now."""
+        import torch.distributed as dist
+
+        agreed = self._received(state)
+        self.flag.fill_(_wish(state))
+        self.work = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        return agreed
+
+    def agree(self, state: Any) -> bool:
+        """At an epoch end, every rank at once: ``state`` stops if any rank's does."""
+        import torch.distributed as dist
+
+        self._received(state)
+        self.flag.fill_(_wish(state))
+        dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, group=self.group)
+        return self._apply(state)
+
+    def _received(self, state: Any) -> bool:
+        if self.work is None:
+            return False
+        self.work.wait()
+        self.work = None
+        return self._apply(state)
+
+    def _apply(self, state: Any) -> bool:
+        wish = int(self.flag.item())
+        if wish and not state.should_stop:
+            state.should_stop, state.stop_reason = True, state.stop_reason or "stopped by another rank"
+        if wish > 1 and not state.interrupted:  # a signal stopped another rank: this one stops as it did
+            name = signal.Signals(wish - 1).name
+            state.interrupted, state.stop_reason = name, f"stopped by {name}"
+        return wish > 0
+
+
+def _wish(state: Any) -> float:
+    if state.interrupted:
+        return float(1 + signal.Signals[state.interrupted])
+    return 1.0 if state.should_stop else 0.0
 
 
 @contextlib.contextmanager
@@ -257,6 +326,12 @@ class FollowerRun(Run):
     def finish(self, status: str, *, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
         return None
 
+    def start_heartbeat(self, every_s: float = 0.0) -> None:
+        return None
+
+    def save_record(self) -> None:
+        return None
+
 
 def wrap(model: nn.Module, parallel: Parallel) -> None:
     """Make ``model`` data-parallel before its optimizer is built: ``fully_shard`` in place (fsdp),
@@ -278,12 +353,13 @@ def wrap(model: nn.Module, parallel: Parallel) -> None:
 
 class RankCheckpointer:
     """The checkpointer of a DDP job: rank 0 writes through ``inner`` (a whole, unwrapped model per
-    file); every rank reseeds its own random streams at the same step (see `Parallel.reseed`)."""
+    file; None on the other ranks); every rank reseeds its own random streams at the same step
+    (see `Parallel.reseed`)."""
 
     def __init__(self, inner: Any, parallel: Parallel) -> None:
         self.inner, self.parallel = inner, parallel
 
     def save(self, state: Any, *, reason: str) -> None:
-        if self.parallel.is_main:
+        if self.inner is not None:  # rank 0's; the other ranks have none
             self.inner.save(state, reason=reason)
         self.parallel.reseed(state.step)

@@ -114,7 +114,11 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     torch.mm(a, b)  # warm-up: the library picks its kernel on the first call
     sync()
     best = float("inf")

@@ -27,8 +27,10 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from types import FrameType
 
 __all__ = ["launch", "launcher_environment", "torchrun_command"]
 
@@ -64,4 +66,19 @@ def launch(ember_args: list[str], *, nproc: int, max_restarts: int = 0) -> int:
     if nproc < 1:
         raise ValueError(f"--nproc takes a number of processes >= 1; got {nproc}")
     command = torchrun_command(ember_args, nproc=nproc, max_restarts=max_restarts)
-    return subprocess.call(command, env=launcher_environment(nproc))
+    job = subprocess.Popen(command, env=launcher_environment(nproc))
+    # SIGTERM to this process is torchrun's: it passes it to the workers, which end their fit with
+    # a final checkpoint (`ember.train.signals`), and exits once they have (printing the
+    # SignalException it stopped with); the exit status is then 143, as a single process's
+    stopped: list[int] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopped.append(signum)
+        job.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        status = job.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 128 + stopped[0] if stopped else status

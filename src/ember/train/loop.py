@@ -24,6 +24,7 @@ from ember.data.loader import TensorLoader
 from ember.tasks.base import Task
 from ember.train.callbacks import CallbackList
 from ember.train.distributed import Parallel
+from ember.train.signals import raise_if_interrupted, stop_on_signals
 from ember.train.state import TrainState
 
 _ALL_REDUCE = contextlib.nullcontext()  # a micro-batch whose gradients are all-reduced (or one process)
@@ -98,7 +99,35 @@ def fit(
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; no checkpoint is written after that step.
+        Interrupted: SIGTERM came; raised after the step it came in, the final checkpoint and
+            ``on_fit_end``.
     """
+    with stop_on_signals(state):  # SIGTERM stops after the current step, as should_stop does
+        _fit(
+            state,
+            loader,
+            task,
+            callbacks,
+            cfg=cfg,
+            val_loader=val_loader,
+            checkpointer=checkpointer,
+            parallel=parallel,
+        )
+    raise_if_interrupted(state)
+    return state
+
+
+def _fit(
+    state: TrainState,
+    loader: Iterable[Any],
+    task: Task,
+    callbacks: CallbackList,
+    *,
+    cfg: TrainerConfig,
+    val_loader: Iterable[Any] | None,
+    checkpointer: Checkpointer | None,
+    parallel: Parallel | None,
+) -> None:
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
     step_model = model if parallel is None else parallel.train_module(model)  # DDP's wrapper in a job
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -113,6 +142,7 @@ def fit(
     move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
     last_batch = _len(loader) - 1  # an epoch's last micro-batch all-reduces, even in a ragged group
     weigh = getattr(loader, "shard_weight", None) if parallel is not None else None
+    vote = parallel.stop_vote() if parallel is not None else None  # ranks stop at the same step
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
     window_start = state.step
     window_samples = 0
@@ -203,7 +233,7 @@ def fit(
             if checkpoint_every and checkpointer is not None and state.step % checkpoint_every == 0:
                 sync()
                 checkpointer.save(state, reason="step")
-            if state.should_stop or state.step >= max_steps:
+            if (state.should_stop if vote is None else vote.step(state)) or state.step >= max_steps:
                 break
         else:
             completed = True
@@ -211,12 +241,12 @@ def fit(
                 _optimizer_step(optimizer, scaler, params, cfg)
                 state.step += 1
         sync()
-        if parallel is not None:  # a stop one rank's callback asked for is every rank's
-            state.should_stop = parallel.any(state.should_stop)
+        if vote is not None:  # a stop one rank asked for (a callback, SIGTERM) is every rank's
+            vote.agree(state)
         if completed or 0 < _len(loader) <= state.batch_in_epoch:
             state.epoch += 1
             state.batch_in_epoch = 0
-        if val_loader is not None:
+        if val_loader is not None and not state.interrupted:  # stopped by a signal: no validation
             metrics = {f"val/{k}": v for k, v in evaluate(model, val_loader, task, state=state).items()}
             state.metrics.update(metrics)
             state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
@@ -227,7 +257,6 @@ def fit(
             checkpointer.save(state, reason="epoch" if more else "final")
     optimizer.zero_grad(set_to_none=True)  # the last step's gradients: memory nothing needs now
     callbacks("on_fit_end", state)
-    return state
 
 
 def _len(loader: Iterable[Any]) -> int:

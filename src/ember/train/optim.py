@@ -167,36 +167,43 @@ def fastest_implementation(name: str, device: torch.device, rounds: int = 5) -> 
 
 @optimizers.register("sgd")
 def _sgd(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """Plain stochastic gradient descent at optim.lr."""
     return torch.optim.SGD(groups, lr=cfg.lr, **impl)
 
 
 @optimizers.register("momentum")
 def _momentum(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """SGD with heavy-ball momentum (optim.momentum)."""
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **impl)
 
 
 @optimizers.register("nesterov")
 def _nesterov(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (optim.momentum)."""
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True, **impl)
 
 
 @optimizers.register("adam")
 def _adam(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """Adam (optim.betas, optim.eps); weight decay as an L2 term."""
     return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **impl)
 
 
 @optimizers.register("adamw")
 def _adamw(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """AdamW: Adam with decoupled weight decay, the usual default for transformers and tables."""
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **impl)
 
 
 @optimizers.register("adagrad")
 def _adagrad(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """Adagrad: per-parameter rates that shrink with the gradients seen."""
     return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, **impl)
 
 
 @optimizers.register("rmsprop")
 def _rmsprop(groups: list[dict[str, Any]], cfg: OptimConfig, **impl: Any) -> torch.optim.Optimizer:
+    """RMSprop with optional momentum (optim.momentum)."""
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, **impl)
 
 
@@ -232,35 +239,41 @@ def _progress(step: int, warmup: int, total: int) -> float:
 
 @schedules.register("constant")
 def _constant(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """The same learning rate throughout (after the warmup, if any)."""
     return lambda step: 1.0
 
 
 @schedules.register("cosine")
 def _cosine(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """Cosine decay from the peak to schedule.min_lr_ratio of it, after a linear warmup."""
     floor = cfg.min_lr_ratio
     return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * _progress(step, warmup, total)))
 
 
 @schedules.register("linear")
 def _linear(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """Linear decay from the peak to schedule.min_lr_ratio of it, after a linear warmup."""
     floor = cfg.min_lr_ratio
     return lambda step: floor + (1 - floor) * (1 - _progress(step, warmup, total))
 
 
 @schedules.register("step")
 def _step(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """Multiply the rate by schedule.gamma every schedule.step_size epochs (default: a third of training)."""
     every = (cfg.step_size or max(1, math.ceil(total / per_epoch / 3))) * per_epoch
     return lambda step: cfg.gamma ** (step // every)
 
 
 @schedules.register("multistep")
 def _multistep(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """Multiply the rate by schedule.gamma at each of schedule.milestones (epochs or fractions)."""
     bounds = sorted(round(m * total) if m < 1 else int(m) * per_epoch for m in cfg.milestones)
     return lambda step: cfg.gamma ** bisect.bisect_right(bounds, step)
 
 
 @schedules.register("onecycle")
 def _onecycle(cfg: ScheduleConfig, total: int, per_epoch: int, warmup: int) -> Schedule:
+    """Smith's one cycle: rise over the warmup, then cosine down to nearly zero."""
     # The learning-rate half of Smith's one-cycle: rise (the warmup), then cosine down to ~0.
     floor = cfg.min_lr_ratio or 1e-4
     return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * _progress(step, warmup, total)))

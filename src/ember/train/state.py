@@ -45,6 +45,8 @@ class TrainState:
     """The device's measured matmul FLOP/s in the run's compute dtype, for MFU."""
     ema: Any = None
     """The moving average of the weights (`ember.train.ema.EMA`, ``trainer.ema``), checkpointed with them."""
+    interrupted: str = ""
+    """The signal that stopped the fit (``SIGTERM``), or empty."""
 
     @property
     def lr(self) -> float:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -33,6 +32,7 @@ from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.config import (
     Config,
+    ConfigError,
     DataConfig,
     ModelConfig,
     OptimConfig,
@@ -54,14 +54,17 @@ from ember.track import Run, RunStore, environment, seed_everything, set_determi
 from ember.train import checkpoint as ckpt
 from ember.train import distributed, fsdp
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
+from ember.train.checkpointer import CheckpointManager
 from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
 from ember.train.ema import EMA
 from ember.train.flops import matmul_peak, train_flops_per_sample
+from ember.train.loggers import build_loggers
 from ember.train.loop import evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
+from ember.train.run_logger import RunLogger
 from ember.train.state import TrainState
 
 # Trainer keyword → (config section, field). Every TrainerConfig field is accepted under its own name too.
@@ -182,6 +185,9 @@ class Trainer:
         optim, schedule, trainer, data: typed sections replacing the config's.
         name: the run's name (default: the config's, else the model's class).
         callbacks: extra callbacks (see :mod:`ember.train.callbacks`).
+        transforms: ``t(model, optimizer, loader, total_steps=...) -> (model, optimizer, loader)``
+            applied in order before the loop runs (DP-SGD, see `ember.train.hooks`); each is
+            also a callback.
         augment: a batch transform ``(x, y, generator) -> (x, y)`` for training batches.
         run: an open run to train into (default: one created by ``fit``).
         runs_dir: the run store's folder (default ``$EMBER_RUNS`` or ``runs``).
@@ -214,6 +220,7 @@ class Trainer:
         progress: bool | None = None,
         spec: ModelSpec | None = None,
         record_data: bool = True,
+        transforms: Sequence[Any] = (),
         **options: Any,
     ) -> None:
         if isinstance(schedule, str):  # the flat form's schedule name
@@ -239,6 +246,7 @@ class Trainer:
             task if not isinstance(task, str) else tasks.create(cfg.task.name, **cfg.task.options)
         )
         self.callbacks = list(callbacks)
+        self.transforms = list(transforms)
         self.augment = augment
         self.store = run.store if run is not None else RunStore(runs_dir)
         self.progress = progress
@@ -274,7 +282,8 @@ class Trainer:
                 f"--resume {record.id}: the config differs from the run's, so the result would not be the "
                 "run you started. Differences (run -> now):\n  " + "\n  ".join(changes)
             )
-        run = self.store.open(record.id)
+        # the process that trains it now (rank 0 of a job) marks it running under its pid
+        run = self.store.open(record.id, resuming=self.parallel is None or self.parallel.is_main)
         return run, ckpt.latest_checkpoint(run.dir / "checkpoints")
 
     def _resume(self, ref: str, state: TrainState) -> Path | None:
@@ -313,6 +322,11 @@ class Trainer:
         parallel = self.parallel = distributed.setup(cfg.trainer.strategy, self.device, seed=cfg.trainer.seed)
         self.device = distributed.rank_device(self.device, parallel)
         main = parallel is None or parallel.is_main
+        if parallel is not None and self.transforms:
+            raise ConfigError(
+                f"training transforms (DP-SGD: privacy.*) run in one process; got a job of "
+                f"{parallel.world_size} ranks. Train without --nproc / torchrun"
+            )
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         set_deterministic(cfg.trainer.deterministic)
@@ -329,6 +343,8 @@ class Trainer:
         if parallel is not None:
             distributed.wrap(model, parallel)  # DDP, or fully_shard in place: before the optimizer
         optimizer = build_optimizer(model, cfg.optim)
+        for transform in self.transforms:
+            model, optimizer, loader = transform(model, optimizer, loader, total_steps=total)
         constant = cfg.schedule.name == "constant" and not cfg.schedule.warmup
         state = TrainState(
             model=model,
@@ -356,7 +372,7 @@ class Trainer:
         writer = ckpt.BackgroundWriter()  # checkpoints and metric commits overlap the next steps
         checkpointer = self._checkpointer(run, monitor, mode, resumed_from, writer)
         callbacks = [state.ema] if state.ema is not None else []  # first: its metrics join the logged ones
-        callbacks += self.callbacks
+        callbacks += list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
@@ -369,8 +385,11 @@ class Trainer:
         if compile_timer is not None:
             compile_model(model if parallel is None else parallel.train_module(model))
             callbacks.append(compile_timer)
-        progress = self.progress if main else False
-        callbacks += [RunLogger(run, writer), ProgressBar(progress, headline=self.task.headline)]
+        if main:  # rank 0 alone writes the run
+            callbacks.append(RunLogger(run, writer))
+        callbacks.append(ProgressBar(self.progress if main else False, headline=self.task.headline))
+        if main:  # TensorBoard, MLflow: imported only when chosen
+            callbacks += build_loggers(cfg, run.dir, run.id)
         try:
             with fallback_to_eager(cfg.trainer.compile):
                 fit(
@@ -436,6 +455,8 @@ class Trainer:
                 resumed_from=resumed_from,
                 min_interval=trainer.checkpoint_min_interval,
             )
+        if self.parallel is not None and not self.parallel.is_main:
+            return distributed.RankCheckpointer(None, self.parallel)
         manager = CheckpointManager(
             folder,
             keep_last=trainer.keep_last,
@@ -456,13 +477,10 @@ class Trainer:
         for name, kind, weights in files:
             with weights:  # the state dict's tensors are the live ones: serialized inside
                 tensors = fsdp.full_state_dict(state.model)
-                data = (
-                    save(ckpt.safetensors_ready(tensors))
-                    if self.parallel is None or self.parallel.is_main
-                    else b""
-                )
+                main = self.parallel is None or self.parallel.is_main
+                data = ckpt.serialize(ckpt.safetensors_ready(tensors), metadata={}) if main else b""
             if data:
-                atomic_write_bytes(run.dir / name, data)
+                ckpt.write_sealed(run.dir / name, data)  # sealed: read back with its sha256 checked
                 run.artifact(run.dir / name, kind)
 
     def _evaluator(self, val_loader: Iterable[Any] | None) -> Callable[[nn.Module], dict[str, float]] | None:
@@ -520,6 +538,7 @@ class Trainer:
             kwargs=origin[1] if origin else {},
             task_options=task_options,
             classes=classes,
+            transforms=[name for t in self.transforms for name in getattr(t, "structure", ())],
         )
 
     def _monitor(self) -> tuple[str, str]:
@@ -601,111 +620,6 @@ def _class_names(train_data: Data, target: torch.Tensor) -> list[str] | None:
     if target.is_floating_point() or not target.numel():
         return None
     return [str(i) for i in range(int(target.max()) + 1)]
-
-
-class RunLogger:
-    """Buffers logged metrics into the run; commits them at epoch ends (one transaction each).
-
-    Commits are at least ``every_s`` seconds apart (short epochs would otherwise pay a database
-    transaction each) and always at the end of fit. With a ``writer`` the commit runs on its
-    background thread, in order with the checkpoints.
-    """
-
-    def __init__(
-        self, run: Run, writer: ckpt.BackgroundWriter | None = None, *, every_s: float = 1.0
-    ) -> None:
-        self.run = run
-        self.writer = writer
-        self.every_s = every_s
-        self.last = time.perf_counter()
-
-    def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(metrics, step=state.step, epoch=state.epoch)
-
-    def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(
-            {k: v for k, v in metrics.items() if not math.isnan(v)}, step=state.step, epoch=state.epoch
-        )
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if time.perf_counter() - self.last >= self.every_s:
-            self.commit()
-
-    def on_fit_end(self, state: TrainState) -> None:
-        self.commit()
-
-    def commit(self) -> None:
-        self.last = time.perf_counter()
-        if self.writer is None:
-            self.run.flush()
-        else:
-            self.writer.submit(self.run.write, self.run.take())
-
-
-class CheckpointManager:
-    """Writes step checkpoints, tracks the best by ``monitor``, prunes old ones.
-
-    An epoch end less than ``min_interval`` seconds after the previous checkpoint is skipped unless
-    its metric is a new best; ``step`` and ``final`` checkpoints are always written.
-
-    Never deletes the best checkpoint nor the one the run resumed from. With a ``writer`` the state
-    is copied now and written on the writer's thread; without one, written before returning.
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        keep_last: int,
-        monitor: str,
-        mode: str,
-        resumed_from: Path | None,
-        writer: ckpt.BackgroundWriter | None = None,
-        min_interval: float = 0.0,
-    ) -> None:
-        self.folder = folder
-        self.min_interval = min_interval
-        self.written = time.perf_counter()  # fit's start counts as the previous checkpoint
-        self.keep_last = max(1, keep_last)
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "max" else -1.0
-        self.protect = {resumed_from} if resumed_from is not None else set()
-        self.best_path: Path | None = None
-        self.writer = writer
-
-    def save(self, state: TrainState, *, reason: str) -> None:
-        path = self.folder / f"step-{state.step:06d}.safetensors"
-        value = state.metrics.get(self.monitor) if reason != "step" else None
-        improved = False
-        if value is not None and not math.isnan(value):
-            if state.best is None or self.sign * (value - state.best) > 0:
-                state.best, state.best_step, self.best_path = value, state.step, path
-                improved = True
-        elif state.best_step is not None and self.best_path is None:
-            self.best_path = self.folder / f"step-{state.best_step:06d}.safetensors"
-        now = time.perf_counter()
-        if reason == "epoch" and not improved and now - self.written < self.min_interval:
-            return  # a short epoch: the next epoch end (or the last) writes one
-        self.written = now
-        meta = {"position": state.position(), "reason": reason, "metrics": _finite(state.metrics)}
-        # serialized now (the one copy; training goes on changing the tensors), written later
-        extra = state.ema.tensors() if state.ema is not None else None  # the weights' moving average
-        data = ckpt.encode(
-            model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta, extra=extra
-        )
-        protect = self.protect | ({self.best_path} if self.best_path else set())
-        if self.writer is None:
-            self._write(path, data, protect)
-        else:
-            self.writer.submit(self._write, path, data, protect)
-
-    def _write(self, path: Path, data: bytes, protect: set[Path]) -> None:
-        atomic_write_bytes(path, data)
-        ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
 
 
 def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
