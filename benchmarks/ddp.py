@@ -15,7 +15,8 @@ of ``--steps`` timed steps (after ``--warmup``):
   do): the compute alone; its gap to the DDP variant is the all-reduce's cost in a step.
 
 Beside them, one all-reduce of a buffer as large as the model's gradients, alone (the median of
-50). Throughput is samples/s of the global batch; each ratio is the median of the rounds' ratios.
+50). Throughput is samples/s of the global batch; each ratio is the median of the rounds' ratios,
+against the 1-process variant and against its 1-thread run.
 The model is the digits recipe's CNN (``cnn``, 1x8x8 inputs, 10 classes) on random data of that
 shape, AdamW, fp32.
 
@@ -138,10 +139,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(args: argparse.Namespace, seconds: dict[str, list[float]], reduce_s: float, numel: int) -> None:
-    base = seconds["1 process"]
+    base, one_thread = seconds["1 process"], seconds["1 process, 1 thread"]
     rows = []
     for name, values in seconds.items():
         ratios = [b / v for b, v in zip(base, values)]  # throughput ratio of the round
+        ratios_1t = [b / v for b, v in zip(one_thread, values)]
         rows.append(
             [
                 name,
@@ -149,6 +151,7 @@ def report(args: argparse.Namespace, seconds: dict[str, list[float]], reduce_s: 
                 f"{args.batch / _common.median(values):,.0f}",
                 f"{_common.median(ratios):.2f}x",
                 _common.spread(ratios),
+                f"{_common.median(ratios_1t):.2f}x",
             ]
         )
     print(_common.machine())
@@ -156,7 +159,15 @@ def report(args: argparse.Namespace, seconds: dict[str, list[float]], reduce_s: 
         f"\n{args.model} on {args.channels}x{args.size}x{args.size}, global batch {args.batch}, AdamW fp32, "
         f"{args.rounds} rounds x {args.steps} steps; gradients {numel:,} floats ({numel * 4 / 2**20:.2f} MiB)"
     )
-    print(_common.table(["variant", "ms/step", "samples/s", "throughput vs 1 process", "rounds"], rows))
+    header = [
+        "variant",
+        "ms/step",
+        "samples/s",
+        "throughput vs 1 process",
+        "rounds",
+        "vs 1 process, 1 thread",
+    ]
+    print(_common.table(header, rows))
     ddp = _common.median(seconds["2 processes (DDP)"])
     compute = _common.median(seconds["2 processes, no all-reduce"])
     print(
