@@ -60,10 +60,14 @@ def test_round_trip_rebuilds_the_run_model_exactly(packaged: tuple[Path, str, Pa
     meta = bundle.meta
     assert meta["model"] == {
         "name": "cnn_tiny",
-        "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 8},
         "class": "CNN",
         "parameters": sum(p.numel() for p in prep.model.parameters()),
+        "code": "ember's zoo",
     }
+    # the run's own spec, as recorded when it trained: no second derivation of the builder kwargs
+    assert meta["spec"] == json.loads((RunStore(runs).folder(run_id) / "spec.json").read_text())
+    assert bundle.spec.kwargs == {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    assert meta["profile"] == {"split": "train", "rows": len(prep.train), "note": ""}
     assert meta["data"]["sha256"] == record.data_sha256
     assert meta["data"]["splits"] == {k: fingerprint_indices(v) for k, v in prep.splits.items()}
     assert meta["code"]["git"] == record.source["git"] and meta["code"]["ember_version"] == ember.__version__
@@ -86,7 +90,7 @@ def test_bundle_holds_no_pickle_and_only_the_documented_files(packaged: tuple[Pa
         manifest = json.loads(zf.read("manifest.json"))
         weights = zf.read("model.safetensors")
     header = json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
-    assert manifest["format"] == "ember-bundle" and manifest["format_version"] == 1
+    assert manifest["format"] == "ember-bundle" and manifest["format_version"] == 2
     assert set(manifest["files"]) == MEMBERS - {"manifest.json"}
     assert "head.weight" in header  # safetensors: an 8-byte length, a JSON header, raw tensor bytes
 

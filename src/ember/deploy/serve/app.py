@@ -2,17 +2,22 @@
 
 Endpoints::
 
-    POST /v1/predict   {"inputs": [item, ...]} -> {"outputs": [...], "predictions": [...], "labels": [...]}
+    POST /v1/predict   {"inputs": [item, ...]} -> per item, the fields the model's task answers
+                       (a classifier: {"outputs", "predictions", "labels"}; a detector:
+                       {"detections"}; a segmenter: {"masks"}; others: {"outputs"})
                        an item: a nested list of numbers of the model's input shape; for image
                        models also a base64 string of an image file, or the raw image bytes as
                        the whole body (Content-Type image/*); for text models a string (or text/plain)
+    POST /v1/generate  {"prompt": "...", ...} -> {"text": "..."}, or JSON lines as the text decodes
+                       (language models, translators; see ``ember.deploy.serve.generate``)
     GET  /healthz      the process and its batch worker are alive
     GET  /readyz       the model is loaded and warmed up, and the server is not draining
     GET  /metrics      Prometheus: requests, latency, batch sizes, queue depth, errors, drift, safety
     GET  /v1/model     the model card and the input/output schema
     GET  /v1/drift     drift of the recent window against the reference profile (JSON)
 
-Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 413 a body over
+Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON (or a model whose task
+answers no /v1/predict: a language model, with the advice to call /v1/generate), 413 a body over
 ``max_body_bytes`` (or too many items), 415 an unsupported content type, 422 wrong shape, type or
 range, 503 a full queue (with Retry-After), 504 a request that waited longer than ``timeout_s``.
 
@@ -52,9 +57,12 @@ import torch
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.batching import DynamicBatcher
 from ember.deploy.serve.decode import Decoder
+from ember.deploy.serve.generate import GenerateRoute, add_generate
 from ember.deploy.serve.lane import ApiError, Lane, lane_protocol
 from ember.deploy.serve.metrics import Metrics
 from ember.deploy.serve.monitor import DriftCollector, DriftMonitor, Thresholds
+from ember.tasks import contract
+from ember.tasks.spec import NotApplicable
 
 log = logging.getLogger("ember.serve")
 
@@ -73,6 +81,8 @@ def create_app(
     safety_filter: SafetyFilter | None = None,
     drift_window: int = 1000,
     drift_thresholds: Thresholds | None = None,
+    max_new_tokens: int = 512,
+    generate_workers: int = 2,
 ) -> Any:
     """The FastAPI app serving ``model``.
 
@@ -90,6 +100,9 @@ def create_app(
             flags); flags are returned with the outputs and counted in /metrics.
         drift_window: examples in the drift window (drift needs a reference: ``model.reference``).
         drift_thresholds: when drift alerts.
+        max_new_tokens: the most tokens a /v1/generate request may ask for.
+        generate_workers: threads decoding /v1/generate requests (each request has its own
+            KV cache and generator; ``max_queue`` bounds the requests at once).
 
     Returns:
         A FastAPI app; run it with :func:`serve` (uvicorn) or test it with ``TestClient``.
@@ -124,14 +137,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
-        example = torch.zeros((1, *served.input_shape), dtype=decoder.torch_dtype)
-        await asyncio.to_thread(served.runner, example)  # warm up before /readyz says ready
+        # warm up before /readyz says ready; the task's answer to it says whether /v1/predict applies
+        warm = await asyncio.to_thread(served.runner, *served.example(1))
+        refusal = predict_refusal(served, warm.outputs)
+        if refusal is not None:
+            lane.decode = refusal
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
             await batcher.close()
+            await asyncio.to_thread(generation.close)
             if observer is not None:
                 observer.shutdown(wait=True)
 
@@ -158,6 +175,12 @@ def create_app(
 
     lane = Lane(decoder.decode, batcher, metrics, timeout_s=timeout_s, max_body_bytes=max_body_bytes)
     app.state.lane = lane  # serve() answers most predict requests in the HTTP protocol through it
+    generation = GenerateRoute(
+        served, metrics, read_body=_read_body, error=lane.error, timeout_s=timeout_s,
+        max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens, max_requests=max_queue,
+        workers=generate_workers,
+    )  # fmt: skip
+    add_generate(app, generation)
 
     async def predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         batcher.arrive()  # a batch waits for this request only while it is being read
@@ -173,7 +196,7 @@ def create_app(
                 raise ApiError(405, "use POST for /v1/predict", "method", {"Allow": "POST"})
             headers = dict(scope["headers"])
             body = await _read_body(headers.get(b"content-length"), receive, max_body_bytes)
-            x = decoder.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
+            x = lane.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
             async with asyncio.timeout(timeout_s):
                 content = await batcher.submit(x, len(x))
         except Exception as e:
@@ -217,6 +240,7 @@ def create_app(
             "artifact": getattr(served.runner, "artifact", None),  # the plan's measured file, if any
             "sha256": served.sha256,
             "classes": served.classes,
+            "task": served.spec.task if served.spec is not None else None,
             "input": decoder.schema(),
             "output": {
                 "outputs": "one list of model outputs (logits for a classifier) per item",
@@ -280,6 +304,21 @@ async def _send_json(send: Any, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+def predict_refusal(served: ServedModel, outputs: Any) -> Callable[[bytes, str], Any] | None:
+    """A decode function refusing every /v1/predict request, when the served model's task answers
+    none (a language model: its advice says to call /v1/generate); None when it answers them."""
+    try:
+        contract.decode(served.task, outputs, served.spec)
+    except NotApplicable as e:
+        error = ApiError(400, str(e), "not_applicable")
+
+        def refuse(body: bytes, content_type: str) -> Any:
+            raise error
+
+        return refuse
+    return None
+
+
 def _batch_fn(
     served: ServedModel,
     safety_filter: SafetyFilter | None,
@@ -287,7 +326,8 @@ def _batch_fn(
     observer: ThreadPoolExecutor | None,
     metrics: Metrics,
 ) -> Callable[[list[torch.Tensor]], list[bytes]]:
-    """What the model thread runs per batch: one forward, the safety filter, JSON per request.
+    """What the model thread runs per batch: one forward, the task's decoding, the safety filter,
+    JSON per request (each request's slice of every decoded field).
 
     Drift observation goes to its own thread so that it never delays this batch's answers.
     """
@@ -295,30 +335,30 @@ def _batch_fn(
     import orjson
 
     numpy_option = orjson.OPT_SERIALIZE_NUMPY
-    classes = served.classes or []
+    task, spec = served.task, served.spec
 
     def run(payloads: list[torch.Tensor]) -> list[bytes]:
         x = payloads[0] if len(payloads) == 1 else torch.cat(payloads)
         result = served.runner(x)
-        outputs = result.outputs.float()
-        preds = outputs.argmax(1) if served.classes and outputs.dim() == 2 else None
-        flags = _flags(safety_filter(outputs), len(x)) if safety_filter is not None else None
+        try:
+            fields = contract.decode(task, result.outputs, spec)
+        except NotApplicable as e:
+            raise ApiError(400, str(e), "not_applicable") from None
+        flags = _flags(safety_filter(result.outputs), len(x)) if safety_filter is not None else None
         for flag in (f for item in flags or [] for f in item):
             metrics.safety.labels(flag).inc()
         if observer is not None and monitor is not None:
             emb = result.outputs if monitor.reference.embedding_kind == "outputs" else result.embeddings
-            observer.submit(_observe, monitor, metrics, x, emb, preds)
+            preds = fields.get("predictions")
+            observer.submit(
+                _observe, monitor, metrics, x, emb, np.asarray(preds) if preds is not None else None
+            )
         # orjson writes numpy rows directly (float32 in shortest round-trip form), ~10x faster than
         # json.dumps on lists: this runs in the model thread, holding the GIL the event loop needs
-        rows = np.ascontiguousarray(outputs.numpy())
-        pred_rows = preds.tolist() if preds is not None else None
         replies, start = [], 0
         for p in payloads:
             stop = start + len(p)
-            reply: dict[str, Any] = {"outputs": rows[start:stop]}
-            if pred_rows is not None:
-                reply["predictions"] = picked = pred_rows[start:stop]
-                reply["labels"] = [classes[i] if i < len(classes) else str(i) for i in picked]
+            reply = {name: values[start:stop] for name, values in fields.items()}
             if flags is not None:
                 reply["flags"] = flags[start:stop]
             replies.append(orjson.dumps(reply, option=numpy_option))
