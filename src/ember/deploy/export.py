@@ -38,8 +38,8 @@ from ember.tasks.spec import ModelSpec
 FORMATS = ("onnx", "torch-export")
 ONNX_SINGLE_FILE_LIMIT = 1 << 30  # weights above this go to a side file (protobuf caps a file at 2 GiB)
 _EXPORTER_NOTES = (
-    r"The tensor attributes .* were assigned during export",
-    r"The axis name: .* will not be used",
+    r".*The tensor attributes .* were assigned during export",
+    r".*The axis name: .* will not be used",
 )
 
 
@@ -472,8 +472,9 @@ def export_model(
 
     The graph is ``contract.export_module`` (tensors in, a tensor or a tuple of tensors out: a
     detector's maps, a translator's ``(src, tgt_in) -> logits``) traced on
-    ``contract.example_inputs``; it is checked against eager on other examples of the spec (a
-    batch of 1, of ``batch_size + 3``, and token inputs cut shorter), none of them the traced one.
+    ``contract.example_inputs``; it is checked against eager on other examples of the spec (batches
+    of 1, ``batch_size`` and ``batch_size + 3`` rows, and token inputs cut shorter), none of them the
+    traced one.
 
     Args:
         model: the trained model.
@@ -491,9 +492,8 @@ def export_model(
     n = max(1, batch_size)
     example = contract.example_inputs(task, spec, n, seed=0)
     if kw.get("dynamic_batch", True):
-        kw.setdefault(
-            "checks", [contract.example_inputs(task, spec, k, seed=s) for s, k in ((1, 1), (2, n + 3))]
-        )
+        sizes = ((1, 1), (2, n), (3, n + 3))  # (seed, rows): fresh examples, none of them the traced one
+        kw.setdefault("checks", [contract.example_inputs(task, spec, k, seed=s) for s, k in sizes])
     else:
         kw.setdefault("checks", [contract.example_inputs(task, spec, n, seed=1)])
     return export(module, example, path, format=format, **kw)

@@ -91,7 +91,9 @@ def text_pieces(served: ServedModel, prompt: str, options: dict[str, Any]) -> It
             "PyTorch model; package a run whose model can be rebuilt (a zoo model or an entry point)"
         )
     if served.tokenizer is None:
-        contract.require(served.task, "generate_text", "text generation")  # advice of a non-text task
+        contract.require(
+            served.task, "generate_text", "text generation", contract.NO_TEXT
+        )  # advice of a non-text task
         raise NotApplicable("text generation needs the model's tokenizer, and this bundle has none")
     return contract.generate_text(served.task, served.model, served.tokenizer, prompt, **options)
 

@@ -1,0 +1,281 @@
+"""Every family from train to serve: package → registry push → pull → export onnx → serve.
+
+Each family trains one tiny real run (module-scoped: once per family), then goes through the real
+command line (``ember package``, ``ember registry push/pull``, ``ember export``) and a real HTTP
+server (uvicorn with the predict lane, in a thread) answering one request. The ONNX file is checked
+again here, independently, in a fresh ONNX Runtime session against the bundle's eager model on an
+input the exporter never saw. No step may print a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import ember
+from ember import models
+from ember.cli import main
+from ember.deploy.bundle import open_bundle
+from ember.deploy.serve import ServedModel, create_app, make_server
+from ember.recipe import load_run
+from ember.tasks import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+QUICK = {"trainer.epochs": 1, "trainer.max_steps": 2}
+TEXT = {"data.name": "text", "data.block_size": 16, "data.chunk_size": 48, "data.windows_per_epoch": 32,
+        "data.eval_batch_size": 16}  # fmt: skip
+SCENES = {"data.source": "digits", "data.num_train": 48, "data.num_test": 16, "data.canvas_size": 32,
+          "data.batch_size": 16}  # fmt: skip
+BROWN_GPT = {"model.num_layers": 1, "model.num_heads": 2, "model.embed_dim": 32}
+BROWN_GENRE = {**BROWN_GPT, "data.max_len": 32, "data.eval_batch_size": 512}
+
+
+@dataclass
+class Workspace:
+    root: Path
+    runs: Path
+    registry: Path
+    corpus: Path
+    cache: dict[str, str]
+    fetched: Callable[[str], None]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory, fetched: Callable[[str], None]) -> Workspace:
+    root = tmp_path_factory.mktemp("lifecycle")
+    corpus = root / "plays.txt"
+    corpus.write_text(
+        "".join(
+            f"ROMEO {i}:\nBut soft, what light through yonder window {i % 7} breaks?\n\n" for i in range(300)
+        )
+    )
+    return Workspace(root, root / "runs", root / "registry", corpus, {}, fetched)
+
+
+def _fit(space: Workspace, config: str | dict[str, Any], overrides: dict[str, Any]) -> str:
+    source = CONFIGS / config if isinstance(config, str) else config
+    return ember.fit(source, {**QUICK, **overrides}, runs_dir=space.runs, progress=False).run_id
+
+
+def _brown_pretrained(space: Workspace) -> str:
+    if "brown-lm" not in space.cache:
+        space.fetched("brown")
+        space.cache["brown-lm"] = _fit(
+            space, "pretrain-brown-lm.yaml",
+            {**BROWN_GPT, "data.tokenizer": "char", "data.block_size": 32, "data.windows_per_epoch": 32,
+             "data.eval_batch_size": 64},
+        )  # fmt: skip
+    return space.cache["brown-lm"]
+
+
+def _genre(space: Workspace, lora: bool) -> str:
+    pretrained = _brown_pretrained(space)
+    extra = {"model.lora.rank": 2, "model.unfreeze": ["head"]} if lora else {}
+    return _fit(space, "finetune-brown-genre.yaml", {**BROWN_GENRE, "model.pretrained": pretrained, **extra})
+
+
+def _python_tensors(space: Workspace) -> str:
+    """``ember.Trainer(...).fit(...)`` on the user's own tensors (its spec and data kept in the run)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(120) % 3
+    x = torch.randn(3, 6, generator=g)[y] * 2 + torch.randn(120, 6, generator=g)
+    model = models.create("mlp_tiny", in_channels=6, image_size=1, num_classes=3)
+    trainer = ember.Trainer(
+        model, task="classification", epochs=1, batch_size=32, runs_dir=space.runs, progress=False
+    )
+    trainer.fit((x[:80], y[:80]), (x[80:100], y[80:100]))
+    trainer.test((x[100:], y[100:]))
+    assert trainer.run is not None
+    return trainer.run.id
+
+
+def _csv(space: Workspace, target: str, task: str) -> str:
+    path = space.root / f"{task}.csv"
+    g = np.random.default_rng(0)
+    rows = ["a,b,c,label"]
+    for _ in range(90):
+        a, b, c = g.normal(size=3)
+        label = int(a + b > 0) if task == "classification" else round(2 * a - b + 0.1 * c, 4)
+        rows.append(f"{a:.4f},{b:.4f},{c:.4f},{label}")
+    path.write_text("\n".join(rows) + "\n")
+    return _fit(
+        space, {"name": f"csv-{task}", "data": {"name": "csv", "path": str(path), "target": target, "task": task},
+                "model": {"name": "mlp_tiny"}, "task": {"name": task}}, {},
+    )  # fmt: skip
+
+
+FAMILIES: dict[str, Callable[[Workspace], str]] = {
+    "image": lambda s: _fit(s, "digits-cnn.yaml", {"model.name": "cnn_tiny"}),
+    "tabular": lambda s: _csv(s, "label", "classification"),
+    "regression": lambda s: _csv(s, "label", "regression"),
+    "char-gpt": lambda s: _fit(
+        s, "shakespeare-char-gpt.yaml", {**TEXT, "data.path": str(s.corpus), "model.name": "gpt_tiny"}
+    ),
+    "bpe-gpt": lambda s: _fit(
+        s,
+        "shakespeare-char-gpt.yaml",
+        {
+            **TEXT,
+            "data.path": str(s.corpus),
+            "model.name": "gpt_tiny",
+            "data.tokenizer": "bpe",
+            "data.vocab_size": 300,
+        },
+    ),  # fmt: skip
+    "rnn-lm": lambda s: _fit(
+        s,
+        {"name": "rnn-lm", "model": {"name": "rnn_lm_tiny"}, "task": {"name": "language_model"}},
+        {**TEXT, "data.path": str(s.corpus)},
+    ),  # fmt: skip
+    "translation": lambda s: (
+        s.fetched("en-es-verses"),
+        _fit(
+            s,
+            "translate-en-es.yaml",
+            {
+                "model.name": "encoder_decoder_tiny",
+                "data.tokenizer": "char",
+                "data.max_len": 24,
+                "data.val_books": ["Phlm"],
+                "data.test_books": ["Jude"],
+                "task.beam_size": 2,
+                "task.max_len_a": 0.0,
+                "task.max_len_b": 6,
+                "task.val_decode_fraction": 0.0,
+            },
+        ),
+    )[1],  # fmt: skip
+    "detection": lambda s: _fit(s, "digit-detect.yaml", {**SCENES, "model.name": "centernet_tiny"}),
+    "segmentation": lambda s: _fit(s, "digit-segment.yaml", {**SCENES, "model.name": "unet_tiny"}),
+    "finetuned": lambda s: _genre(s, lora=False),
+    "lora": lambda s: _genre(s, lora=True),
+    "python": _python_tensors,
+}
+TEXT_OUT = {"char-gpt", "bpe-gpt", "rnn-lm", "translation"}
+
+
+@pytest.fixture(scope="module")
+def trained(space: Workspace) -> Callable[[str], str]:
+    runs: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in runs:
+            runs[family] = FAMILIES[family](space)
+        return runs[family]
+
+    return get
+
+
+def _ember(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The real command line, in this process; it must succeed with no traceback."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out + err, f"ember {' '.join(args)} exited {code}:\n{out}\n{err}"
+    return out
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """uvicorn with the predict lane, in a thread, on a free loopback port; its URL."""
+    server, sock = make_server(app, port=0, graceful_timeout_s=5)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _check_onnx(path: Path, bundle: Any) -> None:
+    """The exported file in a fresh ORT session against the bundle's eager model, on new inputs."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    module = bundle.module()
+    inputs = contract.example_inputs(bundle.task, bundle.spec, 5, seed=11)
+    if bundle.spec.inputs.kind == "tokens":  # a length the exporter never traced
+        inputs = tuple(x[:, : max(1, x.shape[1] - 3)] for x in inputs)
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, {n: x.numpy() for n, x in zip(names, inputs, strict=True)})
+    with torch.no_grad():
+        want = module(*inputs)
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0)
+
+
+def _predict_body(bundle: Any) -> dict[str, Any]:
+    return {"inputs": bundle.spec.inputs.example(2, seed=5).tolist()}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_packages_pushes_exports_and_serves(
+    family: str, trained: Callable[[str], str], space: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id = trained(family)
+    runs, reg = str(space.runs), str(space.registry)
+    path = space.root / f"{family}.ember"
+    out = _ember(capsys, "package", run_id, "-o", str(path), "--runs-dir", runs)
+    assert f"bundle {path}" in out and "model.safetensors" in out
+    out = _ember(capsys, "registry", "push", str(path), "--name", family, "--registry", reg)
+    assert out.startswith(f"pushed {family}@1")
+    pulled = space.root / f"{family}-pulled.ember"
+    _ember(capsys, "registry", "pull", f"{family}@1", "-o", str(pulled), "--registry", reg)
+    assert pulled.read_bytes() == path.read_bytes()
+    onnx_path = space.root / f"{family}.onnx"
+    out = _ember(capsys, "export", f"{family}@1", "--format", "onnx", "-o", str(onnx_path), "--registry", reg)
+    assert "max abs error" in out and "batch sizes 1, 4, 7" in out, out
+    bundle = open_bundle(pulled)
+    assert bundle.spec == load_run(run_id, runs_dir=runs, data=False).spec
+    _check_onnx(onnx_path, bundle)
+
+    served = ServedModel.from_bundle(bundle)
+    with serving(create_app(served)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        if family in TEXT_OUT:
+            refused = client.post("/v1/predict", json=_predict_body(bundle))
+            assert refused.status_code == 400 and "/v1/generate" in refused.json()["error"]
+            reply = client.post("/v1/generate", json={"prompt": "But soft", "max_new_tokens": 8, "seed": 1})
+            assert reply.status_code == 200, reply.text
+            assert isinstance(reply.json()["text"], str) and reply.json()["tokens"] >= 0
+        else:
+            reply = client.post("/v1/predict", json=_predict_body(bundle))
+            assert reply.status_code == 200, reply.text
+            _assert_answer(family, reply.json(), bundle)
+            refused = client.post("/v1/generate", json={"prompt": "hello"})
+            assert refused.status_code == 400 and "/v1/predict" in refused.json()["error"]
+
+
+def _assert_answer(family: str, answer: dict[str, Any], bundle: Any) -> None:
+    if family == "detection":
+        assert len(answer["detections"]) == 2
+        for found in answer["detections"]:
+            assert all(len(d["box"]) == 4 and 0 <= d["score"] <= 1 for d in found)
+    elif family == "segmentation":
+        masks = np.asarray(answer["masks"])
+        assert masks.shape == (2, *bundle.input_shape[1:]) and masks.max() < len(bundle.classes)
+    elif family == "regression":
+        assert np.asarray(answer["outputs"]).shape == (2, 1)
+    else:
+        assert len(answer["labels"]) == 2 and set(answer["labels"]) <= set(bundle.classes)
+        assert np.asarray(answer["outputs"]).shape == (2, len(bundle.classes))
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
