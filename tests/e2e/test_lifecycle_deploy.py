@@ -9,6 +9,7 @@ input the exporter never saw. No step may print a traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -221,6 +222,21 @@ def _check_onnx(path: Path, bundle: Any) -> None:
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0)
 
 
+def _cli_server() -> Any:
+    """test_cli_serve's ``Server``: ``ember serve`` in a subprocess on a free port."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "e2e_cli_serve", Path(__file__).with_name("test_cli_serve.py")
+    )
+    assert spec is not None and spec.loader is not None
+    if spec.name not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[spec.name].Server
+
+
 def _predict_body(bundle: Any) -> dict[str, Any]:
     return {"inputs": bundle.spec.inputs.example(2, seed=5).tolist()}
 
@@ -279,3 +295,220 @@ def _assert_answer(family: str, answer: dict[str, Any], bundle: Any) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# --------------------------------------------------------------------------- a user's own nn.Module
+
+USER_CODE = '''
+import torch
+from torch import nn
+
+
+class UserNet(nn.Module):
+    """A user's own classifier of 6 numbers: not from ember's zoo."""
+
+    def __init__(self, in_features: int = 6, hidden: int = 12, num_classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * 2.0
+
+
+def build(**kwargs):
+    return UserNet(**kwargs)
+'''
+
+
+@pytest.fixture(scope="module")
+def user_code(space: Workspace) -> Iterator[Path]:
+    """An importable module of the user's (``usernet``), as a user's project would have it."""
+    folder = space.root / "project"
+    folder.mkdir()
+    (folder / "usernet.py").write_text(USER_CODE)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("usernet", None)
+
+
+def _user_run(space: Workspace, *, entry_point: bool) -> tuple[str, Any]:
+    import usernet  # type: ignore[import-not-found]
+
+    from ember.tasks.spec import InputSpec, ModelSpec
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(90) % 3
+    x = torch.randn(3, 6, generator=g)[y] * 2 + torch.randn(90, 6, generator=g)
+    spec = None
+    if entry_point:
+        spec = ModelSpec(task="classification", inputs=InputSpec("table", (6,)), entry_point="usernet:build",
+                         kwargs={"hidden": 12}, classes=["a", "b", "c"])  # fmt: skip
+    trainer = ember.Trainer(
+        usernet.build(hidden=12), task="classification", epochs=1, batch_size=30, runs_dir=space.runs,
+        progress=False, spec=spec,
+    )  # fmt: skip
+    trainer.fit((x[:60], y[:60]), (x[60:], y[60:]))
+    assert trainer.run is not None
+    return trainer.run.id, x[60:]
+
+
+def test_a_users_module_with_an_entry_point_is_rebuilt_from_it(
+    space: Workspace, user_code: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_id, x = _user_run(space, entry_point=True)
+    path = space.root / "user-entry.ember"
+    out = _ember(capsys, "package", run_id, "-o", str(path), "--runs-dir", str(space.runs), "--onnx")
+    assert "entry point usernet:build: named, not sealed" in out and "model.onnx" in out
+    bundle = open_bundle(path)
+    assert type(bundle.model).__name__ == "UserNet" and bundle.onnx is not None
+    assert bundle.meta["profile"]["split"] == "train"  # its kept training split
+    with serving(create_app(ServedModel.from_bundle(bundle))) as url:
+        reply = httpx.post(f"{url}/v1/predict", json={"inputs": x[:3].tolist()}, timeout=60)
+    assert reply.status_code == 200 and set(reply.json()["labels"]) <= {"a", "b", "c"}
+    with torch.no_grad():
+        want = bundle.model(x[:3])
+    np.testing.assert_allclose(reply.json()["outputs"], want.numpy(), atol=1e-6)
+
+
+def test_a_users_module_without_code_is_served_from_its_onnx_graph(
+    space: Workspace, user_code: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import usernet
+
+    from ember.deploy import package
+
+    run_id, x = _user_run(space, entry_point=False)
+    capsys.readouterr()
+    assert main(["package", run_id, "-o", str(space.root / "no.ember"), "--runs-dir", str(space.runs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model=YourModule(...)" in err, err
+    path = package(
+        run_id, space.root / "user-onnx.ember", runs_dir=space.runs, model=usernet.UserNet(hidden=12)
+    )
+    reg = str(space.registry)
+    _ember(capsys, "registry", "push", str(path), "--name", "user-onnx", "--registry", reg)
+    out = _ember(
+        capsys,
+        "export",
+        "user-onnx@1",
+        "--format",
+        "onnx",
+        "-o",
+        str(space.root / "u.onnx"),
+        "--registry",
+        reg,
+    )
+    assert "verified against the eager model when packaged" in out
+    # served by `ember serve` in a process that cannot import the user's code
+    server = _cli_server()(str(path))
+    try:
+        reply = httpx.post(f"{server.url}/v1/predict", json={"inputs": x[:4].tolist()}, timeout=60)
+    finally:
+        server.stop()
+    assert reply.status_code == 200, reply.text
+    graph = ember.load(path)  # the ONNX graph in ONNX Runtime, as a module
+    np.testing.assert_allclose(reply.json()["outputs"], graph(x[:4]).numpy(), atol=1e-6)
+    assert len(reply.json()["labels"]) == 4
+
+
+# --------------------------------------------------------------------------- /v1/generate
+
+
+@pytest.fixture(scope="module")
+def gpt_bundle(space: Workspace, trained: Callable[[str], str]) -> Path:
+    from ember.deploy import package
+
+    return package(trained("char-gpt"), space.root / "gpt-generate.ember", runs_dir=space.runs)
+
+
+def test_generate_streams_its_first_piece_before_the_answer_is_done(gpt_bundle: Path) -> None:
+    body = {"prompt": "ROMEO", "max_new_tokens": 400, "temperature": 1.0, "seed": 3, "stream": True}
+    with serving(create_app(open_bundle(gpt_bundle), max_new_tokens=400)) as url:
+        arrivals, lines = [], []
+        with httpx.Client(base_url=url, timeout=60) as client:
+            start = time.perf_counter()
+            with client.stream("POST", "/v1/generate", json=body) as reply:
+                assert reply.status_code == 200 and reply.headers["content-type"] == "application/x-ndjson"
+                for line in reply.iter_lines():
+                    arrivals.append(time.perf_counter() - start)
+                    lines.append(json.loads(line))
+            whole = client.post("/v1/generate", json={**body, "stream": False}).json()
+    *pieces, done = lines
+    assert done["done"] is True and len(pieces) >= 10
+    assert "".join(p["text"] for p in pieces) == done["text"] == whole["text"]  # same seed, same text
+    # the first piece came while the server was still decoding: before the whole answer took
+    assert arrivals[0] < done["seconds"] / 2 and arrivals[0] < arrivals[-1], (arrivals[0], done["seconds"])
+
+
+def test_generate_requests_at_once_do_not_disturb_each_other(gpt_bundle: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def body(seed: int) -> dict[str, Any]:
+        return {"prompt": "But soft", "max_new_tokens": 40, "seed": seed, "top_k": 20, "stop": ["\n\n"]}
+
+    with (
+        serving(create_app(open_bundle(gpt_bundle), generate_workers=3)) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        alone = {seed: client.post("/v1/generate", json=body(seed)).json()["text"] for seed in range(4)}
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda s: client.post("/v1/generate", json=body(s % 4)), range(16)))
+        metrics = client.get("/metrics").text
+    assert all(r.status_code == 200 for r in together)
+    assert [r.json()["text"] for r in together] == [alone[s % 4] for s in range(16)]
+    assert len(set(alone.values())) > 1  # the seeds matter
+    assert 'ember_requests_total{code="200",endpoint="generate"} 20.0' in metrics
+    tokens = next(ln for ln in metrics.splitlines() if ln.startswith("ember_generate_tokens_total"))
+    assert float(tokens.split()[-1]) > 0 and "ember_generate_latency_seconds_count 20.0" in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b'{"prompt": ', 400, "not valid JSON"),
+        (b'{"prompt": ""}', 422, "prompt"),
+        (b'{"text": "hi"}', 422, "prompt"),
+        (b'{"prompt": "hi", "max_new_tokens": 100000}', 422, "max_new_tokens"),
+        (b'{"prompt": "hi", "temperature": -1}', 422, "temperature"),
+        (b'{"prompt": "hi", "top_p": 0}', 422, "top_p"),
+        (b'{"prompt": "hi", "top_k": 1.5}', 422, "top_k"),
+        (b'{"prompt": "hi", "stream": "yes"}', 422, "stream"),
+        (b'{"prompt": "hi", "seed": -2}', 422, "seed"),
+        (b'{"prompt": "hi", "stop": [1]}', 422, "stop"),
+        (b'{"prompt": "hi", "extra": 1}', 422, "extra"),
+        (b'{"prompt": "' + b"x" * 5000 + b'"}', 413, "over the limit"),
+    ],
+)
+def test_generate_refuses_bad_requests_with_the_errors_of_predict(
+    gpt_bundle: Path, body: bytes, status: int, says: str
+) -> None:
+    app = create_app(open_bundle(gpt_bundle), max_body_bytes=4096, max_new_tokens=64)
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        reply = client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+        kind = client.post("/v1/generate", content=b"hi", headers={"content-type": "text/plain"})
+    assert reply.status_code == status and says in reply.json()["error"], reply.text
+    assert kind.status_code == 415 and "application/json" in kind.json()["error"]
+
+
+def test_openapi_documents_generate_and_the_cli_generates_from_a_bundle(
+    gpt_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(open_bundle(gpt_bundle))) as client:
+        schema = client.get("/openapi.json").json()
+        card = client.get("/v1/model").json()
+    body = schema["paths"]["/v1/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"prompt", "max_new_tokens", "temperature", "top_p", "top_k", "stop", "seed", "stream"} <= set(
+        body["properties"]
+    )
+    assert body["required"] == ["prompt"] and card["task"] == "language_model"
+    out = _ember(
+        capsys, "generate", str(gpt_bundle), "--prompt", "ROMEO", "--max-new-tokens", "12", "--seed", "1"
+    )
+    assert out.startswith("ROMEO") and len(out.strip()) > len("ROMEO")
