@@ -241,7 +241,12 @@ def _predict_body(bundle: Any) -> dict[str, Any]:
     return {"inputs": bundle.spec.inputs.example(2, seed=5).tolist()}
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+SLOW = {"translation", "finetuned", "lora"}  # the real verse pairs and Brown corpus, a pretraining first
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW else f for f in FAMILIES]
+)
 def test_family_packages_pushes_exports_and_serves(
     family: str, trained: Callable[[str], str], space: Workspace, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -260,6 +265,12 @@ def test_family_packages_pushes_exports_and_serves(
     assert "max abs error" in out and "batch sizes 1, 4, 7" in out, out
     bundle = open_bundle(pulled)
     assert bundle.spec == load_run(run_id, runs_dir=runs, data=False).spec
+    profiled = bundle.meta["profile"]
+    if bundle.spec.inputs.kind in ("image", "table"):  # drift profile of the run's own training split
+        assert profiled["split"] == "train" and bundle.profile is not None and profiled["rows"] > 0
+    else:
+        assert bundle.profile is None and "no reference profile" in profiled["note"]
+    assert (bundle.tokenizer is not None) == (family in TEXT_OUT or family in ("finetuned", "lora"))
     _check_onnx(onnx_path, bundle)
 
     served = ServedModel.from_bundle(bundle)

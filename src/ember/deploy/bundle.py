@@ -43,6 +43,7 @@ import math
 import platform
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class Bundle:
         """Class names (index i names output i), or None."""
         return self.spec.classes
 
-    @property
+    @cached_property
     def task(self) -> Any:
         """The model's task, built from the spec (and tokenizer); None for a task this ember does not
         know by name (the contract's defaults then apply)."""

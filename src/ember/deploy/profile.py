@@ -300,13 +300,15 @@ def build_profile(
     finally:
         model.train(was_training)
     f = torch.cat(feats)  # (N, F)
-    out = torch.cat(outputs) if outputs else None  # (N, K)
+    scores = torch.cat(outputs) if outputs else None  # (N, K)
     q = torch.tensor(QUANTILES)
     qv = torch.quantile(f, q, dim=0).T  # (F, Q)
     edges = torch.tensor(_exact(torch.quantile(f, torch.linspace(0, 1, BINS + 1)[1:-1], dim=0).T))
-    classification = classifier and out is not None and out.shape[1] > 1
-    hist = torch.bincount(out.argmax(dim=1), minlength=out.shape[1]) / len(out) if classification else None
-    few = out is not None and not classification and out.shape[1] <= MAX_QUANTILE_OUTPUTS
+    hist = quantiles = None
+    if scores is not None and classifier and scores.shape[1] > 1:  # the predicted-class histogram
+        hist = torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1]) / len(scores)
+    elif scores is not None and scores.shape[1] <= MAX_QUANTILE_OUTPUTS:
+        quantiles = torch.quantile(scores, q, dim=0).T
     return ReferenceProfile(
         version=PROFILE_VERSION,
         input_shape=list(shape),
@@ -325,7 +327,7 @@ def build_profile(
         embedding_sample=_exact(torch.cat(embeds)) if embeds else [],
         task=task,
         prediction_histogram=_exact(hist) if hist is not None else None,
-        prediction_quantiles=_exact(torch.quantile(out, q, dim=0).T) if few and out is not None else None,
+        prediction_quantiles=_exact(quantiles) if quantiles is not None else None,
     )
 
 

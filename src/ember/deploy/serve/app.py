@@ -123,7 +123,8 @@ def create_app(
     collector = DriftCollector(monitor) if monitor is not None else None
     metrics = Metrics(served.name, served.runner.backend, served.sha256, collector)
     decoder = Decoder(served, max_items)
-    state = SimpleNamespace(ready=False, draining=False)  # warmed up; SIGTERM received
+    # warmed up; SIGTERM received; what /v1/predict answers (the fields, or why it does not apply)
+    state = SimpleNamespace(ready=False, draining=False, predict={})
     observer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-drift") if monitor else None
     batcher = DynamicBatcher(
         _batch_fn(served, safety_filter, monitor, observer, metrics),
@@ -139,7 +140,7 @@ def create_app(
         batcher.start()
         # warm up before /readyz says ready; the task's answer to it says whether /v1/predict applies
         warm = await asyncio.to_thread(served.runner, *served.example(1))
-        refusal = predict_refusal(served, warm.outputs)
+        refusal, state.predict = predict_refusal(served, warm.outputs)
         if refusal is not None:
             lane.decode = refusal
         state.ready = True
@@ -243,9 +244,7 @@ def create_app(
             "task": served.spec.task if served.spec is not None else None,
             "input": decoder.schema(),
             "output": {
-                "outputs": "one list of model outputs (logits for a classifier) per item",
-                "predictions": "argmax class index per item (classifiers)",
-                "labels": "class name per item (classifiers)",
+                **state.predict,
                 "flags": "safety flags per item (when a safety filter is set)",
             },
             "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue},
@@ -304,19 +303,23 @@ async def _send_json(send: Any, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-def predict_refusal(served: ServedModel, outputs: Any) -> Callable[[bytes, str], Any] | None:
-    """A decode function refusing every /v1/predict request, when the served model's task answers
-    none (a language model: its advice says to call /v1/generate); None when it answers them."""
+def predict_refusal(
+    served: ServedModel, outputs: Any
+) -> tuple[Callable[[bytes, str], Any] | None, dict[str, Any]]:
+    """What the served model's task answers /v1/predict with, from its decoding of ``outputs``:
+    ``(None, {"fields": [...]})``, or a decode function refusing every request and the reason,
+    when it answers none (a language model: its advice says to call /v1/generate)."""
+    assert served.spec is not None  # ServedModel fills it
     try:
-        contract.decode(served.task, outputs, served.spec)
+        fields = contract.decode(served.task, outputs, served.spec)
     except NotApplicable as e:
         error = ApiError(400, str(e), "not_applicable")
 
         def refuse(body: bytes, content_type: str) -> Any:
             raise error
 
-        return refuse
-    return None
+        return refuse, {"refused": str(e)}
+    return None, {"fields": list(fields)}
 
 
 def _batch_fn(
@@ -336,6 +339,7 @@ def _batch_fn(
 
     numpy_option = orjson.OPT_SERIALIZE_NUMPY
     task, spec = served.task, served.spec
+    assert spec is not None  # ServedModel fills it
 
     def run(payloads: list[torch.Tensor]) -> list[bytes]:
         x = payloads[0] if len(payloads) == 1 else torch.cat(payloads)

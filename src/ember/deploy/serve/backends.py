@@ -352,15 +352,16 @@ class ServedModel:
     spec: ModelSpec | None = None
     """The model's spec (default: one describing the fields above: a classifier when ``classes``)."""
     task: Any = None
-    """The model's task, asked how to decode outputs and generate text (default: from the spec)."""
+    """The model's task, asked how to decode outputs and generate text (default: the spec's task by
+    name; None for a name this ember does not know, which gets the contract's defaults)."""
     model: nn.Module | None = None
     """The PyTorch model itself, for ``/v1/generate`` (None: an ONNX graph is served)."""
 
     def __post_init__(self) -> None:
         if self.spec is None:
             self.spec = _default_spec(self.input_shape, self.input_dtype, self.input_range, self.classes)
-            if self.task is None:
-                self.task = _task_named(self.spec.task)
+        if self.task is None:  # a task this ember does not know by name stays None: the contract's defaults
+            self.task = _task_named(self.spec.task)
 
     @property
     def input_kind(self) -> str:

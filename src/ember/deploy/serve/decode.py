@@ -123,9 +123,9 @@ class Decoder:
         fast = self._numbers(body)
         if fast is not None:
             return fast
-        rows = self._row_objects(body)
-        if rows is not None:
-            return rows
+        objects = self._row_objects(body)
+        if objects is not None:
+            return objects
         from pydantic import ValidationError
 
         try:
