@@ -285,6 +285,11 @@ def test_family_packages_pushes_exports_and_serves(
             reply = client.post("/v1/predict", json=_predict_body(bundle))
             assert reply.status_code == 200, reply.text
             _assert_answer(family, reply.json(), bundle)
+            if bundle.tokenizer is not None:  # a text classifier reads text through its tokenizer
+                said = client.post(
+                    "/v1/predict", json={"inputs": ["The jury said the election was conducted."]}
+                )
+                assert said.status_code == 200 and said.json()["labels"][0] in bundle.classes, said.text
             refused = client.post("/v1/generate", json={"prompt": "hello"})
             assert refused.status_code == 400 and "/v1/predict" in refused.json()["error"]
 
