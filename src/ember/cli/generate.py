@@ -142,6 +142,7 @@ def write_text(source: TextModel, args: argparse.Namespace) -> int:
             chars += len(piece)
     seconds = time.perf_counter() - started
     sys.stdout.write("\n")
+    sys.stdout.flush()  # before the speed line on stderr
     print(f"[{chars} characters in {seconds:.2f}s]", file=sys.stderr)
     return 0
 

@@ -18,7 +18,7 @@ SERVE_EXAMPLES = """examples:
   ember serve digits.ember --plan plan.json            # the backend `ember plan` chose
   curl -s localhost:8000/v1/predict -H 'content-type: image/png' --data-binary @digit.png
   ember serve shakespeare.ember                        # a language model: POST /v1/generate
-  curl -sN localhost:8000/v1/generate -d '{"prompt": "ROMEO:", "max_new_tokens": 200, "stream": true}'
+  curl -sN localhost:8000/v1/generate -H 'content-type: application/json' -d '{"prompt": "ROMEO:", "max_new_tokens": 200, "stream": true}'
 """
 
 MONITOR_EXAMPLES = """examples:
