@@ -19,6 +19,8 @@ member              what it answers                                          wit
 ``generate_text``   ``(model, tokenizer, prompt, **options) -> Iterator[str]`` NotApplicable
                     pieces of text as they decode (``/v1/generate``, ``ember
                     generate``)
+``answers_prompt``  whether that text answers the prompt (a translator) or    False
+                    continues it (a language model)
 ``protect``         ``(metric, "max" | "min")`` a compressed variant must     ``(headline, mode)``
                     keep
 ``checks``          names of the run checks that apply                        ``("overfitting",)``
@@ -103,12 +105,19 @@ def decode(task: Any, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
     return {"outputs": np.ascontiguousarray(outputs.detach().float().cpu().numpy())}
 
 
+NO_TEXT = "its model does not produce text; use /v1/predict"
+"""The advice when text generation does not apply (the task has no ``generate_text``)."""
+
+
 def generate_text(task: Any, model: nn.Module, tokenizer: Any, prompt: str, **options: Any) -> Iterator[str]:
     """Pieces of text continuing (or answering) ``prompt``, as they decode."""
-    own = require(
-        task, "generate_text", "text generation", "its model does not produce text; use /v1/predict"
-    )
+    own = require(task, "generate_text", "text generation", NO_TEXT)
     return iter(own(model, tokenizer, prompt, **options))
+
+
+def answers_prompt(task: Any) -> bool:
+    """Whether :func:`generate_text`'s pieces answer the prompt (a translation) rather than continue it."""
+    return bool(getattr(task, "answers_prompt", False))
 
 
 def protected_metric(task: Any) -> tuple[str, str]:
@@ -136,6 +145,8 @@ def distill_loss(task: Any, student: Any, teacher: Any, target: Any) -> torch.Te
 
 __all__ = [
     "CHECKS",
+    "NO_TEXT",
+    "answers_prompt",
     "applicable_checks",
     "decode",
     "distill_loss",
