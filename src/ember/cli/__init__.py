@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None else 2
     from ember.config import ConfigError
     from ember.data import SourceUnavailableError
+    from ember.tasks.spec import NotApplicable
     from ember.track import RunNotFoundError
     from ember.train import CheckpointError, NonFiniteLossError
 
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         SourceUnavailableError,
         FileNotFoundError,
         KeyError,
+        NotApplicable,
         ValueError,  # DataError and ChecksumError are ValueErrors
     ) as e:
         print(f"ember {args.command}: error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ from torch import nn
 
 from ember.config import Config, load_config, parse_stored_yaml
 from ember.data import load_splits
+from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.recipe.build import Prepared, prepare, task_for
 from ember.recipe.train import final_task
@@ -97,7 +98,10 @@ class LoadedRun:
         """The data of split ``name`` (a dataset, ``ArrayData`` or a ready loader); ValueError naming
         the splits the run has when it has not this one."""
         if name not in SPLITS:
-            raise ValueError(f"unknown split '{name}'; a run's splits are {', '.join(SPLITS)}")
+            have = ", ".join(self.available_splits()) or "none"
+            raise ValueError(
+                f"unknown split '{name}' (a run's splits are {', '.join(SPLITS)}); it has: {have}"
+            )
         if name in self._splits:
             return self._splits[name]
         if self.prepared is not None:
@@ -118,6 +122,30 @@ class LoadedRun:
                 + f"; it has: {have}"
             )
         self._splits[name] = data
+        return data
+
+    def data_facts(self) -> dict[str, str]:
+        """Where the run's data came from and how large each split is, as text (for reports)."""
+        if self.prepared is not None:
+            sizes = ", ".join(f"{k} {len(v)}" for k, v in self.prepared.splits.items())
+            return {"dataset": self.prepared.bundle.name, "split sizes": sizes}
+        kept = recorded_splits(self.store, self.id)
+        sizes = ", ".join(
+            f"{k} {len(self.split(k))}" if why == "saved" else f"{k} not kept ({why})"
+            for k, why in kept.items()
+        )
+        return {"dataset": "given to Trainer.fit from Python", "split sizes": sizes or "none kept"}
+
+    def eval_split(self, name: str) -> Any:
+        """Split ``name`` as an evaluation pass reads it: every example once, in a fixed order. The
+        same as :meth:`split` except for a text recipe's training split, whose loader otherwise draws
+        random windows (language models) or shuffles its batches (translation)."""
+        data = self.split(name)
+        prep = self.prepared
+        if name == "train" and prep is not None and isinstance(prep.bundle, TextBundle):
+            pool: Any = prep.bundle.train
+            pool = pool.subset(prep.splits["train"])
+            return prep.bundle.loader(pool, batch_size=self.config.data.eval_batch_size, train=False)
         return data
 
     @property

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ember.evaluate.detection import NAMES, class_prior, components_detector, detection_statistics
 from ember.evaluate.stats import bootstrap
-from ember.tasks.detection import mean_average_precision
+from ember.metrics.detection import (
+    NAMES,
+    class_prior,
+    components_detector,
+    detection_statistics,
+    mean_average_precision,
+)
 
 
 def _scenes(n: int, seed: int, *, k: int = 4, junk: int = 6) -> tuple[list, list]:
