@@ -163,11 +163,9 @@ def _leakage(run: Any, arrays: _Splits, near: str, seed: int) -> list[Finding]:
         ]
     splits = {name: arrays.get(name) for name in names}
     if run.spec.inputs.kind == "tokens":  # token ids: exact copies only (a near id is not a near text)
-        found = check_leakage(splits, near="none", seed=seed)
-        return [
-            *found,
-            Finding("leakage.near", "info", "near duplicates are not searched among token ids", {}),
-        ]
+        found = check_leakage(splits, near="none", features=False, seed=seed)
+        why = "token ids are no features: exact copies are searched, near copies and single features are not"
+        return [*found, Finding("leakage.tokens", "info", why, {})]
     embed = _embedder(run.model) if near == "embedding" else None
     return check_leakage(splits, near=near, embed=embed, seed=seed)
 
@@ -299,10 +297,12 @@ def _final_scores(run: Any) -> dict[str, Any] | None:
 
     task = run.task
     train, val = (computed(evaluation_pass(run, run.eval_split(s), task)[0]) for s in ("train", "val"))
-    metric = task.headline
+    metric, mode = task.headline, task.mode
+    if metric not in train or metric not in val:  # not scored in this pass (a translation left undecoded)
+        metric, mode = "loss", "min"
     return {
         "metric": metric,
-        "mode": task.mode,
+        "mode": mode,
         "train": float(train[metric]),
         "val": float(val[metric]),
         "n_val": _size(run.split("val")),
@@ -324,6 +324,7 @@ def check_leakage(
     *,
     near: str = "auto",
     embed: Any = None,
+    features: bool = True,
     seed: int = 0,
 ) -> list[Finding]:
     """Duplicates across every pair of splits, and label-revealing features in the first split.
@@ -333,6 +334,8 @@ def check_leakage(
         near: near-duplicate method for :func:`find_duplicates` (``auto``, ``pixel``, ``phash``,
             ``embedding``), or ``none``: exact copies only.
         embed: ``x -> (N, E)`` embeddings, needed for ``near="embedding"``.
+        features: also look for single features that give away the label (not for token ids,
+            whose positions are no features).
 
     Returns:
         One ``leakage.duplicates`` finding per pair of splits, then one ``leakage.feature``.
@@ -347,7 +350,7 @@ def check_leakage(
             found = find_duplicates(xa, xb, near=near != "none", method=method, embeddings=embeddings)
             findings.append(_duplicate_finding(found, (first, second), ya, yb))
     x_train, y_train = splits[names[0]]
-    if y_train is not None:
+    if y_train is not None and features:
         leaks = feature_leakage(x_train, y_train, seed=seed)
         if leaks:
             top = leaks[0]
