@@ -9,6 +9,7 @@ traceback; a check a task does not take is listed as not applicable, with why.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -228,6 +229,35 @@ def test_check(family: str, trained: Any, capsys: pytest.CaptureFixture[str]) ->
     )
     if "leakage" not in FAMILIES[family].inapplicable:
         assert any(n.startswith("leakage.duplicates:train/") for n in names)
+
+
+HUMAN = {
+    "python": "%",
+    "regression": ".",
+    "translation": "",
+    "char-gpt": None,
+}  # output marker; None: refused
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in HUMAN]
+)
+def test_human_export(family: str, trained: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run, runs = trained(family)
+    sheet = str(tmp_path / "sheet")
+    args = ["human", "export", run, "--likert", "--n", "5", "--out", sheet, "--runs-dir", runs]
+    if HUMAN[family] is None:  # no text form to rate: one line, what to do instead
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "human rating does not apply to task 'language_model'" in err, err
+        assert "ember generate" in err
+        return
+    assert "5 rows to rate" in _cli(capsys, *args)
+    with open(tmp_path / "sheet" / "sheet.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and all(r["output"] and HUMAN[family] in r["output"] for r in rows)
+    if family == "translation":  # the source sentence is the input raters read
+        assert all(r["input"] for r in rows)
 
 
 def test_python_run_without_a_kept_split_says_which_and_why(

@@ -78,7 +78,8 @@ CHECK_NEEDS = {
 
 def task_name(task: Any) -> str:
     """The task's registered name when it has one, else its class name (for messages)."""
-    return str(getattr(task, "name", None) or type(task).__name__)
+    origin = getattr(task, "_ember_origin", None)  # noted by ember.tasks.create
+    return str(getattr(task, "name", None) or (origin[0] if origin else None) or type(task).__name__)
 
 
 def require(task: Any, member: str, stage: str, instead: str = "") -> Any:

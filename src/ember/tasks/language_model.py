@@ -56,6 +56,8 @@ class LanguageModel:
         "check.shift": "token windows have no fixed feature distribution to test; compare the splits' "
         "perplexities (ember eval --split val / test) instead",
         "check.imbalance": "its targets are next tokens, not classes",
+        "human rating": "its outputs are continuations of text: sample some with `ember generate RUN --prompt ...` "
+        "and rate those",
     }
 
     def __init__(self, *, token_bytes: Sequence[int] | None = None, label_smoothing: float = 0.0) -> None:
