@@ -43,6 +43,7 @@ Severity = Literal["info", "warning", "error"]
 SEVERITIES = ("info", "warning", "error")
 CHECKS = ("overfitting", "leakage", "shift", "imbalance")
 MAX_EXAMPLES = 20_000  # per split: larger file-backed splits are checked on a seeded sample
+GAP_EXAMPLES = 5_000  # the final model's training score is measured on at most this many (seeded sample)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def run_checks(
         if check in skipped:
             findings.append(_not_applicable(check, skipped[check]))
         elif check == "overfitting":
-            found = check_overfitting(_curves(run.store, run.id), _final_scores(run))
+            found = check_overfitting(_curves(run.store, run.id), _final_scores(run, seed))
             findings += found or [
                 Finding("overfitting.gap", "info", "no validation split: overfitting cannot be judged", {})
             ]
@@ -288,15 +289,19 @@ def _curves(store: Any, run_id: str) -> dict[str, list[Any]] | None:
     return curve if curve["val_loss"] else None
 
 
-def _final_scores(run: Any) -> dict[str, Any] | None:
-    """The final model's headline and loss on the training and validation splits (one pass each)."""
+def _final_scores(run: Any, seed: int = 0) -> dict[str, Any] | None:
+    """The final model's headline and loss on the training and validation splits (one pass each, over
+    at most :data:`GAP_EXAMPLES` examples of each: a seeded sample of a larger split)."""
     if "val" not in run.available_splits() or "train" not in run.available_splits():
         return None
     from ember.evaluate.predictions import evaluation_pass
     from ember.train.loop import computed
 
     task = run.task
-    train, val = (computed(evaluation_pass(run, run.eval_split(s), task)[0]) for s in ("train", "val"))
+    train, val = (
+        computed(evaluation_pass(run, run.eval_split(s, limit=GAP_EXAMPLES, seed=seed), task)[0])
+        for s in ("train", "val")
+    )
     metric, mode = task.headline, task.mode
     if metric not in train or metric not in val:  # not scored in this pass (a translation left undecoded)
         metric, mode = "loss", "min"
@@ -305,7 +310,7 @@ def _final_scores(run: Any) -> dict[str, Any] | None:
         "mode": mode,
         "train": float(train[metric]),
         "val": float(val[metric]),
-        "n_val": _size(run.split("val")),
+        "n_val": min(_size(run.split("val")), GAP_EXAMPLES),
         "train_loss": float(train["loss"]),
         "val_loss": float(val["loss"]),
     }

@@ -120,6 +120,10 @@ class LanguageModel:
         very windows the model was scored on (see `ember.metrics.lm`)."""
         per = evaluation.windows()
         units = _units(data, len(per))
+        if units.windows is None:
+            raise NotApplicable(
+                "the windows' targets are not their inputs shifted by one: no token stream to fit"
+            )
         if not np.array_equal(per[:, 1], np.full(len(per), float(units.windows.shape[1] - 1))):
             raise NotApplicable(
                 "n-gram baselines score every target of a window; this split has unscored targets"
@@ -170,7 +174,7 @@ class LanguageModel:
 class _Units:
     """How a split's evaluated windows group into the units the bootstrap resamples."""
 
-    def __init__(self, windows: np.ndarray, block: np.ndarray, unit: str, note: str) -> None:
+    def __init__(self, windows: np.ndarray | None, block: np.ndarray, unit: str, note: str) -> None:
         self.windows = windows  # (N, T + 1) token ids: a window's inputs, then its last target
         self.block = block  # (N,) the unit of each window, 0 .. n - 1
         self.n = int(block.max(initial=-1)) + 1
@@ -196,15 +200,15 @@ def _units(data: Any, scored: int) -> _Units:
     else:
         x, y = _window_arrays(data)
         shifted = x.shape == y.shape and bool((x[:, 1:] == y[:, :-1]).all())
-        windows = np.concatenate([x, y[:, -1:]], axis=1) if shifted else x
+        joined = np.concatenate([x, y[:, -1:]], axis=1) if shifted else None
         note = (
             f"unit: a window of {x.shape[1]} tokens as the run kept it (not a chunk of a corpus); windows "
             "are resampled whole, so the interval is narrower than one over longer blocks would be"
         )
-        units = _Units(windows, np.arange(len(x)), "windows", note)
-    if len(units.windows) != scored:
+        units = _Units(joined, np.arange(len(x)), "windows", note)
+    if len(units.block) != scored:
         raise ValueError(
-            f"{scored} scored windows but the data has {len(units.windows)}: the pass did not match"
+            f"{scored} scored windows but the data has {len(units.block)}: the pass did not match"
         )
     return units
 
