@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from ember.evaluate.stats import bootstrap
-from ember.metrics.detection import (
-    NAMES,
-    class_prior,
-    components_detector,
-    detection_statistics,
-    mean_average_precision,
-)
+from ember.metrics.coco import mean_average_precision
+from ember.metrics.detection import NAMES, class_prior, components_detector, detection_statistics
 
 
 def _scenes(n: int, seed: int, *, k: int = 4, junk: int = 6) -> tuple[list, list]:

@@ -5,7 +5,7 @@ runs once, matching every detection to the truth of its image (greedy, by score,
 a resample then only re-weights images: each detection and true box counts as often as its image was
 drawn, and ``accumulate()``'s precision-recall curves and 101-point interpolation are recomputed from
 weighted cumulative sums, for every resample at once. With every weight 1 it reproduces ``COCOeval``'s
-``stats`` exactly (tested against :func:`mean_average_precision`); a weight of ``k``
+``stats`` exactly (tested against `ember.metrics.coco.mean_average_precision`); a weight of ``k``
 equals ``k`` copies of the image. Two exact shortcuts keep it fast: detections after a class's last
 true positive are dropped (they move neither precision at any reached recall nor the final recall),
 and consecutive detections with the same outcome at every threshold are merged into one step (a run of
@@ -36,20 +36,16 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from ember.metrics.coco import Detections, coco_evaluated, mean_average_precision
 from ember.metrics.components import CROP_SIZE, CropClassifier, crop_features, label_components
 from ember.metrics.statistics import BaselineEvidence, Evidence, Statistics
 
-Detections = list[dict[str, torch.Tensor]]
-"""Per image, ``boxes`` (m, 4) ``xyxy``, ``labels`` (m,) and, for detections, ``scores`` (m,)."""
 NAMES = ("map50", "map", "map75", "mar100")
 MAX_CELLS = 1 << 22  # resamples x thresholds x steps held at once per class
 THRESHOLDS = (0.0, 0.1, 0.25, 0.4)
@@ -128,76 +124,6 @@ def _ap_and_recall(steps: _ClassSteps, w: np.ndarray, rec_thrs: np.ndarray) -> t
     missing = npig <= 0
     ap[missing], recall[missing] = np.nan, np.nan
     return ap, recall
-
-
-def coco_evaluated(preds: Detections, targets: Detections, max_detections: int = 100) -> Any:
-    """``COCOeval`` after ``evaluate()`` (per-image matching done, nothing accumulated) on the
-    records of :func:`mean_average_precision`; None without true boxes or without detections."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError("mAP needs pycocotools: pip install 'ember[metrics]'") from None
-    images: list[dict[str, Any]] = []
-    truth: list[dict[str, Any]] = []
-    found: list[dict[str, Any]] = []
-    classes: set[int] = set()
-    for image_id, (pred, target) in enumerate(zip(preds, targets, strict=True)):
-        images.append({"id": image_id})
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            truth.append({"id": len(truth) + 1, "image_id": image_id, "category_id": label,
-                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
-            classes.add(label)
-        order = pred["scores"].argsort(descending=True)[:max_detections]
-        for box, score, label in zip(
-            pred["boxes"][order].tolist(), pred["scores"][order].tolist(), pred["labels"][order].tolist()
-        ):
-            found.append({"image_id": image_id, "category_id": label, "score": score,
-                          "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
-            classes.add(label)
-    if not truth or not found:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": truth,
-            "categories": [{"id": c} for c in sorted(classes)],
-        }
-        gt.createIndex()
-        coco = COCOeval(gt, gt.loadRes(found), iouType="bbox")
-        coco.evaluate()
-    return coco
-
-
-def mean_average_precision(
-    preds: Detections, targets: Detections, max_detections: int = 100
-) -> dict[str, float]:
-    """COCO box mAP of detections against the truth, by pycocotools' ``COCOeval``.
-
-    Args:
-        preds: per image, ``boxes`` (n, 4) ``xyxy``, ``scores`` (n,), ``labels`` (n,).
-        targets: per image, ``boxes`` (m, 4) ``xyxy`` and ``labels`` (m,).
-        max_detections: the most detections per image that count (the highest scoring); COCOeval
-            itself then keeps its standard limits (1, 10, 100 per image and class).
-
-    Returns:
-        ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``mar100`` (recall at 100 detections);
-        NaN where there is no true box at all. Every class present in the truth or the detections is
-        a COCO category; classes without truth count for nothing, as in COCOeval.
-    """
-    names = ("map", "map50", "map75", "mar100")
-    if not any(len(t["boxes"]) for t in targets):
-        return dict.fromkeys(names, math.nan)
-    coco = coco_evaluated(preds, targets, max_detections)
-    if coco is None:  # true boxes but no detection at all
-        return dict.fromkeys(names, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
-        coco.accumulate()
-        coco.summarize()
-    stats = np.asarray(coco.stats, dtype=np.float64)
-    return {name: float(stats[i]) for name, i in zip(names, (0, 1, 2, 8))}
 
 
 def detection_statistics(preds: Detections, targets: Detections, *, max_detections: int = 100) -> Statistics:
@@ -352,7 +278,7 @@ def per_class_ap(
         >>> t = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([2])}]
         >>> d = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "scores": torch.tensor([0.9]),
         ...       "labels": torch.tensor([2])}]
-        >>> per_class_ap(d, t)
+        >>> [{k: round(v, 6) for k, v in c.items()} for c in per_class_ap(d, t)]
         [{'class': 2, 'ap50': 1.0, 'ap': 1.0, 'recall': 1.0}]
     """
     coco = coco_evaluated(preds, targets, max_detections)
@@ -402,14 +328,11 @@ def detection_baselines(
 __all__ = [
     "NAMES",
     "THRESHOLDS",
-    "Detections",
     "class_prior",
-    "coco_evaluated",
     "components_detector",
     "detection_baselines",
     "detection_evidence",
     "detection_statistics",
-    "mean_average_precision",
     "per_class_ap",
     "true_boxes",
 ]

@@ -21,7 +21,8 @@ Baselines, scored on the very sentences against the same references by the same 
 
 Example:
     >>> import numpy as np
-    >>> stats = translation_statistics(["the cat sat"], ["the cat sat"], nats=[3.0], tokens=[3])
+    >>> same = ["the cat sat on the mat"]  # BLEU needs 4-grams: a shorter sentence scores 0
+    >>> stats = translation_statistics(same, same, nats=[3.0], tokens=[3])
     >>> {k: round(float(v[0]), 3) for k, v in stats(np.ones((1, 1))).items()}
     {'bleu': 100.0, 'chrf': 100.0, 'loss': 1.0, 'perplexity': 2.718}
 """

@@ -3,17 +3,19 @@ per-class accuracy from :func:`ember.evaluate.metrics.classification_metrics`.""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.metrics.statistics import BaselineEvidence, Evidence, classification_statistics
-from ember.tasks import items
 from ember.tasks.base import LossMean, registry, split_batch
 from ember.tasks.spec import ModelSpec
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 
 class Classification:
@@ -72,6 +74,8 @@ class Classification:
     ) -> Evidence:
         """The metrics over examples; AUROC without an interval when examples x classes x resamples
         is over :data:`AUROC_BUDGET` (its statistic sorts every class in every resample)."""
+        from ember.metrics.statistics import Evidence, classification_statistics
+
         logits, target = evaluation.kept()
         probs, y = _probabilities(logits), _labels(target)
         affordable = probs.size * n_resamples <= AUROC_BUDGET
@@ -85,6 +89,7 @@ class Classification:
     ) -> list[BaselineEvidence]:  # fmt: skip
         """The majority class and logistic regression, fitted on ``train``, on the evaluated examples."""
         from ember.metrics import baselines as B
+        from ember.metrics.statistics import BaselineEvidence, classification_statistics
 
         logits, target = evaluation.kept()
         y, (n, k) = _labels(target), logits.shape
@@ -103,16 +108,18 @@ class Classification:
 
     def report_items(
         self, evaluation: ClassificationEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
-    ) -> list[items.ReportItem]:
+    ) -> list[ReportItem]:
         """The confusion matrix (and per-class figures), the reliability diagram, and the most
         confident mistakes."""
+        from ember.tasks import items
+
         logits, target = evaluation.kept()
         y, k = torch.as_tensor(_labels(target)), logits.shape[1]
         probs = logits.double().softmax(dim=1)
         conf, pred = probs.max(dim=1)
         names = _names(spec, k)
         matrix = torch.bincount(y * k + pred, minlength=k * k).view(k, k).numpy()
-        shown: list[items.ReportItem] = [
+        shown: list[ReportItem] = [
             items.Confusion(
                 matrix, names, note="rows: true class; colour: share of the row; numbers: counts."
             ),
@@ -212,6 +219,8 @@ def _labels(target: torch.Tensor) -> np.ndarray:
 
 
 def _auroc_point(probs: np.ndarray, y: np.ndarray, affordable: bool) -> tuple[dict[str, float], str]:
+    from ember.metrics.statistics import classification_statistics
+
     if affordable:
         return {}, ""
     whole = classification_statistics(probs, y, with_auroc=True)(np.ones((1, len(y))))

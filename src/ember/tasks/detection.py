@@ -22,26 +22,20 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.metrics import components
-from ember.metrics.detection import (
-    Detections,
-    detection_baselines,
-    detection_evidence,
-    mean_average_precision,
-    per_class_ap,
-    true_boxes,
-)
-from ember.metrics.statistics import BaselineEvidence, Evidence
+from ember.metrics.coco import Detections, mean_average_precision
 from ember.models.detector import STRIDE, decode
-from ember.tasks import items
 from ember.tasks.base import LossMean, registry
 from ember.tasks.spec import ModelSpec
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 __all__ = ["Detection", "DetectionEvaluation", "centernet_targets", "mean_average_precision"]
 
@@ -199,6 +193,8 @@ class Detection:
 
     def evidence(self, evaluation: DetectionEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
         """The detections and truth as :class:`Evidence` over images (`ember.metrics.detection`)."""
+        from ember.metrics.detection import detection_evidence
+
         return detection_evidence(evaluation.preds, evaluation.targets, max_detections=self.max_detections)
 
     def baselines(
@@ -207,6 +203,9 @@ class Detection:
     ) -> list[BaselineEvidence]:  # fmt: skip
         """``class prior`` and ``components`` on the evaluated images, fitted on at most ``max_train``
         training images (a seeded random subset)."""
+        from ember.metrics import components
+        from ember.metrics.detection import detection_baselines, true_boxes
+
         fit = [(x, true_boxes(t)) for x, t in components.items(train, limit=max_train, seed=seed)]
         images = [x for x, _ in components.items(data)]
         k = (
@@ -218,10 +217,11 @@ class Detection:
             fit, images, evaluation.targets, num_classes=k, max_detections=self.max_detections, seed=seed
         )
 
-    def report_items(
-        self, evaluation: DetectionEvaluation, data: Any, spec: ModelSpec
-    ) -> list[items.ReportItem]:
+    def report_items(self, evaluation: DetectionEvaluation, data: Any, spec: ModelSpec) -> list[ReportItem]:
         """Per class: AP at IoU 0.5, AP over 0.50:0.95 and recall (COCO's per-category figures)."""
+        from ember.metrics.detection import per_class_ap
+        from ember.tasks import items
+
         found = per_class_ap(evaluation.preds, evaluation.targets, max_detections=self.max_detections)
         names = spec.classes or []
         rows = [[names[c["class"]] if c["class"] < len(names) else c["class"], c["ap50"], c["ap"], c["recall"],

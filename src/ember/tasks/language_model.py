@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.data.text import LMLoader
-from ember.metrics.lm import WindowNats, chunk_tokens, lm_statistics, ngram_baselines
-from ember.metrics.statistics import BaselineEvidence, Evidence
-from ember.tasks import items
 from ember.tasks.base import registry, split_batch
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec, NotApplicable
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 IGNORE_INDEX = -100
 
@@ -106,6 +107,9 @@ class LanguageModel:
     ) -> Evidence:
         """The windows' sums as :class:`Evidence` over blocks of text (`ember.metrics.lm`): the split's
         chunks for a recipe's windows, each window alone for windows given as arrays."""
+        from ember.metrics.lm import lm_statistics
+        from ember.metrics.statistics import Evidence
+
         per = evaluation.windows()
         units = _units(data, len(per))
         nats, tokens, n_bytes = (units.per_block(per[:, j]) for j in range(3))
@@ -118,6 +122,9 @@ class LanguageModel:
     ) -> list[BaselineEvidence]:  # fmt: skip
         """Add-alpha unigram and bigram models fitted on the training split's tokens, scored on the
         very windows the model was scored on (see `ember.metrics.lm`)."""
+        from ember.metrics.lm import lm_statistics, ngram_baselines
+        from ember.metrics.statistics import BaselineEvidence
+
         per = evaluation.windows()
         units = _units(data, len(per))
         if units.windows is None:
@@ -137,8 +144,10 @@ class LanguageModel:
 
     def report_items(
         self, evaluation: LanguageModelEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
-    ) -> list[items.ReportItem]:
+    ) -> list[ReportItem]:
         """The hardest and the easiest resampled units by loss."""
+        from ember.tasks import items
+
         per = evaluation.windows()
         units = _units(data, len(per))
         nats, tokens = units.per_block(per[:, 0]), units.per_block(per[:, 1])
@@ -227,6 +236,8 @@ def _window_arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
 def _train_tokens(train: Any) -> np.ndarray:
     """The training split's tokens in order (a recipe's chunks, or a Python run's windows joined)."""
     if isinstance(train, LMLoader):
+        from ember.metrics.lm import chunk_tokens
+
         return chunk_tokens(train.data)
     x, y = _window_arrays(train)
     shifted = x.shape == y.shape and bool((x[:, 1:] == y[:, :-1]).all())
@@ -245,7 +256,11 @@ class LanguageModelEvaluation:
         self.nats: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
         self.bytes: torch.Tensor | None = None
-        self.kept = WindowNats(token_bytes) if keep else None
+        self.kept: Any = None
+        if keep:
+            from ember.metrics.lm import WindowNats
+
+            self.kept = WindowNats(token_bytes)
 
     def windows(self) -> np.ndarray:
         """``(N, 3)``: nats, tokens and bytes of every window of the pass (an evaluation made with

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.metrics.statistics import BaselineEvidence, Evidence, regression_statistics
-from ember.tasks import items
 from ember.tasks.base import LossMean, registry, split_batch
 from ember.tasks.spec import ModelSpec
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 
 class Regression:
@@ -45,6 +47,8 @@ class Regression:
 
     def evidence(self, evaluation: RegressionEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
         """``mse``, ``mae`` and ``r2`` over examples."""
+        from ember.metrics.statistics import Evidence, regression_statistics
+
         pred, target = evaluation.kept()
         return Evidence(regression_statistics(pred.double().numpy(), target.double().numpy()), len(target))
 
@@ -54,6 +58,7 @@ class Regression:
     ) -> list[BaselineEvidence]:  # fmt: skip
         """The training mean and gradient boosting, fitted on ``train``, on the evaluated examples."""
         from ember.metrics import baselines as B
+        from ember.metrics.statistics import BaselineEvidence, regression_statistics
 
         _, target = evaluation.kept()
         truth = target.double().numpy()
@@ -67,8 +72,10 @@ class Regression:
 
     def report_items(
         self, evaluation: RegressionEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
-    ) -> list[items.ReportItem]:
+    ) -> list[ReportItem]:
         """Predictions against the truth (first output), and the largest errors."""
+        from ember.tasks import items
+
         pred, target = evaluation.kept()
         first = lambda t: t.reshape(len(t), -1)[:, 0].double().numpy()  # noqa: E731
         scatter = items.Scatter(

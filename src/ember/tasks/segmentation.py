@@ -23,20 +23,20 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.metrics import components
-from ember.metrics.segmentation import ConfusionPerImage, segmentation_baselines, segmentation_evidence
-from ember.metrics.statistics import BaselineEvidence, Evidence
-from ember.tasks import items
 from ember.tasks.base import LossMean, registry, split_batch
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 __all__ = ["Segmentation", "SegmentationEvaluation", "dice_loss"]
 
@@ -128,6 +128,8 @@ class Segmentation:
 
     def evidence(self, evaluation: SegmentationEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
         """Every image's confusion matrix as :class:`Evidence` over images (`ember.metrics.segmentation`)."""
+        from ember.metrics.segmentation import segmentation_evidence
+
         return segmentation_evidence(evaluation.per_image())
 
     def baselines(
@@ -136,6 +138,9 @@ class Segmentation:
     ) -> list[BaselineEvidence]:  # fmt: skip
         """``majority`` and ``components`` on the evaluated images, fitted on at most ``max_train``
         training images (a seeded random subset)."""
+        from ember.metrics import components
+        from ember.metrics.segmentation import segmentation_baselines
+
         k = int(evaluation.per_image().shape[1])
         fit = [(x, np.asarray(m)) for x, m in components.items(train, limit=max_train, seed=seed)]
         evaluated = [(x, np.asarray(m)) for x, m in components.items(data)]
@@ -145,8 +150,10 @@ class Segmentation:
 
     def report_items(
         self, evaluation: SegmentationEvaluation, data: Any, spec: ModelSpec
-    ) -> list[items.ReportItem]:
+    ) -> list[ReportItem]:
         """The pixels' confusion matrix, with each class's precision, recall, F1 and IoU."""
+        from ember.tasks import items
+
         matrix = evaluation.per_image().sum(axis=0)
         names = spec.classes or []
         classes = [names[i] if i < len(names) else str(i) for i in range(len(matrix))]
@@ -175,7 +182,11 @@ class SegmentationEvaluation:
         self.ignore_index = ignore_index
         self.metric: Any = None  # built at the first batch, when the number of classes is known
         self.loss = LossMean()
-        self.kept = ConfusionPerImage(ignore_index=ignore_index) if keep else None
+        self.kept: Any = None
+        if keep:
+            from ember.metrics.segmentation import ConfusionPerImage
+
+            self.kept = ConfusionPerImage(ignore_index=ignore_index)
 
     def per_image(self) -> np.ndarray:
         """``(N, K, K)`` truth x prediction pixel counts of every image (an evaluation made with ``keep``)."""

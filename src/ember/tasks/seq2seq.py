@@ -30,19 +30,20 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ember.data.parallel import PairLoader
-from ember.metrics.statistics import BaselineEvidence, Evidence
-from ember.metrics.translation import translation_baselines, translation_evidence
-from ember.tasks import items
 from ember.tasks.base import registry
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec, NotApplicable
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 IGNORE_INDEX = -100
 
@@ -234,6 +235,8 @@ class Seq2Seq:
 
     def evidence(self, evaluation: Seq2SeqEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
         """The decoded sentences as :class:`Evidence` over sentence pairs (`ember.metrics.translation`)."""
+        from ember.metrics.translation import translation_evidence
+
         ev = evaluation
         return translation_evidence(
             ev.hypotheses, ev.references, nats=ev.sentence_nats, tokens=ev.sentence_tokens
@@ -244,6 +247,8 @@ class Seq2Seq:
         n_resamples: int = 1000,
     ) -> list[BaselineEvidence]:  # fmt: skip
         """``copy`` and ``word by word`` on the evaluated sentences, the lexicon from ``train``'s pairs."""
+        from ember.metrics.translation import translation_baselines
+
         pairs = train.data if isinstance(train, PairLoader) else train  # a loader's pairs, in split order
         texts = [[self.detokenize(side.tolist()) for side in pairs[i]] for i in range(len(pairs))]
         sources, targets = [s for s, _ in texts], [t for _, t in texts]
@@ -252,9 +257,11 @@ class Seq2Seq:
 
     def report_items(
         self, evaluation: Seq2SeqEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
-    ) -> list[items.ReportItem]:
+    ) -> list[ReportItem]:
         """The decoded sentences with the lowest sentence chrF: source, reference and translation."""
         from sacrebleu.metrics import CHRF
+
+        from ember.tasks import items
 
         ev = evaluation
         if not ev.hypotheses:
