@@ -256,22 +256,22 @@ class LanguageModelEvaluation:
         self.nats: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
         self.bytes: torch.Tensor | None = None
-        self.kept: Any = None
+        self.window_sums: Any = None
         if keep:
             from ember.metrics.lm import WindowNats
 
-            self.kept = WindowNats(token_bytes)
+            self.window_sums = WindowNats(token_bytes)
 
     def windows(self) -> np.ndarray:
         """``(N, 3)``: nats, tokens and bytes of every window of the pass (an evaluation made with
         ``keep``)."""
-        if self.kept is None:
+        if self.window_sums is None:
             raise ValueError("this evaluation kept no windows: make it with evaluation(keep=True)")
-        return self.kept.result()
+        return self.window_sums.result()
 
     def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
-        if self.kept is not None:
-            self.kept.update(output, target)
+        if self.window_sums is not None:
+            self.window_sums.update(output, target)
         flat = target.flatten()
         scored = flat != IGNORE_INDEX
         tokens = scored.sum()

@@ -182,17 +182,17 @@ class SegmentationEvaluation:
         self.ignore_index = ignore_index
         self.metric: Any = None  # built at the first batch, when the number of classes is known
         self.loss = LossMean()
-        self.kept: Any = None
+        self.image_counts: Any = None
         if keep:
             from ember.metrics.segmentation import ConfusionPerImage
 
-            self.kept = ConfusionPerImage(ignore_index=ignore_index)
+            self.image_counts = ConfusionPerImage(ignore_index=ignore_index)
 
     def per_image(self) -> np.ndarray:
         """``(N, K, K)`` truth x prediction pixel counts of every image (an evaluation made with ``keep``)."""
-        if self.kept is None:
+        if self.image_counts is None:
             raise ValueError("this evaluation kept no per-image counts: make it with evaluation(keep=True)")
-        return self.kept.result()
+        return self.image_counts.result()
 
     def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         if self.metric is None:
@@ -201,8 +201,8 @@ class SegmentationEvaluation:
             self.metric = MulticlassJaccardIndex(
                 output.shape[1], average="none", zero_division=math.nan, validate_args=False
             ).to(output.device)
-        if self.kept is not None:
-            self.kept.update(output, target)
+        if self.image_counts is not None:
+            self.image_counts.update(output, target)
         pred = output.argmax(dim=1)
         keep = target != self.ignore_index
         self.metric.update(pred[keep], target[keep])
