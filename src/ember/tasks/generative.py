@@ -1,0 +1,85 @@
+"""What the image-generating tasks (autoencoder, gan, diffusion) share: the sampling contract and
+the conversions between data space and model space.
+
+A generative task has, besides the loop's members (`ember.tasks.base`):
+
+- ``sample(model, n, *, labels=None, prompt=None, generator=None, **options) -> Tensor``: ``n``
+  images, (n, C, H, W) float in [0, 1], reproducible under ``generator``. ``labels`` ((n,) class
+  ids) and ``prompt`` (a phrase, or one per image) condition a model that takes them; ``options``
+  are the family's sampler knobs (a diffusion model's ``sampler``, ``steps``, ``guidance`` ...).
+- ``sample_classes(model) -> int``: how many classes ``labels`` may name (0: the model takes none).
+
+Stages (``ember generate``, ``ember score``, serving, reports) ask for these members, never for a
+family's name.
+
+Example:
+    >>> import torch
+    >>> to_model_space(torch.tensor([0.0, 0.5, 1.0])).tolist(), to_images(torch.tensor([-2.0, 0.0])).tolist()
+    ([-1.0, 0.0, 1.0], [0.0, 0.5])
+    >>> balanced_labels(5, 3).tolist()
+    [0, 1, 2, 0, 1]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Generative", "balanced_labels", "image_shape", "to_images", "to_model_space"]
+
+
+@runtime_checkable
+class Generative(Protocol):
+    """A task that can sample images from its model (see the module docstring)."""
+
+    def sample(
+        self,
+        model: Any,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        prompt: str | list[str] | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> torch.Tensor: ...
+
+    def sample_classes(self, model: Any) -> int: ...
+
+
+def to_model_space(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] → [-1, 1], where GANs and diffusion models work."""
+    return images * 2 - 1
+
+
+def to_images(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] → float32 images in [0, 1] (clamped)."""
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def balanced_labels(n: int, num_classes: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n,) class ids cycling through ``0 .. num_classes - 1``: equal counts when n divides."""
+    return torch.arange(n, device=device) % num_classes
+
+
+def image_shape(model: Any) -> tuple[int, int, int]:
+    """(C, H, W) of the images a zoo generative model makes (from its config)."""
+    config = model.config
+    return (int(config.in_channels), int(config.image_size), int(config.image_size))
+
+
+def device_of(model: Any) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def check_labels(labels: torch.Tensor | None, n: int, classes: int) -> None:
+    """``labels`` must be (n,) ids below ``classes``, and only given to a model that takes them."""
+    if labels is None:
+        return
+    if classes == 0:
+        raise ValueError("this model is not class-conditional: it takes no labels (drop --class)")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be one class id per image, shape ({n},); got {tuple(labels.shape)}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"class ids must be in 0..{classes - 1}; got {labels.unique().tolist()}")
