@@ -12,7 +12,20 @@ from collections.abc import Callable, Sequence
 
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
-from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import (
+    data,
+    evaluate,
+    export,
+    generate,
+    listing,
+    package,
+    registry,
+    report,
+    runs,
+    score,
+    serve,
+    train,
+)
 from ember.cli import human as human_cli
 
 FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
@@ -30,6 +43,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "serve": serve.register,
     "monitor": serve.register_monitor,
     "generate": generate.register,
+    "caption": generate.register_caption,
+    "score": score.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
 }
