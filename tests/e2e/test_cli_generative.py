@@ -63,6 +63,10 @@ def test_vae_gan_text_and_captioner(cli, tmp_path: Path) -> None:  # type: ignor
     cli("generate", vae, "-n", "16", "-o", str(tmp_path / "vae.png"), *runs)
     morph = cli("generate", vae, "--interpolate", "3,8", "-o", str(tmp_path / "morph.png"), *runs).stdout
     assert "64 images" in morph  # 8 rows of 8 steps
+    rebuilt = cli(
+        "generate", vae, "--reconstruct", "-n", "16", "-o", str(tmp_path / "recon.png"), *runs
+    ).stdout
+    assert "16 images" in rebuilt  # 8 held-out images, each over its reconstruction
     assert "not class-conditional" in _error(cli("generate", vae, "--class", "3", *runs, check=False))
     assert "has no option --guidance" in _error(cli("generate", vae, "--guidance", "3", *runs, check=False))
     assert "cannot caption" in _error(cli("caption", vae, str(tmp_path / "vae.png"), *runs, check=False))
@@ -70,6 +74,7 @@ def test_vae_gan_text_and_captioner(cli, tmp_path: Path) -> None:  # type: ignor
     gan_options = ["model.name=dcgan_tiny", "model.width=4", "model.latent_dim=8", "data.batch_size=64"]
     gan = _run_id(cli("train", "configs/fashion-dcgan.yaml", *gan_options, *DIGITS, *runs).stdout)
     cli("generate", gan, "-n", "9", "-o", str(tmp_path / "gan.png"), *runs)
+    assert "cannot reconstruct" in _error(cli("generate", gan, "--reconstruct", *runs, check=False))
 
     text = _run_id(
         cli("train", "configs/mnist-text-ddpm.yaml", "model.name=diffusion_unet_tiny", *DIGITS, *runs).stdout

@@ -26,6 +26,7 @@ as it is decoded, the speed goes to stderr.
 examples:
   ember generate RUN --n 64 -o vae.png
   ember generate RUN --interpolate 3,8 -o morph.png                 # a VAE's latent interpolation
+  ember generate RUN --reconstruct -n 32 -o recon.png               # held-out images, reconstructed
   ember generate RUN --class 7 --sampler ddim --steps 50 --guidance 3 -o sevens.png
   ember generate RUN --prompt "a seven written by hand" --guidance 3 -o seven.png
   ember generate latest --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-p 0.95
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     images.add_argument(
         "--interpolate", metavar="A,B", help="a VAE's latent path from a test image of class A to one of B"
+    )
+    images.add_argument(
+        "--reconstruct", action="store_true", help="an autoencoder's reconstructions under held-out images"
     )
     images.add_argument("--nrow", type=int, default=0, help="images a row in the grid (default: a square)")
     images.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion sampler (default ddim)")
@@ -141,6 +145,10 @@ def generate_images(args: argparse.Namespace) -> int:
             raise UserError(f"run {loaded.record.id}'s task cannot interpolate between images (a VAE's can)")
         images, rows = _interpolation(args, loaded, task, classes)
         nrow: int | None = rows
+    elif args.reconstruct:
+        if not callable(getattr(task, "reconstruct", None)):
+            raise UserError(f"run {loaded.record.id}'s task cannot reconstruct images (an autoencoder's can)")
+        images, nrow = _reconstructions(args, loaded, task)
     else:
         options = sampler_options(args)
         check_options(task.sample, options, loaded.record.id)
@@ -188,6 +196,18 @@ def _interpolation(
             raise UserError(f"the held-out split has {len(index)} images of class {label}; need {rows}")
         picked.append(held.x[index].to(loaded.device))
     return task.interpolate(loaded.model, picked[0], picked[1], steps=8), 8
+
+
+def _reconstructions(args: argparse.Namespace, loaded: Loaded, task: Any) -> tuple[Any, int]:
+    """Rows of held-out images, each followed by a row of their reconstructions."""
+    import torch
+
+    held = loaded.prep.test if loaded.prep.test is not None else loaded.prep.val
+    width = max(1, min(8, args.n))
+    originals = held.x[: max(width, args.n // 2)].to(loaded.device)
+    rebuilt = task.reconstruct(loaded.model, originals)
+    rows = [part for pair in zip(originals.split(width), rebuilt.split(width)) for part in pair]
+    return torch.cat(rows).cpu(), width
 
 
 def run_caption(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -66,6 +66,14 @@ class NoiseSchedule:
 
     betas: torch.Tensor
     """(T,) noise added by each step."""
+    table: torch.Tensor = field(init=False, repr=False)
+    """(T + 1,) ᾱ_0 .. ᾱ_{T-1}, then 1 (index -1: the step after the last)."""
+
+    def __post_init__(self) -> None:
+        table = torch.cat(
+            [torch.cumprod(1.0 - self.betas.double(), dim=0), torch.ones(1, dtype=torch.float64)]
+        )
+        object.__setattr__(self, "table", table)
 
     @property
     def num_steps(self) -> int:
@@ -75,7 +83,7 @@ class NoiseSchedule:
     @property
     def alphas_cumprod(self) -> torch.Tensor:
         """(T,) ᾱ_t: the fraction of the signal's variance left at timestep t."""
-        return torch.cumprod(1.0 - self.betas, dim=0)
+        return self.table[:-1]
 
     @staticmethod
     def linear(num_steps: int = 1000, *, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
@@ -107,10 +115,9 @@ class NoiseSchedule:
         """ᾱ at timesteps ``t`` (an int, or (B,) ids; -1 means ᾱ = 1) in float64 on ``like``'s device,
         shaped to broadcast over ``like``. Coefficients are formed in float64 and cast at the end:
         in float32, 1 - ᾱ near t = 0 would keep only a few digits."""
-        table = torch.cat([self.alphas_cumprod, torch.ones(1, dtype=torch.float64)])  # [-1] is ᾱ = 1
         if isinstance(t, int):
-            return table[t].to(like.device)
-        return table.to(like.device)[t].view(-1, *([1] * (like.dim() - 1)))
+            return self.table[t].to(like.device)
+        return self.table.to(like.device)[t].view(-1, *([1] * (like.dim() - 1)))
 
 
 def _f(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

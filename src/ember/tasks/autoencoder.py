@@ -113,6 +113,15 @@ class AutoEncoding:
         return images
 
     @torch.inference_mode()
+    def reconstruct(self, model: Any, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images in [0, 1] → their reconstructions from the code (a VAE: its mean)."""
+        was_training = model.training
+        model.eval()
+        code, _ = model.encode(images)
+        model.train(was_training)
+        return self.decode(model, code)
+
+    @torch.inference_mode()
     def interpolate(self, model: Any, a: torch.Tensor, b: torch.Tensor, steps: int = 8) -> torch.Tensor:
         """Images along the straight line between the codes of images ``a`` and ``b`` ((B, C, H, W)
         each): (B * steps, C, H, W), each row going from a's reconstruction to b's."""
