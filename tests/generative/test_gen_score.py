@@ -79,3 +79,14 @@ def test_grids_and_pngs_round_trip(tmp_path) -> None:  # type: ignore[no-untyped
     with pytest.raises(ValueError, match="not an image"):
         (tmp_path / "x.png").write_text("no")
         read_image(tmp_path / "x.png", channels=1, size=8)
+
+
+def test_classes_are_named_by_id_or_name() -> None:
+    from ember.generative.runs import parse_class
+
+    classes = ["T-shirt/top", "Trouser", "Ankle boot"]
+    assert parse_class("2", classes) == parse_class("ankle boot", classes) == 2
+    with pytest.raises(ValueError, match="out of range"):
+        parse_class("3", classes)
+    with pytest.raises(ValueError, match="neither a class id nor a class name; the classes: T-shirt/top"):
+        parse_class("boot", classes)

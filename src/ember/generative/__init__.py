@@ -1,4 +1,7 @@
-"""Generative models and sampling; so far, autoregressive decoding for language models.
+"""The generative stage: autoregressive text decoding (`sampling`, `beam`), and for image models
+`score` (``ember score``: Fréchet distance, precision/recall and class accuracy in an independent
+classifier's features, beside baselines), `baselines`, `images` (grids, PNG) and `runs` (a run's
+task and model, by what the task can do). The diffusion samplers live lower, in `ember.decoding`.
 
 Example:
     >>> from ember.generative import process_logits
