@@ -55,6 +55,8 @@ SHRINK: dict[str, list[str]] = {
     # the real Fashion-MNIST; the recipe's width and latent size shrunk with the model
     "fashion-dcgan.yaml": ["model.name=dcgan_tiny", "model.width=4", "model.latent_dim=8"],
     "digits-vae.yaml": ["model.name=vae_tiny", "model.latent_dim=4", "task.iwae_samples=10"],
+    # alone, from scratch (it fine-tunes the class-conditional run's U-Net)
+    "mnist-text-ddpm.yaml": ["model.name=diffusion_unet_tiny", "model.pretrained="],
 }
 
 
