@@ -40,6 +40,7 @@ def test_diffusion_generate_and_score(cli, tmp_path: Path) -> None:  # type: ign
         "generate", run, "--class", "7", "--steps", "4", "--guidance", "2", "-n", "6", "-o", str(png), *runs
     ).stdout
     assert png.read_bytes().startswith(b"\x89PNG") and "6 images of (1, 8, 8)" in made
+    cli("generate", run, "--class", "all", "--steps", "2", "-n", "20", "-o", str(tmp_path / "all.png"), *runs)
     scored = cli("score", run, "--n", "40", "--steps", "4", "--guidance", "2", *runs).stdout
     for row in ("samples", "real (held-out)", "gaussian mixture", "noise", "accuracy per class asked"):
         assert row in scored, scored

@@ -28,6 +28,7 @@ examples:
   ember generate RUN --interpolate 3,8 -o morph.png                 # a VAE's latent interpolation
   ember generate RUN --reconstruct -n 32 -o recon.png               # held-out images, reconstructed
   ember generate RUN --class 7 --sampler ddim --steps 50 --guidance 3 -o sevens.png
+  ember generate RUN --class all -n 80 --guidance 3 -o digits.png  # a column per class
   ember generate RUN --prompt "a seven written by hand" --guidance 3 -o seven.png
   ember generate latest --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-p 0.95
   ember generate RUN --prompt "def fibonacci(n):" --stop "\\ndef " --stop "\\nclass "
@@ -62,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "-o", "--output", default="samples.png", help="the PNG grid to write (default samples.png)"
     )
     images.add_argument(
-        "--class", dest="label", metavar="CLASS", help="the class to draw: an id or a class name"
+        "--class",
+        dest="label",
+        metavar="CLASS",
+        help="the class to draw: an id or a class name; 'all' cycles through the classes (a column each)",
     )
     images.add_argument(
         "--interpolate", metavar="A,B", help="a VAE's latent path from a test image of class A to one of B"
@@ -134,6 +138,7 @@ def generate_images(args: argparse.Namespace) -> int:
     from ember.generative.images import save_grid
     from ember.generative.runs import load, parse_class
     from ember.generative.score import check_options, sample_in_batches
+    from ember.tasks.generative import balanced_labels
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1; got {args.n}")
@@ -152,8 +157,11 @@ def generate_images(args: argparse.Namespace) -> int:
     else:
         options = sampler_options(args)
         check_options(task.sample, options, loaded.record.id)
-        labels = None
-        if args.label is not None:
+        labels, nrow = None, args.nrow or None
+        if args.label == "all":  # (a model without classes refuses the labels: one clear line)
+            count = task.sample_classes(model) or len(classes or [])
+            labels, nrow = balanced_labels(args.n, count).to(loaded.device), args.nrow or count
+        elif args.label is not None:
             labels = torch.full((args.n,), parse_class(args.label, classes), device=loaded.device)
         prompts = None if args.prompt is None else [args.prompt] * args.n
         images = sample_in_batches(
@@ -166,7 +174,6 @@ def generate_images(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             **options,
         )
-        nrow = args.nrow or None
     path = save_grid(images, args.output, nrow=nrow)
     seconds = time.perf_counter() - started
     print(
