@@ -81,7 +81,7 @@ class AutoEncoding:
     def sample_classes(self, model: Any) -> int:
         return 0
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def sample(
         self,
         model: Any,
@@ -103,7 +103,7 @@ class AutoEncoding:
         z = torch.randn(n, model.latent_dim, generator=generator, device=device_of(model))
         return self.decode(model, z)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def decode(self, model: Any, z: torch.Tensor) -> torch.Tensor:
         """(B, Z) codes → (B, C, H, W) images in [0, 1] (sigmoid of the logits), in eval mode."""
         was_training = model.training
@@ -112,7 +112,7 @@ class AutoEncoding:
         model.train(was_training)
         return images
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def reconstruct(self, model: Any, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images in [0, 1] → their reconstructions from the code (a VAE: its mean)."""
         was_training = model.training
@@ -121,7 +121,7 @@ class AutoEncoding:
         model.train(was_training)
         return self.decode(model, code)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def interpolate(self, model: Any, a: torch.Tensor, b: torch.Tensor, steps: int = 8) -> torch.Tensor:
         """Images along the straight line between the codes of images ``a`` and ``b`` ((B, C, H, W)
         each): (B * steps, C, H, W), each row going from a's reconstruction to b's."""

@@ -158,7 +158,7 @@ class Diffusion:
         phrases = model.phrases
         return phrases.batch([phrases.phrases(int(k))[0] for k in labels]).to(device)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def sample(
         self,
         model: Any,

@@ -122,7 +122,7 @@ class GAN:
     def sample_classes(self, model: Any) -> int:
         return 0
 
-    @torch.inference_mode()
+    @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def sample(
         self,
         model: Any,
