@@ -29,8 +29,8 @@ run: $(CORE)
 	$(VENV)/bin/ember runs
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples conftest.py
+	$(VENV)/bin/ruff check src tests benchmarks examples conftest.py
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint

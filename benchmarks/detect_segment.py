@@ -1,6 +1,6 @@
 """Detection and segmentation on generated digit scenes: COCO mAP of CenterNet, mIoU of a U-Net.
 
-Each recipe is trained once through the normal path (``ember.train``, exactly what ``ember train
+Each recipe is trained once through the normal path (``ember.fit``, exactly what ``ember train
 CONFIG`` does) and scored on its held-out test scenes: 2,000 scenes of 1-5 real MNIST digits on a
 64x64 canvas, made only of digits that no training scene uses. Figures:
 
@@ -36,7 +36,7 @@ COLUMNS = {
 
 
 def train(recipe: str, runs_dir: Path) -> str:
-    """Train one recipe through ember.train and print its wall and CPU time; returns the run id.
+    """Train one recipe through ember.fit and print its wall and CPU time; returns the run id.
 
     CPU time (this process, all threads) is printed beside wall time because on a shared machine
     the wall time mostly measures the other tenants.
@@ -44,7 +44,7 @@ def train(recipe: str, runs_dir: Path) -> str:
     import ember
 
     wall, cpu = time.perf_counter(), time.process_time()
-    result = ember.train(_common.ROOT / RECIPES[recipe], runs_dir=runs_dir, progress=False)
+    result = ember.fit(_common.ROOT / RECIPES[recipe], runs_dir=runs_dir, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
         f"{recipe}: run {result.run_id}: train + val + test {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU",

@@ -20,7 +20,7 @@ import _common
 import torch
 
 import ember
-from ember.generative import generate
+from ember.decoding import generate
 from ember.train.precision import resolve_precision
 
 PROMPT, NEW, CONTEXT = 32, 256, 512

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, also when the tests load this file
-import _common  # noqa: E402
+import _common
 
 # digits-cnn: the default recipe's model on 8x8 digits (40-70 µs of compute per item at batch 64 on
 # one Zen 4 core, so HTTP dominates); cnn-28: the same network on 28x28 inputs (0.5-0.8 ms per item,

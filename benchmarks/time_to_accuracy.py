@@ -104,7 +104,7 @@ class TestEveryEpoch:
 
 
 def run_ember(cfg: Config, prep: Prepared, runs_dir: Path) -> Curve:
-    """The recipe as ``ember.train`` runs it, plus the off-the-clock test pass per epoch."""
+    """The recipe as ``ember.fit`` runs it, plus the off-the-clock test pass per epoch."""
     curve = Curve("ember")
     task = create_task(cfg.task.name, **cfg.task.options)
     device = torch.device("cpu")

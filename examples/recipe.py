@@ -1,4 +1,4 @@
-"""A recipe from a config file: ``ember.train`` builds data, splits, model and trainer, then records the run.
+"""A recipe from a config file: ``ember.fit`` builds data, splits, model and trainer, then records the run.
 
     python examples/recipe.py                 # configs/digits-cnn.yaml as written (~98% test accuracy)
     python examples/recipe.py --fast          # a tiny model for one epoch: a few seconds
@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overrides = {"model.name": "cnn_tiny", "trainer.epochs": 1} if args.fast else {}
-    result = ember.train(CONFIG, overrides=overrides)
+    result = ember.fit(CONFIG, overrides=overrides)
     print(f"{result.steps} steps in {result.seconds:.1f}s; best val/accuracy {result.best:.4f}")
     print(f"test accuracy {result.metrics['test/accuracy']:.4f}")
     print(f"run {result.run_id} {result.run_dir}")

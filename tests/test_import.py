@@ -19,6 +19,10 @@ OPTIONAL = [
     "torch._dynamo",
     "tokenizers",
     "sacrebleu",
+    "mlflow",
+    "pandas",
+    "pyarrow",
+    "selenium",
 ]
 
 
@@ -33,5 +37,8 @@ def test_import_loads_no_optional_dependency() -> None:
 def test_public_names() -> None:
     import ember
 
-    for name in ("train", "Trainer", "models", "load_config", "Config"):
+    for name in ("fit", "Trainer", "models", "load_config", "Config"):
         assert hasattr(ember, name), name
+    import ember.train  # the subpackage, not hidden by a function of the same name
+
+    assert ember.train.Trainer is ember.Trainer and callable(ember.fit)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -75,10 +76,16 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._builders)
 
+    def description(self, name: str) -> str:
+        """The first line of ``name``'s builder docstring, reST markup and final period dropped ("" if none)."""
+        doc = (inspect.getdoc(self.get(name)) or "").strip()
+        line = doc.splitlines()[0].strip().rstrip(".") if doc else ""
+        return re.sub(r":\w+:`~?([^`]+)`", r"\1", line).replace("``", "")
+
     def __contains__(self, name: object) -> bool:
         return name in self._builders
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
@@ -30,9 +32,44 @@ from typing import Any, Literal
 import yaml
 
 from ember._registry import did_you_mean
+from ember.errors import UserError
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+# Bounds of numeric keys: (lowest, highest, whether the lowest itself is allowed). A value out of
+# them fails when the config loads, before any run exists.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.val_fraction": (0, 1, True),
+    "data.test_fraction": (0, 1, True),
+    "data.batch_size": (1, math.inf, True),
+    "data.eval_batch_size": (1, math.inf, True),
+    "data.num_workers": (0, math.inf, True),
+    "model.lora.rank": (0, math.inf, True),
+    "model.lora.alpha": (0, math.inf, False),
+    "model.lora.dropout": (0, 1, True),
+    "optim.lr": (0, math.inf, True),  # 0 freezes training (a baseline), still a valid run
+    "optim.weight_decay": (0, math.inf, True),
+    "optim.momentum": (0, 1, True),
+    "optim.eps": (0, math.inf, False),
+    "schedule.warmup": (0, math.inf, True),
+    "schedule.min_lr_ratio": (0, 1, True),
+    "schedule.step_size": (0, math.inf, True),
+    "schedule.gamma": (0, math.inf, False),
+    "trainer.epochs": (1, math.inf, True),
+    "trainer.max_steps": (0, math.inf, True),
+    "trainer.clip_grad_norm": (0, math.inf, True),
+    "trainer.clip_grad_value": (0, math.inf, True),
+    "trainer.accumulate": (1, math.inf, True),
+    "trainer.checkpoint_every": (0, math.inf, True),
+    "trainer.checkpoint_min_interval": (0, math.inf, True),
+    "trainer.keep_last": (1, math.inf, True),
+    "trainer.early_stopping_patience": (1, math.inf, True),
+    "trainer.log_every": (1, math.inf, True),
+    "trainer.threads": (0, math.inf, True),
+}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key or value that cannot be used; the message says which and what to do."""
 
 
@@ -134,6 +171,9 @@ class OptimConfig:
     """Numerical stabilizer of adaptive optimizers."""
     lr_groups: dict[str, float] = field(default_factory=dict)
     """Per-group learning rates: parameter-name pattern → lr (first match wins; the rest get lr)."""
+    implementation: Literal["auto", "for-loop", "foreach", "fused"] = "auto"
+    """How the update runs: one kernel per tensor, foreach (batched), fused, or auto (the fastest
+    measured here for this optimizer, once per process; recorded with the run)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +236,70 @@ class TrainerConfig:
     """torch intra-op threads (0: leave torch's default)."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in backward: less memory, ~1 extra forward."""
+    compile: bool = False
+    """Compile the model with torch.compile (inductor fuses element-wise work); falls back to eager
+    with a warning when compiling fails. The compile time is recorded with the run."""
+    profile: bool = False
+    """Profile a few steps with torch.profiler: time by op category and MFU (profile.json in the run)."""
+    loggers: tuple[str, ...] = ()
+    """Also log the run to: tensorboard (event files in the run folder), mlflow (a tracking store)."""
+    mlflow_uri: str = ""
+    """MLflow tracking URI ('': $MLFLOW_TRACKING_URI, else sqlite:///RUNS/mlflow.db beside the runs)."""
+
+
+@dataclass(frozen=True)
+class FairnessConfig:
+    """Group fairness while training (`ember.responsible.mitigation`); off while mitigate is none."""
+
+    sensitive: tuple[str, ...] = ()
+    """Data columns that define the groups (e.g. sex or sex,race; several: their intersection)."""
+    mitigate: Literal["none", "reweighing", "balanced-sampling", "exponentiated-gradient"] = "none"
+    """How: example weights, resampled (group, label) cells, or a constrained objective."""
+    constraint: Literal["demographic-parity", "equalized-odds"] = "demographic-parity"
+    """What exponentiated-gradient enforces: equal selection rates, or equal TPR and FPR."""
+    bound: float = 10.0
+    """Largest total Lagrange multiplier B (larger enforces harder; too large oscillates)."""
+    eta: float = 0.5
+    """Exponentiated-gradient step of the multipliers (divided by the square root of updates so far)."""
+    slack: float = 0.005
+    """Violation of the constraint allowed before the multipliers grow."""
+    window: int = 50
+    """Optimizer steps whose predictions make one update of the multipliers."""
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What the model card (`ember card`) says that only its authors know."""
+
+    intended_use: str = ""
+    """Who should use the model for what ('': a sentence made from the data and task)."""
+    out_of_scope: str = ""
+    """Uses the model is not meant for."""
+    owners: str = ""
+    """Who answers for the model."""
+    limitations: tuple[str, ...] = ()
+    """Known limitations, listed before the ones found by audits and checks."""
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differentially private training (DP-SGD, `ember.responsible.privacy`); off while epsilon and
+    noise_multiplier are both 0."""
+
+    epsilon: float = 0.0
+    """Target ε at the end of training; the noise multiplier is found for it (0: not used)."""
+    delta: float = 1e-5
+    """δ of the (ε, δ) guarantee; keep it below 1 / the number of training examples."""
+    noise_multiplier: float = 0.0
+    """σ given directly instead of a target ε (0: found from privacy.epsilon)."""
+    max_grad_norm: float = 1.0
+    """C: every example's gradient is clipped to this L2 norm before noise is added."""
+    accountant: Literal["rdp", "prv"] = "rdp"
+    """How ε is computed: Rényi DP (rdp) or privacy random variables (prv, tighter)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon > 0 or self.noise_multiplier > 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +320,12 @@ class Config:
     """The learning-rate schedule section."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """The training-loop section."""
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    """Fairness mitigation while training (none by default)."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """What the model card says about intended use and limitations."""
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    """Differential privacy (DP-SGD); off by default."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -248,19 +358,64 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}. See configs/ for ready recipes.")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+        raw = parse_yaml(path.read_text(), source=str(path))
         name = path.stem
     for key, value in _parse_overrides(overrides).items():
         _set_dotted(raw, key, value)
     cfg = from_dict(Config, raw, "")
+    check_ranges(cfg)
     if not cfg.name and name:
         cfg = dataclasses.replace(cfg, name=name)
     return cfg
+
+
+def parse_yaml(text: str | bytes, *, source: str = "the stored config") -> dict[str, Any]:
+    """The mapping of sections that a config's YAML text holds (a run's or a bundle's config.yaml).
+
+    Args:
+        text: the YAML text; empty text is an empty mapping.
+        source: what the text is, for error messages (a file name).
+
+    Returns:
+        The raw nested dict, for `load_config`.
+
+    Raises:
+        ConfigError: the text is not YAML, or not a mapping.
+
+    Example:
+        >>> parse_yaml("trainer: {epochs: 2}")
+        {'trainer': {'epochs': 2}}
+    """
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse numeric values out of :data:`RANGES` (``trainer.epochs=0``, ``optim.lr=-1``), naming the key."""
+    for key, (low, high, closed) in RANGES.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        if not (low <= node if closed else low < node) or node > high:
+            above = f"{'at least' if closed else 'above'} {low:g}"
+            expected = above if high == math.inf else f"{above} and at most {high:g}"
+            raise ConfigError(f"{key}={node!r} is out of range: expected {expected}")
+    for i, beta in enumerate(cfg.optim.betas):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"optim.betas[{i}]={beta!r} is out of range: expected at least 0 and below 1")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {cfg.data.val_fraction + cfg.data.test_fraction:g} "
+            "leaves no training data: keep their sum below 1"
+        )
+    for pattern, lr in cfg.optim.lr_groups.items():
+        if not lr >= 0:
+            raise ConfigError(f"optim.lr_groups.{pattern}={lr!r} is out of range: expected at least 0")
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -365,8 +520,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r}: expected true or false")
         return value
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}={value!r}: expected a number (float)")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r}: expected a finite number")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -377,6 +536,30 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r}: expected a string")
         return value
     return value
+
+
+def replace_checked(section: Any, where: str, **values: Any) -> Any:
+    """``dataclasses.replace(section, **values)`` with every value checked as a config file's would be.
+
+    ``where`` names the section in errors (``optim`` gives ``optim.lr=...``). How the Trainer's
+    keyword options reach their sections, without a round trip through dotted strings.
+
+    Example:
+        >>> replace_checked(OptimConfig(), "optim", lr=0.1).lr
+        0.1
+        >>> replace_checked(OptimConfig(), "optim", lr="fast")
+        Traceback (most recent call last):
+        ...
+        ember.config.ConfigError: optim.lr='fast': expected a number (float)
+    """
+    hints = typing.get_type_hints(type(section))
+    checked = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = [f.name for f in dataclasses.fields(section)]
+            raise ConfigError(f"unknown config key '{where}.{key}'{did_you_mean(key, known)}")
+        checked[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return dataclasses.replace(section, **checked)
 
 
 # --------------------------------------------------------------------------- writing, docs
@@ -405,17 +588,18 @@ def dump_yaml(cfg: Config) -> str:
 
 def diff(a: Config, b: Config) -> list[str]:
     """Lines ``key: old -> new`` for every leaf that differs between two configs."""
-    flat_a, flat_b = _flatten(to_dict(a)), _flatten(to_dict(b))
+    flat_a, flat_b = flatten(to_dict(a)), flatten(to_dict(b))
     keys = sorted(set(flat_a) | set(flat_b))
     return [f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys if flat_a.get(k) != flat_b.get(k)]
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (an empty section stays a value)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -444,7 +628,7 @@ def describe() -> str:
     for f in dataclasses.fields(Config):
         if f.default_factory is dataclasses.MISSING:
             continue
-        section = f.default_factory()  # type: ignore[misc]
+        section = f.default_factory()
         docs = field_docs(type(section))
         for g in dataclasses.fields(section):
             value = getattr(section, g.name)

@@ -37,7 +37,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]
     """(runs dir, run id, bundle path) of a 2-epoch cnn_tiny digits run, packaged with a card."""
     root = tmp_path_factory.mktemp("bundle")
     runs = root / "runs"
-    result = ember.train(CONFIG, runs_dir=runs, progress=False)
+    result = ember.fit(CONFIG, runs_dir=runs, progress=False)
     card = root / "CARD.md"
     card.write_text("# digits-tiny\nIntended use: tests.\n")
     path = package(result.run_id, root / "digits.ember", runs_dir=runs, card=card)

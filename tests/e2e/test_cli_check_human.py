@@ -20,8 +20,8 @@ RECIPE = str(Path(__file__).resolve().parents[2] / "configs" / "digits-cnn.yaml"
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
     runs = tmp_path_factory.mktemp("cli-check") / "runs"
     base = {"trainer.epochs": 2, "model.name": "cnn_tiny"}
-    a = ember.train(RECIPE, base, runs_dir=runs, progress=False)
-    b = ember.train(
+    a = ember.fit(RECIPE, base, runs_dir=runs, progress=False)
+    b = ember.fit(
         RECIPE,
         {**base, "trainer.seed": 1, "trainer.epochs": 1},
         runs_dir=runs,

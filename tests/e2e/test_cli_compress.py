@@ -17,7 +17,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(run store, run id): one tiny run shared by the tests of this file."""
     runs = tmp_path_factory.mktemp("runs")
     root = Path(__file__).resolve().parents[2]
-    result = ember.train(
+    result = ember.fit(
         root / "configs/digits-cnn.yaml",
         {"trainer.epochs": 2, "model.name": "cnn_tiny"},
         runs_dir=runs,

@@ -32,7 +32,7 @@ def test_language_model_eval_and_report(cli, tmp_path: Path, repo_root: Path) ->
         )
     )
     runs = str(tmp_path / "runs")
-    run = ember.train(
+    run = ember.fit(
         repo_root / "configs/shakespeare-char-gpt.yaml",
         {"data.name": "text", "data.path": str(corpus), "data.block_size": 16, "data.chunk_size": 48,
          "model.name": "gpt_tiny", "trainer.epochs": 1, "data.windows_per_epoch": 32, "data.eval_batch_size": 16},
@@ -61,7 +61,7 @@ def test_language_model_eval_and_report(cli, tmp_path: Path, repo_root: Path) ->
 
 def test_detection_eval(cli, tmp_path: Path, repo_root: Path) -> None:  # type: ignore[no-untyped-def]
     runs = str(tmp_path / "runs")
-    run = ember.train(
+    run = ember.fit(
         repo_root / "configs/digit-detect.yaml", {**SCENES, "model.name": "centernet_tiny"}, runs_dir=runs,
         progress=False,
     ).run_id  # fmt: skip
@@ -77,7 +77,7 @@ def test_detection_eval(cli, tmp_path: Path, repo_root: Path) -> None:  # type: 
 def test_segmentation_eval_json_and_compare(cli, tmp_path: Path, repo_root: Path) -> None:  # type: ignore[no-untyped-def]
     runs = str(tmp_path / "runs")
     run, other = (
-        ember.train(
+        ember.fit(
             repo_root / "configs/digit-segment.yaml", {**SCENES, "model.name": "unet_tiny", "trainer.seed": seed},
             runs_dir=runs, progress=False,
         ).run_id
@@ -107,7 +107,7 @@ def test_translation_eval_resamples_sentences_beside_copy_and_word_by_word(
     fetched("en-es-verses")
     runs = str(tmp_path / "runs")
     run, other = (
-        ember.train(
+        ember.fit(
             repo_root / "configs/translate-en-es.yaml",
             {"model.name": "encoder_decoder_tiny", "data.tokenizer": "char", "data.max_len": 24,
              "data.val_books": ["Phlm"], "data.test_books": ["Jude"], "task.beam_size": 2,

@@ -30,7 +30,7 @@ def test_package_registry_export(
 ) -> None:
     monkeypatch.setenv("EMBER_REGISTRY", str(tmp_path / "registry"))
     runs = str(tmp_path / "runs")
-    run_id = ember.train(CONFIG, runs_dir=runs, progress=False).run_id
+    run_id = ember.fit(CONFIG, runs_dir=runs, progress=False).run_id
     bundle = tmp_path / "digits.ember"
 
     code, out, _ = _ember(capsys, "package", run_id, "-o", str(bundle), "--runs-dir", runs)

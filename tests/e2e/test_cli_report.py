@@ -29,8 +29,8 @@ def test_eval_compare_and_report(cli, tmp_path: Path, repo_root: Path) -> None: 
         "model.name": "cnn_tiny",
         "trainer.epochs": 2,
     }  # trained in-process: `ember train` has its own e2e test
-    run_a = ember.train(repo_root / CFG, tiny, runs_dir=runs, progress=False).run_id
-    run_b = ember.train(repo_root / CFG, {**tiny, "trainer.seed": 1}, runs_dir=runs, progress=False).run_id
+    run_a = ember.fit(repo_root / CFG, tiny, runs_dir=runs, progress=False).run_id
+    run_b = ember.fit(repo_root / CFG, {**tiny, "trainer.seed": 1}, runs_dir=runs, progress=False).run_id
 
     out = cli("eval", run_a, "--resamples", "200", "--runs-dir", runs).stdout
     assert f"{run_a} · test split · 359 examples · 95% bootstrap intervals (200 resamples)" in out

@@ -35,6 +35,8 @@ SHRINK: dict[str, list[str]] = {
     "digits-cnn.yaml": ["model.name=cnn_tiny"],
     # the real 70,000 images (fetched once into the data cache); a tiny ResNet scores val and test
     "fashion-resnet.yaml": ["model.name=resnet_tiny", "model.width=8", "data.batch_size=32"],
+    # DP-SGD on the real images: σ found for the two steps, ε on the run
+    "fashion-dp.yaml": ["model.name=dp_cnn_tiny", "data.batch_size=256"],
     "digit-detect.yaml": [*SCENES, "model.name=centernet_tiny"],
     "digit-segment.yaml": [*SCENES, "model.name=unet_tiny"],
     # the recipe pointed at a small local text (Shakespeare itself is a download)
@@ -75,6 +77,8 @@ def _generic(config: Path) -> list[str]:
 def test_config_trains_through_the_cli(cli, fetched, config: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if "brown" in config:
         fetched("brown")
+    if config.startswith("adult"):
+        fetched("adult")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)
     shrink = [item.format(corpus=corpus) for item in SHRINK.get(config, _generic(ROOT / "configs" / config))]

@@ -53,7 +53,7 @@ def test_sigkill_then_resume_matches_uninterrupted(cli, tmp_path: Path, args: li
     assert killed_at is not None, "the run finished before it could be killed"
     assert proc.returncode == -signal.SIGKILL
     run_id = RunStore(runs).list()[0].id
-    assert RunStore(runs).get(run_id).status == "running"  # it never got to say anything
+    assert RunStore(runs).get(run_id).status == "crashed"  # it never got to say anything: its pid tells
     assert not (runs / run_id / "model.safetensors").exists()
 
     cli("train", *args, "--runs-dir", str(runs), "--resume", run_id)

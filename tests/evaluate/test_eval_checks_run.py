@@ -120,7 +120,7 @@ def leaky_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         "model": {"name": "cnn_tiny"},
         "trainer": {"epochs": 2},
     }
-    result = ember.train(config, runs_dir=root / "runs", progress=False)
+    result = ember.fit(config, runs_dir=root / "runs", progress=False)
     return result.run_id, root / "runs"
 
 

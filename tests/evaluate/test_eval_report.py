@@ -30,14 +30,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, repo_root_module: Path) -> di
     folder = tmp_path_factory.mktemp("eval-runs")
     cfg = str(repo_root_module / DIGITS)
     base = {"model.name": "cnn_tiny", "trainer.log_every": 5}
-    a = ember.train(cfg, {**base, "trainer.epochs": 2}, runs_dir=folder, progress=False)
-    b = ember.train(cfg, {**base, "trainer.epochs": 2, "trainer.seed": 1}, runs_dir=folder, progress=False)
-    c = ember.train(cfg, {**base, "trainer.epochs": 1, "data.split_seed": 1}, runs_dir=folder, progress=False)
+    a = ember.fit(cfg, {**base, "trainer.epochs": 2}, runs_dir=folder, progress=False)
+    b = ember.fit(cfg, {**base, "trainer.epochs": 2, "trainer.seed": 1}, runs_dir=folder, progress=False)
+    c = ember.fit(cfg, {**base, "trainer.epochs": 1, "data.split_seed": 1}, runs_dir=folder, progress=False)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4)).astype(np.float32)
     y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3 * rng.normal(size=300)).astype(np.float32)
     np.savez(folder / "table.npz", x=x, y=y)
-    r = ember.train(
+    r = ember.fit(
         {"data": {"name": "npz", "path": str(folder / "table.npz"), "split": "random", "batch_size": 32},
          "model": {"name": "mlp_tiny"}, "task": {"name": "regression"}, "optim": {"lr": 0.01},
          "trainer": {"epochs": 3}},

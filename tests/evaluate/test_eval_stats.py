@@ -10,7 +10,7 @@ import torch
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-from ember.evaluate import metrics as M
+from ember import metrics as M
 from ember.evaluate import stats as S
 
 

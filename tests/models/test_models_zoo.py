@@ -17,6 +17,11 @@ def takes_tokens(name: str) -> bool:
     return "vocab_size" in (accepted_kwargs(models.registry.get(name)) or set())
 
 
+def takes_tables(name: str) -> bool:
+    """Table models (their builders take ``cardinalities``) are checked with encoded rows."""
+    return "cardinalities" in (accepted_kwargs(models.registry.get(name)) or set())
+
+
 # dense prediction (boxes, masks) has its own contract in test_models_dense.py, generative models
 # and the captioner theirs in test_models_generative.py
 DENSE = {"centernet_tiny", "unet_tiny"}
@@ -30,8 +35,13 @@ def generative(name: str) -> bool:
 TINY = [
     name
     for name in models.list_models()
-    if name.endswith("_tiny") and not takes_tokens(name) and name not in DENSE and not generative(name)
+    if name.endswith("_tiny")
+    and not takes_tokens(name)
+    and not takes_tables(name)
+    and name not in DENSE
+    and not generative(name)
 ]
+TABLE_TINY = [name for name in models.list_models() if name.endswith("_tiny") and takes_tables(name)]
 TEXT_TINY = [name for name in models.list_models() if name.endswith("_tiny") and takes_tokens(name)]
 SHAPES = [(1, 8), (3, 32)]  # (in_channels, image_size): sklearn digits, CIFAR-like
 
@@ -155,3 +165,30 @@ def test_convattn_resizes_its_position_embedding_for_other_sizes() -> None:
     model = models.create("convattn_tiny", in_channels=1, image_size=8)
     assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)
     assert models.create("convattn_tiny", pos_embed=False)(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", TABLE_TINY)
+def test_tiny_table_model_contract(name: str, tmp_path: Path) -> None:
+    """Encoded rows [2 numeric | 1 indicator | 2 codes] → (B, K); training statistics saved as buffers."""
+    options = {
+        "num_numeric": 2, "num_binary": 1, "cardinalities": [3, 40], "mean": [1.0, 2.0], "std": [2.0, 4.0],
+        "edges": [[0.0, 1.0, 2.0], [0.0, 10.0]], "num_classes": 3,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    model = models.create(name, **options)
+    x = torch.tensor([[0.5, 3.0, 1.0, 2.0, 39.0], [1.5, 0.0, 0.0, 0.0, 7.0], [9.0, 1.0, 0.0, 1.0, 0.0]])
+    model.train()
+    F.cross_entropy(model(x), torch.tensor([0, 1, 2])).backward()
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), expected)  # type: ignore[operator]
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    torch.manual_seed(1)
+    fresh = models.create(name, **{**options, "mean": None, "std": None})  # the buffers come from the file
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), expected)

@@ -230,7 +230,7 @@ def test_detection_recipe_runs_end_to_end(tmp_path: Path, repo_root: Path) -> No
         "model.name": "centernet_tiny",
         "trainer.epochs": 1,
     }
-    result = ember.train(
+    result = ember.fit(
         repo_root / "configs" / "digit-detect.yaml", overrides=overrides, runs_dir=tmp_path / "runs"
     )
     for key in ("val/map50", "val/map", "test/map50", "test/map"):

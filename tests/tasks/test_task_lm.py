@@ -66,7 +66,7 @@ def test_text_recipe_trains_saves_tokenizer_and_reloads(tmp_path: Path) -> None:
         "optim": {"lr": 0.01},
         "trainer": {"epochs": 2, "log_every": 2},
     }
-    result = ember.train(config, runs_dir=tmp_path / "runs")
+    result = ember.fit(config, runs_dir=tmp_path / "runs")
     assert result.steps == 8  # 2 epochs x 64 windows / 16
     assert result.metrics["val/loss"] < math.log(27)  # learned something over uniform guessing
     assert result.metrics["val/bits_per_byte"] == pytest.approx(result.metrics["val/bits_per_token"])

@@ -117,7 +117,7 @@ def test_segmentation_recipe_runs_end_to_end(tmp_path: Path, repo_root: Path) ->
         "model.name": "unet_tiny",
         "trainer.epochs": 1,
     }
-    result = ember.train(
+    result = ember.fit(
         repo_root / "configs" / "digit-segment.yaml", overrides=overrides, runs_dir=tmp_path / "runs"
     )
     for key in ("val/miou", "val/miou_fg", "test/miou", "test/pixel_accuracy"):

@@ -199,3 +199,72 @@ def test_regression_task(tmp_path: Path) -> None:
         (x, y), (x, y)
     )
     assert result.metrics["val/r2"] > 0.95
+
+
+def test_typed_sections_and_flat_keywords_are_one_entrance(
+    toy_data: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    from ember.config import ConfigError, OptimConfig, TrainerConfig
+
+    typed = Trainer(_mlp(), optim=OptimConfig(name="sgd", lr=0.05), trainer=TrainerConfig(epochs=2, seed=3))
+    flat = Trainer(_mlp(), optimizer="sgd", lr=0.05, epochs=2, seed=3)
+    assert typed.config == flat.config
+    both = Trainer(_mlp(), optim=OptimConfig(name="sgd"), lr=0.2)  # a keyword refines its section
+    assert (both.config.optim.name, both.config.optim.lr) == ("sgd", 0.2)
+    with pytest.raises(TypeError, match="did you mean 'epochs'"):
+        Trainer(_mlp(), epoch=3)
+    with pytest.raises(ConfigError, match="optim.lr='fast'"):
+        Trainer(_mlp(), lr="fast")
+    with pytest.raises(TypeError, match="takes a OptimConfig"):
+        Trainer(_mlp(), optim=TrainerConfig())  # type: ignore[arg-type]
+    x, y = toy_data
+    a, b = typed.fit((x, y)), flat.fit((x, y))
+    assert a.steps == b.steps and a.run_id != b.run_id  # each fit made its own run, no start_run needed
+    for p, q in zip(typed.model.parameters(), flat.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_a_run_handed_over_is_the_one_trained_into(toy_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    run = RunStore().create("handed", config_yaml="{}", params={})
+    result = Trainer(_mlp(), epochs=1, run=run).fit(toy_data)
+    assert result.run_id == run.id and RunStore().get(run.id).status == "completed"
+
+
+def test_a_python_run_keeps_what_the_later_stages_need(toy_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    import ember
+    from ember.recipe import load_run
+
+    x, y = toy_data
+    model = ember.models.create("mlp_tiny", in_channels=8, image_size=1, num_classes=3)
+    trainer = Trainer(model, lr=0.01, epochs=3, batch_size=16)
+    result = trainer.fit((x[:64], y[:64]), (x[64:80], y[64:80]))
+    trainer.test((x[80:], y[80:]))
+    run = load_run(result.run_id)
+    assert (
+        run.spec.model == "mlp_tiny"
+        and run.spec.inputs.kind == "table"
+        and run.spec.classes == ["0", "1", "2"]
+    )
+    assert run.available_splits() == ["train", "val", "test"]
+    assert torch.equal(run.split("test").x, x[80:])
+    for p, q in zip(run.model.parameters(), trainer.model.parameters(), strict=True):
+        assert torch.equal(p, q.cpu())
+    again = ember.evaluate_run(result.run_id, "test")
+    assert again["accuracy"] == pytest.approx(trainer.validate((x[80:], y[80:]))["accuracy"])
+
+
+def test_a_python_run_says_which_split_it_could_not_keep(toy_data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    from ember import models as ember_models
+    from ember.recipe import load_run
+
+    class Pairs(Dataset):  # items that are not (x, y) tensor pairs cannot be kept
+        def __len__(self) -> int:
+            return 32
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return toy_data[0][i], int(toy_data[1][i])
+
+    model = ember_models.create("mlp_tiny", in_channels=8, image_size=1, num_classes=3)
+    result = Trainer(model, epochs=1, batch_size=8).fit(Pairs())
+    with pytest.raises(ValueError, match="no 'train' split .*not \\(x, y\\) tensor pairs"):
+        load_run(result.run_id, data=False).split("train")

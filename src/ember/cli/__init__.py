@@ -7,9 +7,12 @@ wiring. Errors a user can fix (a bad config key, an unknown run) print one clear
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from ember.cli import audit as audit_cli
+from ember.cli import card as card_cli
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
 from ember.cli import (
@@ -26,9 +29,20 @@ from ember.cli import (
     serve,
     train,
 )
+from ember.cli import explain as explain_cli
+from ember.cli import federated as federated_cli
+from ember.cli import find as find_cli
+from ember.cli import gate as gate_cli
 from ember.cli import human as human_cli
+from ember.cli import init as init_cli
+from ember.cli import privacy as privacy_cli
+from ember.cli import profile as profile_cli
+from ember.cli import safety as safety_cli
+from ember.cli import sweep as sweep_cli
+from ember.errors import UserError
 
-FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: ignore[type-arg]
+FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "init": init_cli.register,
     "train": train.register,
     "eval": evaluate.register,
     "report": report.register,
@@ -47,9 +61,20 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {  # type: i
     "score": score.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
+    "profile": profile_cli.register,
+    "find": find_cli.register,
+    "sweep": sweep_cli.register,
+    "audit": audit_cli.register,
+    "explain": explain_cli.register,
+    "redact": safety_cli.register,
+    "card": card_cli.register,
+    "gate": gate_cli.register,
+    "audit privacy": privacy_cli.register,
+    "federated": federated_cli.register,
 }
 
 EPILOG = """examples:
+  ember init data.csv --target label    # what is in the file, and a config that trains on it
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember runs                      # every run: id, config, data hash, best metric, time
   ember eval latest --split test
@@ -58,11 +83,13 @@ EPILOG = """examples:
   ember human export RUN_A --pairwise RUN_B --n 50
   ember list models
   ember data get fashion-mnist
+  ember audit fairness RUN --sensitive sex,race   # per-group metrics, gaps with intervals
+  ember explain RUN --input 0:16 -o explain.html  # attributions, overlays, sanity check
+  ember card RUN -o card.md                       # model card, Markdown and HTML
+  ember gate RUN --policy gate.yaml               # exit 1 when a release threshold fails
+  ember redact data.jsonl -o clean.jsonl          # personal data found and masked
+  ember audit privacy latest      # membership-inference attacks, beside the run's ε
 """
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from ember import __version__
+    from ember._version import __version__
 
     return f"ember {__version__}"
 
@@ -88,22 +115,32 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ember`` command line; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # KEY=VALUE overrides after an option (`ember train data.csv --target y trainer.epochs=3`)
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra
+        ):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
     from ember.config import ConfigError
     from ember.data import SourceUnavailableError
-    from ember.track import RunNotFoundError
-    from ember.train import CheckpointError, NonFiniteLossError
+    from ember.tasks.spec import NotApplicable
+    from ember.track import RunNotFoundError, RunStoreError
+    from ember.train import NonFiniteLossError, WeightsError
 
     try:
         return int(args.func(args) or 0)
     except (
         UserError,
+        NotApplicable,
         ConfigError,
         RunNotFoundError,
-        CheckpointError,
+        RunStoreError,
+        WeightsError,  # a CheckpointError is one
         SourceUnavailableError,
         FileNotFoundError,
         KeyError,
@@ -114,9 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"ember {args.command}: training stopped: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"ember {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM after the final checkpoint (Interrupted)
+        print(f"ember {args.command}: interrupted" + (f": {e}" if str(e) else ""), file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)  # 130 for SIGINT, 143 for SIGTERM
 
 
 if __name__ == "__main__":

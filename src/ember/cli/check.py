@@ -25,7 +25,7 @@ examples:
 ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="overfitting, leakage, shift and imbalance findings",
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
 
     if args.target == "shift":
         if not args.reference or not args.current:

@@ -51,7 +51,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
         help="int8 / prune / distill a run; measure accuracy, size and latency",
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=compress)
 
 
-def register_plan(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_plan(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "plan",
         help="benchmark backends/threads/batch sizes here and write the serving plan",
@@ -241,7 +241,7 @@ def _variants(
             variants[f"{name}+int8-static"] = quantize.static_int8(
                 model, batches, workdir=folder, threads=threads
             )
-        except Exception as e:  # noqa: BLE001 - reported, the other variants still run
+        except Exception as e:  # reported, the other variants still run
             skipped[f"{name}+int8-static"] = f"{type(e).__name__}: {e}"
 
     if "int8" in techniques:
@@ -260,7 +260,7 @@ def _variants(
             variants["onnx-int8-static"] = quantize.static_int8(
                 teacher, batches, workdir=workdir / "static", threads=threads
             )
-        except Exception as e:  # noqa: BLE001 - no onnxruntime, an op it cannot export...
+        except Exception as e:  # no onnxruntime, an op it cannot export...
             skipped["onnx"] = f"{type(e).__name__}: {e}"
     if "prune" in techniques:
         log(f"prune: magnitude {pct}%, channels {pct}% + {args.epochs} fine-tuning epochs")
@@ -449,7 +449,7 @@ def _load_for_plan(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, Path, 
         x, y = _tensors(held if held is not None else prep.train, 2048)
         calibration, _ = _tensors(prep.train, 512)
         return bundle.model, x[:64], (x, y), calibration, default, f"bundle {bundle.path}"
-    except Exception:  # noqa: BLE001 - data not available here: check agreement on synthetic inputs
+    except Exception:  # data not available here: check agreement on synthetic inputs
         low, high = bundle.meta.get("input_range") or (0.0, 1.0)
         g = torch.Generator().manual_seed(0)
         x = low + (high - low) * torch.rand((512, *bundle.input_shape), generator=g)

@@ -18,7 +18,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from ember.deploy.export import FORMATS
 
     p = sub.add_parser(
@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ember.cli import UserError
     from ember.deploy.bundle import open_bundle
     from ember.deploy.export import export
+    from ember.errors import UserError
 
     bundle = open_bundle(args.ref, registry=args.registry)
     g = torch.Generator().manual_seed(0)

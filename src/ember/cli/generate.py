@@ -32,6 +32,13 @@ examples:
   ember generate RUN --prompt "a seven written by hand" --guidance 3 -o seven.png
   ember generate latest --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-p 0.95
   ember generate RUN --prompt "def fibonacci(n):" --stop "\\ndef " --stop "\\nclass "
+  ember generate RUN --prompt "To be" --greedy
+  ember generate RUN --prompt "Dear" --safety mask --blocklist words.txt
+
+Safety (--safety, default flag): the prompt is checked for prompt-injection and jailbreak patterns,
+the generated text against a blocklist, content patterns and personal data. flag reports what was
+found on stderr; mask replaces blocklisted words and personal data; block withholds a flagged text
+(and refuses a flagged prompt), exiting 1; off checks nothing.
 """
 
 CAPTION_HELP = """Write a phrase for each picture with a trained captioning run (its task can caption).
@@ -44,7 +51,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="sample images from a generative run, or continue a prompt with a language model",
@@ -100,10 +107,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     text.add_argument(
         "--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="autocast while decoding"
     )
+    text.add_argument(
+        "--safety",
+        default="flag",
+        choices=["off", "flag", "mask", "block"],
+        help="content safety (default flag)",
+    )
+    text.add_argument(
+        "--blocklist", metavar="FILE", help="words to flag, one per line (default: a short built-in list)"
+    )
     p.set_defaults(func=run)
 
 
-def register_caption(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caption",
         help="write a phrase for pictures with a captioning run",
@@ -239,20 +255,37 @@ def run_caption(args: argparse.Namespace) -> int:
 def continue_text(args: argparse.Namespace) -> int:
     import torch
 
-    from ember.generative import generate_text
+    from ember.decoding import generate_text
     from ember.recipe import load_language_model
     from ember.train.precision import resolve_device, resolve_precision
 
+    prompt = _unescape("\n" if args.prompt is None else args.prompt)
+    safety = None
+    if args.safety != "off":
+        from ember.responsible.content import ContentFilter
+        from ember.responsible.prompts import check_prompt
+
+        safety = ContentFilter(blocklist=args.blocklist, action=args.safety)
+        injected = check_prompt(prompt)
+        if injected and args.safety == "block":
+            print(
+                f"prompt refused: it matches {', '.join(injected)} (prompt-injection/jailbreak patterns)",
+                file=sys.stderr,
+            )
+            return 1
+        if injected:
+            print(f"safety: the prompt matches {', '.join(injected)}", file=sys.stderr)
     model, tokenizer, _ = load_language_model(args.run, runs_dir=args.runs_dir)
     device = resolve_device("auto")
     model.to(device)
     precision = resolve_precision(args.precision, device)
     stop = [_unescape(s) for s in args.stop]
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    counter = _Counter()
-    prompt = _unescape("\n" if args.prompt is None else args.prompt)
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
+    stream = safety is None or safety.action == "flag"  # mask and block must see the whole text first
+    counter = _Counter(stream)
+    if stream:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
     started = time.perf_counter()
     with precision.autocast():
         generate_text(
@@ -272,6 +305,15 @@ def continue_text(args: argparse.Namespace) -> int:
             generator=generator,
         )
     seconds = time.perf_counter() - started
+    if safety is not None:
+        verdict = safety.check(counter.text)
+        if not stream:
+            if verdict.blocked:
+                print(f"output withheld: {', '.join(verdict.flags)}", file=sys.stderr)
+                return 1
+            sys.stdout.write(prompt + (verdict.text or ""))
+        if verdict.flags:
+            print(f"safety flags: {', '.join(verdict.flags)}", file=sys.stderr)
     sys.stdout.write("\n")
     print(f"[{counter.chars} characters in {seconds:.2f}s]", file=sys.stderr)
     return 0
@@ -283,12 +325,20 @@ def _unescape(text: str) -> str:
 
 
 class _Counter:
-    """Writes streamed text to stdout at once and counts it."""
+    """Keeps and counts streamed text; writes it to stdout at once when ``stream``."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: bool = True) -> None:
         self.chars = 0
+        self.stream = stream
+        self.parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
     def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if self.stream:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        self.parts.append(text)
         self.chars += len(text)

@@ -23,7 +23,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "human",
         help="blinded human rating sheets: export, then import win rates and agreement",
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
     from ember.evaluate.human import export_runs
 
     if args.pairwise and args.likert is not None:

@@ -6,9 +6,12 @@ import argparse
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ember.cli._format import fmt, table
+
+if TYPE_CHECKING:
+    from ember.track.registry import ModelRegistry
 
 HELP = """The model registry: trained models as versions (v1, v2, ...) with aliases (production,
 staging), stored by content (SQLite + sha256-named blobs) in $EMBER_REGISTRY or ~/.ember/registry.
@@ -25,7 +28,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "registry",
         help="versions and aliases of trained models: push, list, show, promote, pull, delete",
@@ -65,7 +68,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _registry(args: argparse.Namespace) -> ModelRegistry:
     from ember.track.registry import ModelRegistry
 
     return ModelRegistry(args.registry)

@@ -6,9 +6,13 @@ import argparse
 import dataclasses
 import json
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ember.cli._format import fmt, table
+
+if TYPE_CHECKING:
+    from ember.track import RunStore
 
 HELP = """List runs (newest first), show one, or compare two.
 
@@ -17,10 +21,11 @@ examples:
   ember runs --json                # the same for scripts
   ember runs show latest
   ember runs compare RUN_A RUN_B
+  ember runs rebuild               # rebuild the index (ember.db) from the run folders
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "runs",
         help="list, show and compare runs",
@@ -55,9 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     compare.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     compare.add_argument("--no-test", action="store_true", help="configs and logged metrics only")
     compare.set_defaults(func=run_compare)
+    rebuild = verbs.add_parser(
+        "rebuild",
+        help="rebuild the run store's index (ember.db) from the run folders, after it was lost or damaged",
+    )
+    rebuild.add_argument("--runs-dir", metavar="DIR", default=argparse.SUPPRESS)
+    rebuild.set_defaults(func=run_rebuild)
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace) -> RunStore:
     from ember.track import RunStore
 
     return RunStore(args.runs_dir)
@@ -140,13 +151,28 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rebuild(args: argparse.Namespace) -> int:
+    from ember.track import default_root
+    from ember.track.rebuild import rebuild
+
+    root = Path(args.runs_dir) if args.runs_dir else default_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no run store at {root}; give --runs-dir DIR")
+    report = rebuild(root)
+    print(f"rebuilt {root / 'ember.db'}: {report.runs} runs, {report.metrics} metric values")
+    if report.kept_damaged is not None:
+        print(f"the previous index is kept as {report.kept_damaged}")
+    for note in report.notes:
+        print(f"  {note}")
+    return 0
+
+
 def run_compare(args: argparse.Namespace) -> int:
-    from ember.config import diff, load_config
-    from ember.recipe import _yaml
+    from ember.config import diff, load_config, parse_yaml
 
     store = _store(args)
     a, b = store.get(args.run_a), store.get(args.run_b)
-    changes = diff(load_config(_yaml(a.config)), load_config(_yaml(b.config)))
+    changes = diff(load_config(parse_yaml(a.config)), load_config(parse_yaml(b.config)))
     print(f"A = {a.id}\nB = {b.id}")
     print("config differences (A -> B):" if changes else "configs are identical")
     for line in changes:

@@ -31,7 +31,7 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
         help="Fréchet distance, precision/recall and class accuracy of a generative run's samples",

@@ -25,7 +25,7 @@ MONITOR_EXAMPLES = """examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a bundle over HTTP (dynamic batching, metrics, drift)",
@@ -64,11 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--drift-window", type=int, default=1000, help="examples in the drift window (default 1000)"
     )
+    p.add_argument(
+        "--abstain-below",
+        type=float,
+        metavar="P",
+        help="flag 'abstain' on answers whose top probability is under P (selective prediction; counted in /metrics)",
+    )
     p.add_argument("--registry", metavar="DIR", help="the model registry (default $EMBER_REGISTRY)")
     p.set_defaults(func=run_serve)
 
 
-def register_monitor(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_monitor(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser(
         "monitor",
         help="watch a running server: latency, throughput, errors, drift and alerts",
@@ -106,6 +112,11 @@ def run_serve(args: argparse.Namespace) -> int:
         bundle, plan=plan, backend=args.backend, plan_folder=plan_path.parent if plan_path else None
     )
     settings = plan or {}
+    safety_filter = None
+    if args.abstain_below is not None:
+        from ember.responsible.selective import abstain_filter
+
+        safety_filter = abstain_filter(args.abstain_below)
     app = create_app(
         served,
         max_batch=args.max_batch or int(settings.get("max_batch", 64)),
@@ -116,6 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         max_body_bytes=args.max_body_bytes,
         drift_window=args.drift_window,
+        safety_filter=safety_filter,
     )
     source = f"plan {plan_path}" if plan_path else "no plan"
     print(
@@ -135,7 +147,7 @@ def _announce(line: str) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from ember.cli import UserError
+    from ember.errors import UserError
 
     url = args.url.rstrip("/")
     if not url.startswith(("http://", "https://")):

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from ember.cli._format import metrics_block
+from ember.cli.init import add_data_options, survey_and_config
 
 HELP = """Train a recipe (a YAML config) and record the run in the run store.
 
 Overrides are dotted KEY=VALUE pairs after the config, parsed as YAML. Every key is checked before
 any work starts; a typo names the key and the closest valid one.
 
+CONFIG may also be your data (a table, a JSONL file of texts, or a folder of class subfolders): ember
+then says what it found and trains the config `ember init` would write (kept with the run).
+
 examples:
   ember train configs/digits-cnn.yaml
+  ember train adult.csv --target income trainer.epochs=5
   ember train configs/digits-cnn.yaml trainer.epochs=3 optim.lr=0.01
   ember train configs/fashion-resnet.yaml trainer.precision=bf16
   ember train configs/digits-cnn.yaml --resume latest     # continue from the newest checkpoint
@@ -23,7 +30,7 @@ config keys:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from ember.config import describe
 
     p = sub.add_parser(
@@ -32,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description=HELP + describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="a recipe YAML, e.g. configs/digits-cnn.yaml")
+    p.add_argument("config", help="a recipe YAML, e.g. configs/digits-cnn.yaml, or a data file or folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
     p.add_argument(
         "--resume", metavar="RUN", help="continue RUN (id, prefix or 'latest') from its newest checkpoint"
     )
+    add_data_options(p)
     p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument(
@@ -49,10 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.recipe import train
+    from ember.responsible.training import train  # the recipe, plus fairness.mitigate when set
 
+    config: str | dict[str, Any] = args.config
+    if not _is_config(args.config):  # the data itself: survey it and train what `ember init` writes
+        _, config = survey_and_config(args.config, args.target, args.text)
+    elif args.target or args.text:
+        raise ValueError(f"--target and --text are for data, not for a config file ({args.config})")
     result = train(
-        args.config, args.overrides, runs_dir=args.runs_dir, resume=args.resume, progress=args.progress
+        config,
+        args.overrides,
+        runs_dir=args.runs_dir,
+        resume=args.resume,
+        progress=args.progress,
     )
     pretrained = result.run_dir / "pretrained.json"
     if pretrained.is_file():  # a fine-tuned run: say what it started from
@@ -68,3 +85,9 @@ def run(args: argparse.Namespace) -> int:
     print(metrics_block({k: v for k, v in result.metrics.items() if k.startswith(("val/", "test/"))}))
     print(f"run {result.run_id} {result.run_dir}")
     return 0
+
+
+def _is_config(path: str) -> bool:
+    """A YAML file (or a path that is not there: the config loader says so) rather than data."""
+    p = Path(path)
+    return p.suffix.lower() in (".yaml", ".yml") or not p.exists()

@@ -19,6 +19,8 @@ from ember.data import npz_arrays as _npz_arrays  # noqa: F401  (registers "npz"
 from ember.data import parallel as _parallel  # noqa: F401  (registers "en-es-verses")
 from ember.data import scenes as _scenes  # noqa: F401  (registers "digit-scenes", "digit-segments")
 from ember.data import text as _text  # noqa: F401  (registers "shakespeare", "python-code", "text", "jsonl")
+from ember.data import text_classes as _text_classes  # noqa: F401  (registers "text-classes")
+from ember.data import uci_tables as _uci_tables  # noqa: F401  (registers "adult", "compas", "german")
 from ember.data import verses as _verses  # noqa: F401  (adds the "en-es-verses" source)
 from ember.data import wmt17 as _wmt17  # noqa: F401  (adds the "wmt17-bleu" source)
 from ember.data.augment import (
@@ -32,6 +34,7 @@ from ember.data.augment import (
     build_augment,
 )
 from ember.data.bundle import ArrayData, DataBundle, DataError
+from ember.data.csv_table import EncodedTable, TableBundle, table_bundle
 from ember.data.datasets import list_datasets, load_dataset, register_dataset, registry
 from ember.data.fingerprint import fingerprint, fingerprint_dataset, fingerprint_indices
 from ember.data.loader import (
@@ -52,6 +55,8 @@ from ember.data.sources import (
     fetch,
 )
 from ember.data.splits import load_splits, save_splits, split_groups, split_indices
+from ember.data.table import Table, read_table
+from ember.data.tabular import RowEncoder
 
 __all__ = [
     "AUGMENTS",
@@ -63,13 +68,17 @@ __all__ = [
     "Cutout",
     "DataBundle",
     "DataError",
+    "EncodedTable",
     "Mirror",
     "Mixup",
     "RandomCrop",
     "RandomFlip",
+    "RowEncoder",
     "SeededDataLoader",
     "Source",
     "SourceUnavailableError",
+    "Table",
+    "TableBundle",
     "TensorLoader",
     "available_sources",
     "batch_generator",
@@ -84,9 +93,11 @@ __all__ = [
     "load_dataset",
     "load_splits",
     "make_loader",
+    "read_table",
     "register_dataset",
     "registry",
     "save_splits",
     "split_groups",
     "split_indices",
+    "table_bundle",
 ]

@@ -59,6 +59,8 @@ def npz_arrays(
     if task not in TASKS:
         raise DataError(f"task must be one of {TASKS}; got '{task}'")
     pairs = [(stored[x], stored[y])] + ([(stored[x_test], stored[y_test])] if x_test in stored else [])
+    for (a, b), (ka, kb) in zip(pairs, ((x, y), (x_test, y_test))):
+        _check_arrays(file, a, b, ka, kb)
     datas = [ArrayData(_inputs(a, file), _targets(b, task, file)) for a, b in pairs]
     classes = None
     if task == "classification":
@@ -77,6 +79,28 @@ def npz_arrays(
         task=task,
         name="npz",
     )
+
+
+def _check_arrays(file: Path, inputs: np.ndarray, targets: np.ndarray, x: str, y: str) -> None:
+    """Examples exist, pair up, and hold only finite numbers (as the CSV reader requires)."""
+    if inputs.ndim == 0 or len(inputs) == 0:
+        raise DataError(
+            f"{file}: array '{x}' holds no examples (shape {inputs.shape}); store at least one row"
+        )
+    if targets.ndim == 0 or len(targets) != len(inputs):
+        raise DataError(
+            f"{file}: array '{y}' has shape {targets.shape} but '{x}' has {len(inputs)} examples; "
+            "store one target per example"
+        )
+    for key, array in ((x, inputs), (y, targets)):
+        if array.dtype.kind not in "iubf":
+            raise DataError(f"{file}: array '{key}' is {array.dtype}; expected numbers")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+            raise DataError(
+                f"{file}: array '{key}' holds NaN or Inf in {len(bad)} example(s), the first at index "
+                f"{bad[0]}; expected finite numbers. Drop or fill those examples first"
+            )
 
 
 def _inputs(array: np.ndarray, file: Path) -> torch.Tensor:

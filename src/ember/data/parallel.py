@@ -24,17 +24,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ember._io import atomic_folder
 from ember.data.bundle import DataError
 from ember.data.datasets import register_dataset
 from ember.data.loader import batch_generator
@@ -218,7 +216,7 @@ class PairLoader(DataLoader):
         )
         super().__init__(
             _Pairs(data, pad_id),
-            batch_sampler=batches,  # type: ignore[arg-type]  # lists of indices, taken whole by _Pairs
+            batch_sampler=batches,  # lists of indices, taken whole by _Pairs
             collate_fn=_as_batch,
         )
         self.batches = batches
@@ -290,16 +288,8 @@ def _shared_tokenizer(name: str, texts: Sequence[str], tokenizer: str, vocab_siz
     if (folder / "tokenizer.json").is_file():
         return load_tokenizer(folder / "tokenizer.json")
     tok = train_tokenizer("bpe", texts, vocab_size=vocab_size)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))
-    try:
+    with atomic_folder(folder) as work:  # the cache entry appears whole or not at all
         tok.save(work / "tokenizer.json")
-        work.rename(folder)  # the cache entry appears whole or not at all
-    except OSError:
-        if not folder.is_dir():  # anything but "another process finished first" is a real error
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return tok
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+from ember._io import publish_folder
 from ember._registry import UnknownNameError, did_you_mean
 from ember.data.archives import ChecksumError
 
@@ -152,7 +153,7 @@ def fetch(name: str, *, progress: bool = True) -> Path:
             out = Path(work) / "out"
             out.mkdir()
             source.build(source, mirror, paths, out)
-            _publish(out, target)
+            publish_folder(out, target)
             return target
     raise SourceUnavailableError(
         f"could not download '{name}' from any of its sources:\n"
@@ -199,12 +200,3 @@ def _why(error: BaseException) -> str:
     if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
         return str(error.reason)
     return str(error)
-
-
-def _publish(out: Path, target: Path) -> None:
-    """Move a finished cache folder into place in one rename (atomic on one file system)."""
-    try:
-        out.rename(target)
-    except OSError:
-        if not target.is_dir():  # anything but "another process finished first" is a real error
-            raise

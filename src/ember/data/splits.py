@@ -13,11 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
+import math
 from pathlib import Path
 
 import numpy as np
+
+from ember._io import atomic_path
 
 __all__ = ["load_splits", "save_splits", "split_groups", "split_indices"]
 
@@ -72,6 +73,12 @@ def split_indices(
     train = np.setdiff1d(np.arange(n), np.concatenate([test, val]), assume_unique=True)
     if len(train) == 0:
         raise ValueError(f"no training examples left out of {n}; lower val_fraction or test_fraction")
+    if test_fraction > 0 and len(test) == 0:
+        need = math.ceil(0.5 / test_fraction)
+        raise ValueError(
+            f"too few examples ({n}) for test_fraction={test_fraction:g}: the test split "
+            f"would be empty. Give at least {need} examples, a test set of its own, or test_fraction=0"
+        )
     parts = {"train": train, "val": np.sort(val)}
     if test_fraction > 0:
         parts["test"] = np.sort(test)
@@ -162,10 +169,18 @@ def save_splits(splits: dict[str, np.ndarray], folder: Path | str) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, idx in splits.items():
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".npy.tmp")
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, np.asarray(idx, dtype=np.int64), allow_pickle=False)
-        os.replace(temporary, folder / f"{name}.npy")
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            np.save(tmp, np.asarray(idx, dtype=np.int64), allow_pickle=False)
+
+
+def _load_indices(path: Path) -> np.ndarray:
+    try:
+        idx = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # a damaged or truncated .npy
+        raise ValueError(f"split file {path} is damaged: {e}") from None
+    if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx.size and idx.min() < 0):
+        raise ValueError(f"split file {path} is damaged: expected indices >= 0, got {idx.dtype} {idx.shape}")
+    return idx
 
 
 def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
@@ -180,7 +195,9 @@ def load_splits(folder: Path | str) -> dict[str, np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"split folder {folder} does not exist")
-    splits = {path.stem: np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy"))}
+    # a name starting with "." is a write still under way (ember._io.atomic_path)
+    files = [path for path in sorted(folder.glob("*.npy")) if not path.name.startswith(".")]
+    splits = {path.stem: _load_indices(path) for path in files}
     if not splits:
         raise FileNotFoundError(f"no split files (NAME.npy) in {folder}")
     return {name: idx.astype(np.int64, copy=False) for name, idx in splits.items()}

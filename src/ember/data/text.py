@@ -29,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sysconfig
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ember._io import atomic_folder
 from ember.data.bundle import DataBundle, DataError, existing_path
 from ember.data.datasets import register_dataset
 from ember.data.loader import batch_generator
@@ -277,9 +276,9 @@ class LMLoader(DataLoader):
         windows_per_epoch: windows per training epoch (0: the split's tokens / block_size).
 
     Example:
-        >>> data = TokenChunks(torch.arange(100), chunk_size=50)
-        >>> [tuple(x.shape) for x, _ in LMLoader(data, batch_size=4, block_size=10, shuffle=False)]
-        [(4, 10), (4, 10), (2, 10)]
+        >>> data = TokenChunks(torch.arange(100), chunk_size=50)  # 4 windows of 10 + 1 tokens per chunk
+        >>> [tuple(x.shape) for x, _ in LMLoader(data, batch_size=3, block_size=10, shuffle=False)]
+        [(3, 10), (3, 10), (2, 10)]
     """
 
     def __init__(
@@ -437,17 +436,9 @@ def tokenize_corpus(
         return load_tokenizer(folder / "tokenizer.json"), np.load(folder / "tokens.npy", allow_pickle=False)
     tok = load_tokenizer(tokenizer) if loaded else train_tokenizer("bpe", texts, vocab_size=vocab_size)
     stream = tok.encode_corpus(texts)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))
-    try:
+    with atomic_folder(folder) as work:  # the cache entry appears whole or not at all
         tok.save(work / "tokenizer.json")
         np.save(work / "tokens.npy", stream)
-        work.rename(folder)  # the cache entry appears whole or not at all
-    except OSError:
-        if not folder.is_dir():  # anything but "another process finished first" is a real error
-            raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return tok, stream
 
 

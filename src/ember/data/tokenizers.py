@@ -27,6 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ember._io import require
+
 __all__ = [
     "SPECIAL_TOKENS",
     "BPETokenizer",
@@ -149,7 +151,7 @@ class CharTokenizer:
 
     def save(self, path: str | Path) -> None:
         data = {"ember_tokenizer": "char", "version": 1, "special_tokens": self.special_tokens}
-        data["chars"] = self.chars  # type: ignore[assignment]
+        data["chars"] = self.chars
         Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1))
 
 
@@ -229,11 +231,7 @@ class BPETokenizer:
 
 
 def _tokenizers() -> Any:
-    try:
-        import tokenizers
-    except ImportError:
-        raise ImportError("BPE tokenizers need the tokenizers library: pip install tokenizers") from None
-    return tokenizers
+    return require("tokenizers", "text", what="a BPE tokenizer")
 
 
 def train_tokenizer(

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ember._io import require
 from ember.data.archives import ChecksumError, deb_data_tar
 from ember.data.bundle import DataError
 from ember.data.sources import SOURCES, Mirror, Source, fetch
@@ -48,7 +49,6 @@ __all__ = [
     "write_pairs_tsv",
 ]
 
-PIP_PYSWORD = "pip install pysword==0.2.8 (or: pip install 'ember[text]')"
 SWORD_ROOT = "usr/share/sword"
 WEB_MODULE, RV1909_MODULE = "engWEB2015eb", "spaRV1909eb"
 TSV_HEADER = ("book", "chapter", "verse", "en", "es")
@@ -111,10 +111,7 @@ def read_sword_module(root: str | Path, module: str) -> dict[Ref, str]:
 
     Verses are read in the module's own order; empty ones are kept as ``""``.
     """
-    try:
-        from pysword.modules import SwordModules
-    except ImportError as e:
-        raise ImportError(f"reading SWORD modules needs pysword: {PIP_PYSWORD}") from e
+    SwordModules = require("pysword.modules", "text", what="reading SWORD modules").SwordModules
     modules = SwordModules(str(root))
     found = modules.parse_modules()
     if module not in found:

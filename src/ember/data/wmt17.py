@@ -7,7 +7,7 @@ pin, by an unpickler that accepts plain lists, tuples and strings and refuses an
 then holds plain text, one segment per line: ``reference.de`` and ``systems/NAME.de``.
 
 sacrebleu's corpus BLEU (13a tokenizer, exp smoothing) of, e.g., LIUM-NMT is 26.60, FBK 26.33,
-KIT 26.08 and C-3MA 22.67; a test checks that `ember.evaluate.metrics.bleu` gives the same.
+KIT 26.08 and C-3MA 22.67; a test checks that `ember.metrics.bleu` gives the same.
 
 Example:
     >>> from ember.data.sources import SOURCES

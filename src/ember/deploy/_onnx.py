@@ -27,17 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember._io import atomic_path, require
+
 INPUT, OUTPUT = "input", "output"
 # Execution providers that compute on this machine; Azure's forwards requests to a remote endpoint.
 REMOTE_PROVIDERS = ("AzureExecutionProvider",)
-
-
-def require(module: str) -> Any:
-    """Import an optional export dependency, or fail with the pip line to run."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"this needs {module}: pip install 'ember[export]'") from None
 
 
 def available() -> bool:
@@ -52,7 +46,7 @@ def available() -> bool:
 
 def providers() -> list[str]:
     """ONNX Runtime execution providers available here that compute locally."""
-    ort = require("onnxruntime")
+    ort = require("onnxruntime", "export")
     return [p for p in ort.get_available_providers() if p not in REMOTE_PROVIDERS]
 
 
@@ -69,7 +63,7 @@ def export(model: nn.Module, example: torch.Tensor, path: str | Path, *, atol: f
     path = Path(path)
     try:
         return _export_fused(model, example, path, atol=atol)
-    except Exception:  # noqa: BLE001 - any failure of the fast path falls back to the plain export
+    except Exception:  # any failure of the fast path falls back to the plain export
         from ember.deploy.export import export_onnx
 
         return float(
@@ -78,8 +72,8 @@ def export(model: nn.Module, example: torch.Tensor, path: str | Path, *, atol: f
 
 
 def _export_fused(model: nn.Module, example: torch.Tensor, path: Path, *, atol: float) -> float:
-    onnx = require("onnx")
-    require("onnxscript")
+    onnx = require("onnx", "export")
+    require("onnxscript", "export")
     x = example if len(example) > 1 else example.repeat(2, *([1] * (example.dim() - 1)))
     was_training = model.training
     model.eval()
@@ -100,16 +94,11 @@ def _export_fused(model: nn.Module, example: torch.Tensor, path: Path, *, atol: 
         proto = program.model_proto
         fuse_attention(proto)
         _expand_attention_masks(proto)  # the blocks left unfused
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        onnx.save_model(proto, str(tmp))
-        try:
+        with atomic_path(path) as tmp:
+            onnx.save_model(proto, str(tmp))
             error = _max_error(model, OnnxModule(tmp), x)
             if not error <= atol:
                 raise ValueError(f"opset-23 export differs from eager by {error:.3g} > {atol:g}")
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return error
     finally:
         model.train(was_training)
@@ -318,7 +307,7 @@ def quiet_quantizer() -> Iterator[None]:
 
 def session(path: str | Path, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> Any:
     """An ``InferenceSession`` on ``path`` with ``threads`` intra-op threads (0: ORT's default)."""
-    ort = require("onnxruntime")
+    ort = require("onnxruntime", "export")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -377,7 +366,7 @@ def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
     becomes ``QAttention``) are quantized; the attention scores and convolutions stay float.
     ONNX Runtime then fuses each quantized MatMul with its bias into ``DynamicQuantizeMatMul``.
     """
-    quantization = require("onnxruntime.quantization")
+    quantization = require("onnxruntime.quantization", "export")
     with quiet_quantizer():
         quantization.quantize_dynamic(
             str(src),
@@ -410,7 +399,7 @@ def quantize_static_file(
     ``per_channel``); the graph is pre-processed (shape inference, fusions) first, as ONNX Runtime
     recommends.
     """
-    quantization = require("onnxruntime.quantization")
+    quantization = require("onnxruntime.quantization", "export")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
@@ -418,10 +407,10 @@ def quantize_static_file(
     with quiet_quantizer():
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs (opset 23 Attention)
+        except Exception:  # symbolic shape inference fails on some graphs (opset 23 Attention)
             try:
                 quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-            except Exception:  # noqa: BLE001 - then quantize the graph as exported
+            except Exception:  # then quantize the graph as exported
                 prepared.write_bytes(src.read_bytes())
         reader = _Reader(INPUT, batches)
         quantization.quantize_static(

@@ -22,8 +22,8 @@ naming the file inside the bundle.
 Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"},
-    ...                   runs_dir=runs)  # doctest: +SKIP
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"},
+    ...                 runs_dir=runs)  # doctest: +SKIP
     >>> path = package(run.run_id, Path(runs) / "digits.ember", runs_dir=runs)  # doctest: +SKIP
     >>> model = ember.load(path)  # doctest: +SKIP
 """
@@ -38,20 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from ember import models
+from ember._io import atomic_write_bytes
 from ember._registry import accepted_kwargs
-from ember.config import Config, ConfigError, dump_yaml, load_config
+from ember.config import Config, ConfigError, dump_yaml, load_config, parse_yaml
 from ember.data import ArrayData, DataBundle, fingerprint, fingerprint_indices
 from ember.deploy.profile import ReferenceProfile, build_profile
 from ember.track import RunStore
 from ember.track.artifacts import ArchiveError, pack_archive, read_archive
 from ember.track.registry import ModelRegistry, parse_ref
-from ember.train.checkpoint import atomic_write_bytes
 
 FORMAT = "ember-bundle"
 FORMAT_VERSION = 1
@@ -106,7 +105,7 @@ def model_kwargs(cfg: Config, data: DataBundle) -> dict[str, Any]:
     """
     accepted = accepted_kwargs(models.registry.get(cfg.model.name)) or set()
     shape = data.input_shape
-    known: dict[str, Any] = {"num_classes": data.num_classes or 1}
+    known: dict[str, Any] = {"num_classes": data.num_classes or 1, **getattr(data, "model_inputs", {})}
     if len(shape) == 3:
         known.update(in_channels=shape[0], image_size=shape[1])
     elif len(shape) == 1:
@@ -136,7 +135,7 @@ def package(
         The bundle's path. The bundle is opened again before returning and its model must reproduce
         the run's outputs exactly, so a bundle that cannot be loaded is never left behind.
     """
-    from ember import __version__
+    from ember._version import __version__
     from ember.recipe import load_run_model
 
     prep, record = load_run_model(run_ref, runs_dir=runs_dir)
@@ -327,7 +326,7 @@ def open_bundle(
     meta = _parse(what, META, lambda: json.loads(files[META]))
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise BundleError(f"{what}: file '{META}' does not describe a model ('model': name + kwargs)")
-    config = _parse(what, CONFIG, lambda: load_config(yaml.safe_load(files[CONFIG]) or {}))
+    config = _parse(what, CONFIG, lambda: load_config(parse_yaml(files[CONFIG], source=CONFIG)))
     profile = _parse(what, PROFILE, lambda: ReferenceProfile.from_json(files[PROFILE]))
     model = _rebuild(what, meta["model"], files[WEIGHTS])
     return Bundle(
@@ -371,7 +370,7 @@ def _locate(path: str | Path, registry: ModelRegistry | str | Path | None) -> Pa
 def _parse(what: str, name: str, read: Any) -> Any:
     try:
         return read()
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as e:
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, ConfigError) as e:
         raise BundleError(f"{what}: file '{name}' cannot be read: {e}") from None
 
 

@@ -25,34 +25,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ember.tasks.base import split_batch
-from ember.tasks.classification import Classification, ClassificationEvaluation
-
-
-def kd_loss(
-    student: torch.Tensor,
-    teacher: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    temperature: float,
-    alpha: float,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Hinton's distillation loss on (B, K) logits (see the module docstring)."""
-    hard = F.cross_entropy(student.float(), target, label_smoothing=label_smoothing)
-    if alpha == 0.0:
-        return hard
-    t = temperature
-    soft = F.kl_div(
-        F.log_softmax(student.float() / t, dim=-1),
-        F.log_softmax(teacher.float() / t, dim=-1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return alpha * t * t * soft + (1.0 - alpha) * hard
+from ember.tasks.classification import Classification, ClassificationEvaluation, kd_loss
 
 
 class DistillationTask:

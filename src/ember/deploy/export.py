@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +31,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ember._io import atomic_path, require
 
 FORMATS = ("onnx", "torch-export")
 ONNX_SINGLE_FILE_LIMIT = 1 << 30  # weights above this go to a side file (protobuf caps a file at 2 GiB)
@@ -107,9 +108,9 @@ def export_onnx(
         ExportError: the exported graph differs from the model by more than ``atol``.
         ImportError: onnx / onnxscript / onnxruntime missing, with the pip line to run.
     """
-    onnx = _require("onnx")
-    _require("onnxscript")
-    ort = _require("onnxruntime")
+    onnx = require("onnx", "export", what="ONNX export")
+    require("onnxscript", "export", what="ONNX export")
+    ort = require("onnxruntime", "export", what="ONNX export")
     started = time.perf_counter()
     path = Path(path)
     example = _batch_of_two(example) if dynamic_batch else example
@@ -295,20 +296,17 @@ def _staged(path: Path, *, direct: bool = False) -> Iterator[Path]:
     ``direct`` (ONNX with external weights, whose side file is named after the final file) writes
     ``path`` itself, and removes it and its side file when the block fails.
     """
+    if not direct:
+        with atomic_path(path) as tmp:
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = path if direct else path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    ok = False
     try:
-        yield target
-        if not direct:
-            os.replace(target, path)
-        ok = True
-    finally:
-        if not direct:
-            target.unlink(missing_ok=True)
-        elif not ok:
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".data").unlink(missing_ok=True)
+        yield path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".data").unlink(missing_ok=True)
+        raise
 
 
 @contextmanager
@@ -327,15 +325,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def _require(module: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"ONNX export needs {module}: pip install 'ember[export]'") from None
 
 
 def export(

@@ -60,7 +60,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember._io import atomic_write_bytes
 from ember.deploy import _onnx, bench, quantize
+from ember.deploy.serve.backends import plan_digest
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 FP32_BACKENDS = ("eager", "compiled", "onnxruntime")
@@ -119,9 +121,8 @@ class Plan:
             if source.resolve() != target.resolve():
                 shutil.copyfile(source, target)
             data["artifact"] = target.name
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        data["sha256"] = plan_digest(data)  # load_plan refuses a damaged or edited plan
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
         return path
 
 
@@ -301,7 +302,7 @@ def _build(
         try:
             for t in thread_counts:  # inductor fixes the OpenMP thread count at compile time
                 out.append(_Candidate("compiled", t, _compiled(model, example, t)))
-        except Exception as e:  # noqa: BLE001 - no compiler, unsupported op...: reported, not fatal
+        except Exception as e:  # no compiler, unsupported op...: reported, not fatal
             rejected["compiled"] = f"torch.compile failed: {_short(e)}"
     if "int8-dynamic" in wanted:
         try:
@@ -319,7 +320,7 @@ def _build(
     fp32 = folder / "model.onnx"
     try:
         _onnx.export(model, example, fp32)
-    except Exception as e:  # noqa: BLE001 - ExportError, unsupported op...
+    except Exception as e:  # ExportError, unsupported op...
         for b in onnx_wanted:
             rejected[b] = f"ONNX export failed: {_short(e)}"
         return out
@@ -332,7 +333,7 @@ def _build(
             batches = list(calibration.split(64))
             try:
                 files[STATIC] = _onnx.quantize_static_file(fp32, folder / "model.static-int8.onnx", batches)
-            except Exception as e:  # noqa: BLE001 - e.g. an op the static quantizer cannot handle
+            except Exception as e:  # e.g. an op the static quantizer cannot handle
                 rejected[STATIC] = f"static quantization failed: {_short(e)}"
     for provider in _onnx.providers():
         for backend, path in files.items():
@@ -350,7 +351,7 @@ def _compiled(model: nn.Module, example: torch.Tensor, threads: int) -> Callable
         compiled = torch.compile(model, dynamic=True)
         with torch.inference_mode():
             compiled(bench.batch_of(example, 2))  # compile now, not inside the timing
-    return compiled  # type: ignore[no-any-return]
+    return compiled
 
 
 # --------------------------------------------------------------------------- checking

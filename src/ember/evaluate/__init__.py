@@ -1,6 +1,5 @@
 """ember.evaluate: evaluation that can be trusted.
 
-- :mod:`~ember.evaluate.metrics`: metrics as pure functions over torchmetrics, sacrebleu, pycocotools.
 - :mod:`~ember.evaluate.stats`: bootstrap intervals, the paired bootstrap, McNemar's test.
 - :mod:`~ember.evaluate.baselines`: majority / mean, logistic regression, gradient boosting, n-grams.
 - :func:`run_predictions`: a finished run's outputs and targets on one of its splits.
@@ -11,17 +10,21 @@
   baselines (n-grams; class-prior boxes, all background; connected components + logistic regression).
 - :func:`write_report`: one self-contained HTML page about a run.
 
+The metrics themselves are pure functions in :mod:`ember.metrics`, lower in the layers (tasks use
+them too).
+
 Nothing here is imported by ``import ember``; torchmetrics, scikit-learn and matplotlib load inside the
 functions that use them.
 
 Example:
-    >>> import torch
-    >>> from ember.evaluate import metrics
-    >>> metrics.accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
-    0.6666666865348816
+    >>> import numpy as np
+    >>> from ember.evaluate import bootstrap_ci
+    >>> scores = np.arange(10.0)
+    >>> str(bootstrap_ci(lambda w: w @ scores / 10, 10, seed=1))
+    '4.5000 [2.7000, 6.3000]'
 """
 
-from ember.evaluate import baselines, metrics, stats
+from ember.evaluate import baselines, stats
 from ember.evaluate.baselines import Baseline
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.report import write_report
@@ -51,7 +54,6 @@ __all__ = [
     "comparable",
     "compare",
     "mcnemar",
-    "metrics",
     "paired_bootstrap",
     "run_predictions",
     "scorecard",

@@ -6,6 +6,8 @@
   flattened inputs; images larger than ``max_features`` values are average-pooled first, and at most
   ``max_train`` training examples (a seeded random subset) are used. Each baseline's ``description``
   says exactly what it saw.
+- :func:`table_baselines`: the same two on a table's encoded rows, categories one-hot (logistic) or
+  native (boosting), on up to 100,000 training rows.
 - :func:`ngram_nll`: unigram / bigram language models with add-alpha smoothing, for language models.
 
 A baseline's ``outputs`` have the model's form: ``(N, K)`` log-probabilities for classification (so
@@ -184,12 +186,83 @@ def _sklearn_classifier(
     return Baseline(name, f"scikit-learn {name} on {how}, {len(y)} training examples{note}", logp)
 
 
-def default_baselines(
-    task: str, train: Any, evaluated: Any, *, num_classes: int | None, seed: int = 0
+def table_baselines(
+    train: Any,
+    evaluated: Any,
+    encoder: Any,
+    *,
+    num_classes: int | None,
+    max_train: int = 100_000,
+    seed: int = 0,
 ) -> list[Baseline]:
-    """The trivial and the classical baseline for ``task`` (``classification`` or ``regression``)."""
+    """Logistic regression and gradient boosting on encoded table rows, each as tables are best fed to it.
+
+    Logistic regression gets standardized numbers, the missing indicators and one-hot categories;
+    histogram gradient boosting the numbers as they are and the category codes as native categories
+    (columns of more than 255 codes as numbers). ``encoder`` is the run's
+    `~ember.data.tabular.RowEncoder`; ``num_classes`` None means regression (gradient boosting only).
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    x, y = as_arrays(train, limit=max_train, seed=seed)
+    fx, ex = x.double().numpy(), as_arrays(evaluated)[0].double().numpy()
+    layout = encoder.model_inputs()
+    dense = layout["num_numeric"] + layout["num_binary"]
+    codes = list(range(dense, fx.shape[1]))
+    native = [dense + j for j, card in enumerate(layout["cardinalities"]) if card <= 255]
+    what = f"{len(encoder.numeric)} numeric and {len(codes)} categorical columns, {len(y)} training rows"
+    boosting: Any = (
+        HistGradientBoostingClassifier(max_iter=100, categorical_features=native or None, random_state=seed)
+        if num_classes is not None
+        else HistGradientBoostingRegressor(
+            max_iter=100, categorical_features=native or None, random_state=seed
+        )
+    )
+    if num_classes is None:
+        pred = torch.from_numpy(boosting.fit(fx, y.double().numpy()).predict(ex)).float()
+        return [Baseline("gradient boosting", f"histogram gradient boosting on {what}", pred)]
+    columns = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), list(range(dense))),
+            ("categories", OneHotEncoder(handle_unknown="ignore"), codes),
+        ]
+    )
+    logistic = make_pipeline(columns, LogisticRegression(max_iter=1000))
+    out = []
+    for name, model, how in (
+        ("logistic regression", logistic, "standardized numbers, one-hot categories"),
+        ("gradient boosting", boosting, "native categories"),
+    ):
+        model.fit(fx, y.numpy())
+        probs = np.zeros((len(ex), num_classes))
+        probs[:, model.classes_] = model.predict_proba(ex)
+        logp = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float()
+        out.append(Baseline(name, f"scikit-learn {name} ({how}) on {what}", logp))
+    return out
+
+
+def default_baselines(
+    task: str, train: Any, evaluated: Any, *, num_classes: int | None, seed: int = 0, encoder: Any = None
+) -> list[Baseline]:
+    """The trivial and the classical baselines for ``task`` (``classification`` or ``regression``).
+
+    With a table's ``encoder`` (`~ember.data.tabular.RowEncoder`), the classical ones are
+    :func:`table_baselines`: logistic regression and gradient boosting, each fed the table its way.
+    """
     n = len(evaluated)
     train_y = as_arrays(train)[1]
+    if encoder is not None and task in ("classification", "regression"):
+        trivial = (
+            majority_class(train_y, n, num_classes=num_classes)
+            if task == "classification" and num_classes is not None
+            else mean_value(train_y, n)
+        )
+        classes = num_classes if task == "classification" else None
+        return [trivial, *table_baselines(train, evaluated, encoder, num_classes=classes, seed=seed)]
     if task == "classification":
         if num_classes is None:
             raise ValueError("classification baselines need num_classes")
@@ -250,4 +323,5 @@ __all__ = [
     "majority_class",
     "mean_value",
     "ngram_nll",
+    "table_baselines",
 ]

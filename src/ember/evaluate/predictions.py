@@ -9,7 +9,7 @@ outputs are too large to keep (a language model's logits, segmentation maps) or 
 Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
     >>> p = run_predictions(run.run_id, "test", runs_dir=runs)
     >>> p.outputs.shape[0] == len(p.targets), round(p.metrics["accuracy"], 4) == round(run.metrics["test/accuracy"], 4)
     (True, True)

@@ -11,7 +11,7 @@ task says so instead of disappearing.
 Example:
     >>> import ember, tempfile
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
     >>> path = write_report(run.run_id, runs_dir=runs, n_resamples=100)
     >>> path.name, "<img" in path.read_text()
     ('report.html', True)
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ember.evaluate import metrics as M
+from ember import metrics as M
 from ember.evaluate import report_plots as plots
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard
@@ -441,7 +441,7 @@ def _short(x: Any) -> str:
 
 def _checks(run_id: str, runs_dir: str | Path | None) -> str:
     try:
-        from ember.evaluate.checks import run_checks  # type: ignore[attr-defined]
+        from ember.evaluate.checks import run_checks
     except ImportError:
         return _note("checks unavailable: this ember has no ember.evaluate.checks module")
     try:

@@ -13,15 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from ember._io import require
+
 DPI = 110
 PALETTE = ["#2f6db5", "#d9822b", "#3a9a5b", "#c23b3b", "#7b5ea7", "#8c6d31", "#d4639a", "#5c5c5c"]
 
 
 def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - the dev install has it
-        raise ImportError("ember report draws with matplotlib: pip install 'ember[plots]'") from e
+    Figure = require("matplotlib.figure", "plots", what="ember report").Figure
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 

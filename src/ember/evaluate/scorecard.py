@@ -16,7 +16,7 @@ Example:
     >>> import ember, tempfile
     >>> from ember.evaluate import run_predictions
     >>> runs = tempfile.mkdtemp()
-    >>> run = ember.train("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
+    >>> run = ember.fit("configs/digits-cnn.yaml", {"trainer.epochs": 1, "model.name": "cnn_tiny"}, runs_dir=runs)
     >>> card = scorecard(run_predictions(run.run_id, "test", runs_dir=runs), n_resamples=200)
     >>> ci = card.intervals["accuracy"]; ci.low <= ci.value <= ci.high
     True
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember import metrics as M
 from ember.evaluate import detection, language_model, segmentation, translation
-from ember.evaluate import metrics as M
 from ember.evaluate.baselines import Baseline, default_baselines
 from ember.evaluate.predictions import RunPredictions
 from ember.evaluate.stats import (
@@ -197,7 +197,14 @@ def scorecard(
     chosen = (
         baselines
         if isinstance(baselines, list)
-        else default_baselines(task, p.train_data, p.data, num_classes=p.num_classes, seed=seed)
+        else default_baselines(
+            task,
+            p.train_data,
+            p.data,
+            num_classes=p.num_classes,
+            seed=seed,
+            encoder=getattr(p.prepared.bundle, "encoder", None),
+        )  # fmt: skip
         if baselines
         else []
     )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,7 @@ def multiplicities(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def _resamples(n: int, n_resamples: int, seed: int):  # type: ignore[no-untyped-def]
+def _resamples(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Chunks of ``(B, n)`` multiplicities; one generator, drawn in order (chunk size from n)."""
     rng = np.random.default_rng(seed)
     chunk = max(1, MAX_CELLS // max(n, 1))
@@ -310,7 +310,7 @@ def classification_statistics(
     n_bins: int = 15,
     with_auroc: bool = True,
 ) -> Statistics:
-    """The classification metrics of :mod:`ember.evaluate.metrics` as weighted statistics.
+    """The classification metrics of :mod:`ember.metrics` as weighted statistics.
 
     ``accuracy``, ``top{k}_accuracy`` (K > k), ``precision_macro``, ``recall_macro``, ``f1_macro``,
     ``ece`` (``n_bins`` bins, torchmetrics' binning) and, with ``with_auroc``, ``auroc`` (one-vs-rest
@@ -388,7 +388,7 @@ def regression_statistics(pred: np.ndarray, target: np.ndarray) -> Statistics:
     err = p - t
     sq, ab = (err**2).mean(axis=1), np.abs(err).mean(axis=1)
     # R² on values standardized by the target (it does not change), with torchmetrics' rule for a
-    # (near-)constant target: 1 for a perfect fit, else 0; see ember.evaluate.metrics.r2
+    # (near-)constant target: 1 for a perfect fit, else 0; see ember.metrics.r2
     centered = t - t.mean(axis=0)
     scale = t.std(axis=0, ddof=1) if len(t) > 1 else np.ones(t.shape[1])
     scale = np.where(scale > 0, scale, 1.0)

@@ -6,7 +6,7 @@ matches and counts for n = 1..4 and the two lengths; chrF: character n-gram coun
 So a resample draws sentences with replacement, sums their sufficient statistics (sacrebleu's own,
 ``_extract_corpus_statistics``) and scores the sums with sacrebleu's own formula
 (``_compute_score_from_stats``): the bootstrap of Koehn (2004), as sacrebleu's ``--paired-bs``
-computes it. With every sentence drawn once, the figures are exactly ``ember.evaluate.metrics.bleu``
+computes it. With every sentence drawn once, the figures are exactly ``ember.metrics.bleu``
 and ``chrf`` of the split. ``loss`` (and ``perplexity``) is the summed nats over summed target
 tokens of the drawn sentences, as the task computes it.
 
@@ -21,7 +21,8 @@ Baselines, scored on the very sentences against the same references by the same 
 
 Example:
     >>> import numpy as np
-    >>> stats = translation_statistics(["the cat sat"], ["the cat sat"], nats=[3.0], tokens=[3])
+    >>> sentence = "the cat sat on the mat"  # BLEU needs 4-grams: a shorter sentence scores 0
+    >>> stats = translation_statistics([sentence], [sentence], nats=[6.0], tokens=[6])
     >>> {k: round(float(v[0]), 3) for k, v in stats(np.ones((1, 1))).items()}
     {'bleu': 100.0, 'chrf': 100.0, 'loss': 1.0, 'perplexity': 2.718}
 """
@@ -43,7 +44,7 @@ MIN_DICE = 0.05  # below this association a source word is copied rather than tr
 def _metrics() -> tuple[Any, Any]:
     from sacrebleu.metrics import BLEU, CHRF
 
-    return BLEU(), CHRF()  # the defaults of ember.evaluate.metrics.bleu / chrf (corpus_bleu, corpus_chrf)
+    return BLEU(), CHRF()  # the defaults of ember.metrics.bleu / chrf (corpus_bleu, corpus_chrf)
 
 
 def translation_statistics(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ def grid(
     return out
 
 
-def to_pil(image: torch.Tensor, *, scale: int = 1):  # type: ignore[no-untyped-def]
+def to_pil(image: torch.Tensor, *, scale: int = 1) -> Any:
     """A (C, H, W) image in [0, 1] as a PIL image (grey for one channel, RGB for three), each pixel
     repeated ``scale`` times each way."""
     from PIL import Image

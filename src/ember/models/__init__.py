@@ -1,10 +1,15 @@
-"""The vision model zoo: ``create(name, **options)`` builds any registered model by name.
+"""The model zoo: ``create(name, **options)`` builds any registered model by name.
 
-Importing this package registers every family (mlp, cnn, resnet, mobilenet, convattn); each has a
-``*_tiny`` variant for tests and CI. Every vision builder takes ``in_channels``, ``num_classes`` and
-``image_size``; models map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
+Importing this package registers every family: a config class and its model
+(``register_family``), and named variants that override some of the config's defaults
+(``register_variant``); a variant's options are its config's fields. Each family has a ``*_tiny``
+variant for tests and CI; ``ember list models`` shows every name with what it is.
+
+Vision families (mlp, cnn, resnet, mobilenet, convattn, vit) take ``in_channels``, ``num_classes``
+and ``image_size``, map (B, C, H, W) floats to (B, num_classes) logits and offer timm's
 ``forward_features`` / ``forward_head`` split. Dense prediction differs only in its output:
-``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits.
+``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits. Text
+families (gpt, rnn, transformer_encoder, encoder_decoder) take ``vocab_size`` and token ids.
 Generative families (``vae``, ``autoencoder``, ``dcgan``, ``diffusion_unet``) and the
 ``captioner`` have contracts of their own, in their modules.
 
@@ -18,13 +23,14 @@ Example:
     True
 """
 
-from ember.models._zoo import create, list_models, register_model, registry
+from ember.models._zoo import create, list_models, register_family, register_model, register_variant, registry
 from ember.models.autoencoder import AutoEncoder, AutoEncoderConfig, AutoEncoderOutput  # generative
 from ember.models.captioner import Captioner, CaptionerConfig  # image to text
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
 from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
 from ember.models.diffusion_unet import DiffusionModel, DiffusionUNet, DiffusionUNetConfig  # generative
+from ember.models.dp_cnn import DPCNN, DPCNNConfig  # for differentially private training
 from ember.models.gan import DCGAN, DCGANConfig  # generative
 from ember.models.gpt import GPT, GPTConfig
 from ember.models.mlp import MLP, MLPConfig
@@ -32,6 +38,7 @@ from ember.models.mobilenet import MobileNet, MobileNetConfig
 from ember.models.resnet import ResNet, ResNetConfig
 from ember.models.rnn import RNNClassifier, RNNClassifierConfig, RNNLanguageModel, RNNLanguageModelConfig
 from ember.models.seq2seq import EncoderDecoder, EncoderDecoderConfig
+from ember.models.tabular import TabularMLP, TabularMLPConfig
 from ember.models.transformer_encoder import TransformerEncoderClassifier, TransformerEncoderConfig
 from ember.models.unet import UNet, UNetConfig  # dense: segmentation
 from ember.models.vit import ViT, ViTConfig
@@ -40,6 +47,8 @@ __all__ = [
     "CNN",
     "MLP",
     "CNNConfig",
+    "DPCNN",
+    "DPCNNConfig",
     "ConvAttn",
     "ConvAttnConfig",
     "MLPConfig",
@@ -49,7 +58,9 @@ __all__ = [
     "ResNetConfig",
     "create",
     "list_models",
+    "register_family",
     "register_model",
+    "register_variant",
     "registry",
     # sequences and language
     "GPT",
@@ -64,6 +75,9 @@ __all__ = [
     "TransformerEncoderConfig",
     "ViT",
     "ViTConfig",
+    # tables
+    "TabularMLP",
+    "TabularMLPConfig",
     # dense prediction: detection and segmentation
     "CenterNet",
     "CenterNetConfig",

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import get_activation
 
 __all__ = ["AutoEncoder", "AutoEncoderConfig", "AutoEncoderOutput"]
@@ -123,61 +123,28 @@ class AutoEncoder(nn.Module):
         return AutoEncoderOutput(self.decode(z), mean, logvar)
 
 
-def _build(variational: bool, **options: object) -> AutoEncoder:
-    return AutoEncoder(AutoEncoderConfig(variational=variational, **options))  # type: ignore[arg-type]
-
-
-@register_model("vae")
-def vae(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 16,
-    width: int = 32,
-    hidden: int = 256,
-    act: str = "silu",
-) -> AutoEncoder:
-    """A convolutional VAE with a 16-dimensional Gaussian latent; see ``AutoEncoderConfig``."""
-    return _build(True, **locals())
-
-
-@register_model("vae_tiny")
-def vae_tiny(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 4,
-    width: int = 4,
-    hidden: int = 16,
-    act: str = "silu",
-) -> AutoEncoder:
-    """A 4-dimensional-latent VAE of 4 and 8 channels, for tests and CI."""
-    return _build(True, **locals())
-
-
-@register_model("autoencoder")
-def autoencoder(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 16,
-    width: int = 32,
-    hidden: int = 256,
-    act: str = "silu",
-) -> AutoEncoder:
-    """The VAE's network as a plain (deterministic) autoencoder."""
-    return _build(False, **locals())
-
-
-@register_model("autoencoder_tiny")
-def autoencoder_tiny(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 4,
-    width: int = 4,
-    hidden: int = 16,
-    act: str = "silu",
-) -> AutoEncoder:
-    """A plain autoencoder of 4 and 8 channels, for tests and CI."""
-    return _build(False, **locals())
+register_family(AutoEncoderConfig, AutoEncoder)
+register_variant("vae", AutoEncoderConfig, "A convolutional VAE with a 16-dimensional Gaussian latent")
+register_variant(
+    "vae_tiny",
+    AutoEncoderConfig,
+    "A 4-dimensional-latent VAE of 4 and 8 channels, for tests and CI",
+    latent_dim=4,
+    width=4,
+    hidden=16,
+)
+register_variant(
+    "autoencoder",
+    AutoEncoderConfig,
+    "The VAE's network as a plain (deterministic) autoencoder",
+    variational=False,
+)
+register_variant(
+    "autoencoder_tiny",
+    AutoEncoderConfig,
+    "A plain autoencoder of 4 and 8 channels, for tests and CI",
+    latent_dim=4,
+    width=4,
+    hidden=16,
+    variational=False,
+)

@@ -2,7 +2,7 @@
 writes a phrase about it word by word, attending to that grid (Show, Attend and Tell, with a
 transformer decoder).
 
-It has the encoder-decoder decoding interface of `ember.generative.beam` (greedy and beam
+It has the encoder-decoder decoding interface of `ember.decoding.beam` (greedy and beam
 search): ``encode(images, mask) -> memory`` with ``mask = source_mask(images)`` (every grid
 cell is real),
 ``new_cache(batch_size)`` and ``decode_step(tgt_ids, memory, mask, cache=cache)``. Words are those
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ember.data.phrases import PAD, PhraseSet, phrase_set
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock, KVCache, TokenEmbedding, TransformerBlock, make_norm
 from ember.nn.embeddings import LearnedPositionalEmbedding
 
@@ -136,35 +136,15 @@ class Captioner(nn.Module):
         return self.decode_step(tgt_ids, self.encode(images))
 
 
-@register_model("captioner")
-def captioner(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    phrases: str = "digits",
-    width: int = 32,
-    embed_dim: int = 64,
-    decoder_layers: int = 2,
-    num_heads: int = 4,
-    max_len: int = 16,
-    dropout: float = 0.1,
-) -> Captioner:
-    """A 32/64-channel CNN encoder and a two-block, 64-wide decoder; see ``CaptionerConfig``."""
-    return Captioner(CaptionerConfig(**locals()))
-
-
-@register_model("captioner_tiny")
-def captioner_tiny(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    phrases: str = "digits",
-    width: int = 4,
-    embed_dim: int = 16,
-    decoder_layers: int = 1,
-    num_heads: int = 2,
-    max_len: int = 16,
-    dropout: float = 0.0,
-) -> Captioner:
-    """A one-block, 16-wide captioner, for tests and CI."""
-    return Captioner(CaptionerConfig(**locals()))
+register_family(CaptionerConfig, Captioner)
+register_variant("captioner", CaptionerConfig, "A 32/64-channel CNN encoder and a two-block, 64-wide decoder")
+register_variant(
+    "captioner_tiny",
+    CaptionerConfig,
+    "A one-block, 16-wide captioner, for tests and CI",
+    width=4,
+    embed_dim=16,
+    decoder_layers=1,
+    num_heads=2,
+    dropout=0.0,
+)

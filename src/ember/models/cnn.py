@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock
 
 
@@ -88,57 +88,12 @@ class CNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("cnn")
-def cnn(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 32,
-    depths: tuple[int, ...] = (2, 2, 2),
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> CNN:
-    """Three stages of two ConvBlocks (32, 64, 128 channels); see ``CNNConfig`` for the options."""
-    config = CNNConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        dropout=dropout,
-        norm=norm,
-        act=act,
-        channels_last=channels_last,
-    )
-    return CNN(config)
-
-
-@register_model("cnn_tiny")
-def cnn_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 8,
-    depths: tuple[int, ...] = (1, 1),
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> CNN:
-    """Two one-block stages of 8 and 16 channels, for tests and CI."""
-    config = CNNConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        dropout=dropout,
-        norm=norm,
-        act=act,
-        channels_last=channels_last,
-    )
-    return CNN(config)
+register_family(CNNConfig, CNN)
+register_variant("cnn", CNNConfig, "Three stages of two ConvBlocks (32, 64, 128 channels)")
+register_variant(
+    "cnn_tiny",
+    CNNConfig,
+    "Two one-block stages of 8 and 16 channels, for tests and CI",
+    width=8,
+    depths=(1, 1),
+)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock, MultiHeadSelfAttention, ResidualBlock, get_activation
 
 
@@ -130,69 +130,18 @@ class ConvAttn(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("convattn")
-def convattn(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 32,
-    depths: tuple[int, ...] = (1, 1, 1),
-    attn_depth: int = 2,
-    num_heads: int = 4,
-    mlp_ratio: int = 2,
-    pos_embed: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "gelu",
-) -> ConvAttn:
-    """Conv stages of 32, 64, 128 channels, then two 4-head blocks over 128-wide tokens."""
-    config = ConvAttnConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        attn_depth=attn_depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        pos_embed=pos_embed,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return ConvAttn(config)
-
-
-@register_model("convattn_tiny")
-def convattn_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 8,
-    depths: tuple[int, ...] = (1, 1),
-    attn_depth: int = 1,
-    num_heads: int = 2,
-    mlp_ratio: int = 2,
-    pos_embed: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "gelu",
-) -> ConvAttn:
-    """Conv stages of 8 and 16 channels and one 2-head token block, for tests and CI."""
-    config = ConvAttnConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        attn_depth=attn_depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        pos_embed=pos_embed,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return ConvAttn(config)
+register_family(ConvAttnConfig, ConvAttn)
+register_variant(
+    "convattn",
+    ConvAttnConfig,
+    "Conv stages of 32, 64, 128 channels, then two 4-head blocks over 128-wide tokens",
+)
+register_variant(
+    "convattn_tiny",
+    ConvAttnConfig,
+    "Conv stages of 8 and 16 channels and one 2-head token block, for tests and CI",
+    width=8,
+    depths=(1, 1),
+    attn_depth=1,
+    num_heads=2,
+)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock, ResidualBlock
 
 __all__ = ["CenterNet", "CenterNetConfig", "decode"]
@@ -65,6 +65,10 @@ class CenterNetConfig:
     """Initial heatmap probability everywhere (the heatmap bias starts at its logit)."""
     channels_last: bool = False
     """Keep weights channels-last (NHWC): several times faster convs on CPU for these small widths."""
+
+    def __post_init__(self) -> None:
+        if len(self.depths) != 3:
+            raise ValueError(f"depths must give 3 stage depths (strides 2, 4, 8); got {list(self.depths)}")
 
 
 def _stage(in_ch: int, out_ch: int, depth: int, stride: int, norm: str, act: str) -> nn.Sequential:
@@ -166,63 +170,13 @@ def decode(
     return out
 
 
-def _build(
-    in_channels: int,
-    num_classes: int,
-    image_size: int,
-    width: int,
-    depths: tuple[int, ...],
-    head_width: int,
-    norm: str,
-    act: str,
-    channels_last: bool,
-) -> CenterNet:
-    if len(depths) != 3:
-        raise ValueError(f"depths must give 3 stage depths (strides 2, 4, 8); got {list(depths)}")
-    d2, d4, d8 = (int(d) for d in depths)
-    config = CenterNetConfig(
-        in_channels,
-        num_classes,
-        image_size,
-        width,
-        (d2, d4, d8),
-        head_width,
-        norm,
-        act,
-        channels_last=channels_last,
-    )
-    return CenterNet(config)
-
-
-@register_model("centernet")
-def centernet(
-    *,
-    in_channels: int = 1,
-    num_classes: int = 10,
-    image_size: int = 64,
-    width: int = 32,
-    depths: tuple[int, ...] = (1, 2, 2),
-    head_width: int = 64,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> CenterNet:
-    """CenterNet with 16/32/64 channels at strides 2/4/8; see ``CenterNetConfig`` for the options."""
-    return _build(in_channels, num_classes, image_size, width, depths, head_width, norm, act, channels_last)
-
-
-@register_model("centernet_tiny")
-def centernet_tiny(
-    *,
-    in_channels: int = 1,
-    num_classes: int = 10,
-    image_size: int = 64,
-    width: int = 8,
-    depths: tuple[int, ...] = (1, 1, 1),
-    head_width: int = 8,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> CenterNet:
-    """A CenterNet of 4/8/16 channels, for tests and CI."""
-    return _build(in_channels, num_classes, image_size, width, depths, head_width, norm, act, channels_last)
+register_family(CenterNetConfig, CenterNet)
+register_variant("centernet", CenterNetConfig, "CenterNet with 16/32/64 channels at strides 2/4/8")
+register_variant(
+    "centernet_tiny",
+    CenterNetConfig,
+    "A CenterNet of 4/8/16 channels, for tests and CI",
+    width=8,
+    depths=(1, 1, 1),
+    head_width=8,
+)

@@ -27,14 +27,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ember.data.phrases import PAD, PhraseSet, phrase_set
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import MultiHeadSelfAttention, default_groups
 from ember.nn.ema import ema_decay, update_ema
 
@@ -292,50 +292,19 @@ class DiffusionModel(nn.Module):
         self.ema_updates += 1
 
 
-def _build(**options: Any) -> DiffusionModel:
-    # YAML gives lists; the frozen config keeps tuples
-    options.update(channel_mults=tuple(options["channel_mults"]), attention=tuple(options["attention"]))
-    return DiffusionModel(DiffusionUNetConfig(**options))
-
-
-@register_model("diffusion_unet")
-def diffusion_unet(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    num_classes: int = 10,
-    condition: str = "none",
-    phrases: str = "digits",
-    width: int = 16,
-    channel_mults: tuple[int, ...] = (1, 2, 4),
-    blocks: int = 1,
-    attention: tuple[int, ...] = (2,),
-    heads: int = 4,
-    dropout: float = 0.0,
-    ema_decay: float = 0.999,
-    channels_last: bool = False,
-) -> DiffusionModel:
-    """16/32/64 channels over 28/14/7, one block a level, attention at 7x7 (0.7 M parameters,
-    0.14 GFLOP a 28x28 image: sized for CPU training); see ``DiffusionUNetConfig``."""
-    return _build(**locals())
-
-
-@register_model("diffusion_unet_tiny")
-def diffusion_unet_tiny(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    num_classes: int = 10,
-    condition: str = "none",
-    phrases: str = "digits",
-    width: int = 8,
-    channel_mults: tuple[int, ...] = (1, 2),
-    blocks: int = 1,
-    attention: tuple[int, ...] = (1,),
-    heads: int = 2,
-    dropout: float = 0.0,
-    ema_decay: float = 0.9,
-    channels_last: bool = False,
-) -> DiffusionModel:
-    """Two levels of 8 and 16 channels, for tests and CI."""
-    return _build(**locals())
+register_family(DiffusionUNetConfig, DiffusionModel)
+register_variant(
+    "diffusion_unet",
+    DiffusionUNetConfig,
+    "16/32/64 channels over 28/14/7, attention at 7x7 (0.7 M parameters, 0.14 GFLOP an image)",
+)
+register_variant(
+    "diffusion_unet_tiny",
+    DiffusionUNetConfig,
+    "Two levels of 8 and 16 channels, for tests and CI",
+    width=8,
+    channel_mults=(1, 2),
+    attention=(1,),
+    heads=2,
+    ema_decay=0.9,
+)

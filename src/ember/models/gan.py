@@ -23,13 +23,14 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn.ema import ema_decay, update_ema
 
 __all__ = ["DCGAN", "DCGANConfig", "Discriminator", "Generator"]
@@ -78,13 +79,17 @@ class Generator(nn.Module):
         return self.net(z)
 
 
+def _unchanged(module: nn.Module) -> nn.Module:
+    return module
+
+
 class Discriminator(nn.Module):
     """(B, C, s, s) images in [-1, 1] → (B,) logits (real > 0)."""
 
     def __init__(self, c: DCGANConfig) -> None:
         super().__init__()
         side, w = c.image_size // 4, c.width
-        sn = _spectral_norm if c.spectral_norm else (lambda m: m)
+        sn: Callable[[nn.Module], nn.Module] = _spectral_norm if c.spectral_norm else _unchanged
         self.net = nn.Sequential(
             sn(nn.Conv2d(c.in_channels, w, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
@@ -145,29 +150,15 @@ class DCGAN(nn.Module):
         self.ema_updates += 1
 
 
-@register_model("dcgan")
-def dcgan(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 64,
-    width: int = 32,
-    spectral_norm: bool = True,
-    ema_decay: float = 0.999,
-) -> DCGAN:
-    """Generator 128 → 64 → 32 channels, spectrally normalized discriminator 32 → 64; see ``DCGANConfig``."""
-    return DCGAN(DCGANConfig(**locals()))
-
-
-@register_model("dcgan_tiny")
-def dcgan_tiny(
-    *,
-    in_channels: int = 1,
-    image_size: int = 28,
-    latent_dim: int = 8,
-    width: int = 4,
-    spectral_norm: bool = True,
-    ema_decay: float = 0.9,
-) -> DCGAN:
-    """A DCGAN of 4-16 channels and an 8-dimensional latent, for tests and CI."""
-    return DCGAN(DCGANConfig(**locals()))
+register_family(DCGANConfig, DCGAN)
+register_variant(
+    "dcgan", DCGANConfig, "Generator 128/64/32 channels, spectrally normalized discriminator 32/64"
+)
+register_variant(
+    "dcgan_tiny",
+    DCGANConfig,
+    "A DCGAN of 4-16 channels and an 8-dimensional latent, for tests and CI",
+    latent_dim=8,
+    width=4,
+    ema_decay=0.9,
+)

@@ -5,7 +5,7 @@ Token embedding (+ learned or sinusoidal positions, or RoPE inside attention) �
 as GPT-2's: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers).
 
 ``forward(ids, cache=...)`` with a `KVCache` (``new_cache``) runs only the new positions; ``generate``
-decodes with `ember.generative.sampling` (temperature, top-k, top-p, repetition penalty).
+decodes with `ember.decoding.sampling` (temperature, top-k, top-p, repetition penalty).
 
 ``GPTClassifier`` is the same trunk under the same parameter names (``tok_emb``, ``pos_emb``,
 ``blocks``, ``norm``) with a classification ``head`` on one pooled state: the last real token's
@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.decoding import sampling
+from ember.models._zoo import register_family, register_variant
 from ember.nn import KVCache, TokenEmbedding, TransformerBlock, make_norm, make_positional
 
 
@@ -100,6 +101,14 @@ class GPT(nn.Module):
         """An empty KV cache for ``generate``-style decoding of up to ``block_size`` positions."""
         return KVCache(len(self.blocks), self.block_size)
 
+    def flops_per_token(self, context: int) -> float:
+        """Training FLOPs per token at ``context`` tokens: nanoGPT's ``6 N + 12 L H Q T`` (N without the
+        position table: a lookup, not a matmul)."""
+        c = self.config
+        table = getattr(self.pos_emb, "weight", None)
+        n = sum(p.numel() for p in self.parameters()) - (table.numel() if table is not None else 0)
+        return 6.0 * n + 12.0 * c.num_layers * c.embed_dim * context
+
     def forward_features(self, ids: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
         """(B, T) ids → (B, T, C) final hidden states (after the last norm)."""
         return _run_trunk(self, ids, cache)
@@ -110,16 +119,14 @@ class GPT(nn.Module):
         return self.head(x) if self.head is not None else self.tok_emb.attend(x)
 
     def generate(self, ids: torch.Tensor, max_new_tokens: int, **options: Any) -> torch.Tensor:
-        """(B, T) prompt → (B, T + n) continued ids; options as `ember.generative.generate_tokens`.
+        """(B, T) prompt → (B, T + n) continued ids; options as `ember.decoding.generate_tokens`.
 
         Example:
             >>> model = GPT(GPTConfig(vocab_size=10, block_size=8, num_layers=1, num_heads=2, embed_dim=16))
             >>> model.generate(torch.zeros(1, 2, dtype=torch.long), 3, greedy=True).shape
             torch.Size([1, 5])
         """
-        from ember.generative.sampling import generate  # torch-only; imported here to keep layers apart
-
-        return generate(self, ids, max_new_tokens=max_new_tokens, **options)
+        return sampling.generate(self, ids, max_new_tokens=max_new_tokens, **options)
 
 
 class GPTClassifier(nn.Module):
@@ -215,7 +222,7 @@ def _run_trunk(model: GPT | GPTClassifier, ids: torch.Tensor, cache: KVCache | N
     x = model.drop(x)
     for i, block in enumerate(model.blocks):
         x = block(x, cache=cache.layers[i] if cache is not None else None)
-    return model.norm(x)  # type: ignore[no-any-return]
+    return model.norm(x)
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -227,108 +234,49 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 
-@register_model("gpt")
-def gpt(
-    *,
-    vocab_size: int = 256,
-    block_size: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """4 layers, 4 heads, 256 wide (3.2 M weights besides embeddings): a char-level LM for a CPU."""
-    return GPT(GPTConfig(**locals()))
+register_family(GPTConfig, GPT)
+register_variant(
+    "gpt",
+    GPTConfig,
+    "4 layers, 4 heads, 256 wide (3.2 M weights besides embeddings): a char-level LM for a CPU",
+)
+register_variant(
+    "gpt_small",
+    GPTConfig,
+    "GPT-2 small's shape (124 M weights with its 50k vocabulary)",
+    vocab_size=50304,
+    block_size=1024,
+    num_layers=12,
+    num_heads=12,
+    embed_dim=768,
+)
+register_variant(
+    "gpt_tiny",
+    GPTConfig,
+    "2 layers, 2 heads, 32 wide, context 32: for tests and CI",
+    vocab_size=64,
+    block_size=32,
+    num_layers=2,
+    num_heads=2,
+    embed_dim=32,
+)
 
-
-@register_model("gpt_small")
-def gpt_small(
-    *,
-    vocab_size: int = 50304,
-    block_size: int = 1024,
-    num_layers: int = 12,
-    num_heads: int = 12,
-    embed_dim: int = 768,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """GPT-2 small's shape (124 M weights with its 50k vocabulary)."""
-    return GPT(GPTConfig(**locals()))
-
-
-@register_model("gpt_tiny")
-def gpt_tiny(
-    *,
-    vocab_size: int = 64,
-    block_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    embed_dim: int = 32,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    tie_weights: bool = True,
-) -> GPT:
-    """2 layers, 2 heads, 32 wide, context 32: for tests and CI."""
-    return GPT(GPTConfig(**locals()))
-
-
-@register_model("gpt_classifier")
-def gpt_classifier(
-    *,
-    vocab_size: int = 256,
-    num_classes: int = 2,
-    block_size: int = 256,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "last",
-    pad_id: int = 0,
-) -> GPTClassifier:
-    """``gpt``'s trunk with a classification head: fine-tune a ``gpt`` run into a text classifier."""
-    return GPTClassifier(GPTClassifierConfig(**locals()))
-
-
-@register_model("gpt_classifier_tiny")
-def gpt_classifier_tiny(
-    *,
-    vocab_size: int = 64,
-    num_classes: int = 2,
-    block_size: int = 32,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    embed_dim: int = 32,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    bias: bool = True,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "last",
-    pad_id: int = 0,
-) -> GPTClassifier:
-    """``gpt_tiny``'s trunk with a classification head, for tests and CI."""
-    return GPTClassifier(GPTClassifierConfig(**locals()))
+register_family(GPTClassifierConfig, GPTClassifier, unused=("tie_weights",))
+register_variant(
+    "gpt_classifier",
+    GPTClassifierConfig,
+    "gpt's trunk with a classification head: fine-tune a gpt run into a text classifier",
+)
+register_variant(
+    "gpt_classifier_tiny",
+    GPTClassifierConfig,
+    "gpt_tiny's trunk with a classification head, for tests and CI",
+    vocab_size=64,
+    block_size=32,
+    num_layers=2,
+    num_heads=2,
+    embed_dim=32,
+)
 
 
 __all__ = [
@@ -336,9 +284,4 @@ __all__ = [
     "GPTClassifier",
     "GPTClassifierConfig",
     "GPTConfig",
-    "gpt",
-    "gpt_classifier",
-    "gpt_classifier_tiny",
-    "gpt_small",
-    "gpt_tiny",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import get_activation, make_norm
 
 
@@ -89,53 +89,8 @@ class MLP(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("mlp")
-def mlp(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 256,
-    depth: int = 2,
-    dropout: float = 0.0,
-    norm: str = "none",
-    act: str = "relu",
-) -> MLP:
-    """MLP with two hidden layers of 256 units; see ``MLPConfig`` for the options."""
-    config = MLPConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depth=depth,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return MLP(config)
-
-
-@register_model("mlp_tiny")
-def mlp_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 16,
-    depth: int = 1,
-    dropout: float = 0.0,
-    norm: str = "layer",
-    act: str = "relu",
-) -> MLP:
-    """A one-hidden-layer, 16-unit MLP for tests and CI."""
-    config = MLPConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depth=depth,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return MLP(config)
+register_family(MLPConfig, MLP)
+register_variant("mlp", MLPConfig, "MLP with two hidden layers of 256 units")
+register_variant(
+    "mlp_tiny", MLPConfig, "A one-hidden-layer, 16-unit MLP for tests and CI", width=16, depth=1, norm="layer"
+)

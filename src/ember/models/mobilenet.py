@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock, DepthwiseSeparable
 
 
@@ -97,61 +97,13 @@ class MobileNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("mobilenet")
-def mobilenet(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 16,
-    depths: tuple[int, ...] = (1, 2, 2, 2),
-    expand_ratio: int = 4,
-    se: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-) -> MobileNet:
-    """Stages of 1, 2, 2, 2 SE blocks (16, 32, 64, 128 channels); see ``MobileNetConfig``."""
-    config = MobileNetConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        expand_ratio=expand_ratio,
-        se=se,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return MobileNet(config)
-
-
-@register_model("mobilenet_tiny")
-def mobilenet_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 8,
-    depths: tuple[int, ...] = (1, 2),
-    expand_ratio: int = 2,
-    se: bool = True,
-    dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-) -> MobileNet:
-    """Stages of 1 and 2 blocks (8 and 16 channels; covers every block path), for tests and CI."""
-    config = MobileNetConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        expand_ratio=expand_ratio,
-        se=se,
-        dropout=dropout,
-        norm=norm,
-        act=act,
-    )
-    return MobileNet(config)
+register_family(MobileNetConfig, MobileNet)
+register_variant("mobilenet", MobileNetConfig, "Stages of 1, 2, 2, 2 SE blocks (16, 32, 64, 128 channels)")
+register_variant(
+    "mobilenet_tiny",
+    MobileNetConfig,
+    "Stages of 1 and 2 blocks (8 and 16 channels; covers every block path), for tests and CI",
+    width=8,
+    depths=(1, 2),
+    expand_ratio=2,
+)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock, ResidualBlock
 
 
@@ -94,91 +94,20 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("resnet")
-def resnet(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 32,
-    depths: tuple[int, ...] = (2, 2, 2),
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> ResNet:
-    """Three stages of two blocks (32, 64, 128 channels); see ``ResNetConfig`` for the options."""
-    config = ResNetConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        dropout=dropout,
-        drop_path=drop_path,
-        norm=norm,
-        act=act,
-        channels_last=channels_last,
-    )
-    return ResNet(config)
-
-
-@register_model("resnet18")
-def resnet18(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 64,
-    depths: tuple[int, ...] = (2, 2, 2, 2),
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> ResNet:
-    """ResNet-18's blocks (64 to 512 channels) with the small-image stem."""
-    config = ResNetConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        dropout=dropout,
-        drop_path=drop_path,
-        norm=norm,
-        act=act,
-        channels_last=channels_last,
-    )
-    return ResNet(config)
-
-
-@register_model("resnet_tiny")
-def resnet_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    width: int = 8,
-    depths: tuple[int, ...] = (1, 1),
-    dropout: float = 0.0,
-    drop_path: float = 0.1,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> ResNet:
-    """Two one-block stages of 8 and 16 channels, for tests and CI."""
-    config = ResNetConfig(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        image_size=image_size,
-        width=width,
-        depths=tuple(depths),
-        dropout=dropout,
-        drop_path=drop_path,
-        norm=norm,
-        act=act,
-        channels_last=channels_last,
-    )
-    return ResNet(config)
+register_family(ResNetConfig, ResNet)
+register_variant("resnet", ResNetConfig, "Three stages of two blocks (32, 64, 128 channels)")
+register_variant(
+    "resnet18",
+    ResNetConfig,
+    "ResNet-18's blocks (64 to 512 channels) with the small-image stem",
+    width=64,
+    depths=(2, 2, 2, 2),
+)
+register_variant(
+    "resnet_tiny",
+    ResNetConfig,
+    "Two one-block stages of 8 and 16 channels, for tests and CI",
+    width=8,
+    depths=(1, 1),
+    drop_path=0.1,
+)

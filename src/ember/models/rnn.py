@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.decoding import sampling
+from ember.models._zoo import register_family, register_variant
 from ember.nn import Recurrent, TokenEmbedding
 from ember.nn.recurrent import State
 
@@ -176,76 +177,38 @@ class RNNLanguageModel(nn.Module):
         return self.head(x) if self.head is not None else self.embed.attend(x)
 
     def generate(self, ids: torch.Tensor, max_new_tokens: int, **options: Any) -> torch.Tensor:
-        """(B, T) prompt → (B, T + n) ids; options as `ember.generative.generate_tokens`."""
-        from ember.generative.sampling import generate  # torch-only; imported here to keep layers apart
-
-        return generate(self, ids, max_new_tokens=max_new_tokens, **options)
+        """(B, T) prompt → (B, T + n) ids; options as `ember.decoding.generate_tokens`."""
+        return sampling.generate(self, ids, max_new_tokens=max_new_tokens, **options)
 
 
-@register_model("rnn_classifier")
-def rnn_classifier(
-    *,
-    vocab_size: int = 10_000,
-    num_classes: int = 2,
-    embed_dim: int = 128,
-    hidden_size: int = 128,
-    cell: str = "lstm",
-    num_layers: int = 1,
-    bidirectional: bool = True,
-    dropout: float = 0.0,
-    pool: str = "last",
-    pad_id: int = 0,
-) -> RNNClassifier:
-    """A one-layer bidirectional LSTM (128 per direction) over 128-wide embeddings."""
-    return RNNClassifier(RNNClassifierConfig(**locals()))
+register_family(RNNClassifierConfig, RNNClassifier)
+register_variant(
+    "rnn_classifier",
+    RNNClassifierConfig,
+    "A one-layer bidirectional LSTM (128 per direction) over 128-wide embeddings",
+)
+register_variant(
+    "rnn_classifier_tiny",
+    RNNClassifierConfig,
+    "A bidirectional GRU of 16 units, for tests and CI",
+    vocab_size=64,
+    embed_dim=16,
+    hidden_size=16,
+    cell="gru",
+)
 
-
-@register_model("rnn_classifier_tiny")
-def rnn_classifier_tiny(
-    *,
-    vocab_size: int = 64,
-    num_classes: int = 2,
-    embed_dim: int = 16,
-    hidden_size: int = 16,
-    cell: str = "gru",
-    num_layers: int = 1,
-    bidirectional: bool = True,
-    dropout: float = 0.0,
-    pool: str = "last",
-    pad_id: int = 0,
-) -> RNNClassifier:
-    """A bidirectional GRU of 16 units, for tests and CI."""
-    return RNNClassifier(RNNClassifierConfig(**locals()))
-
-
-@register_model("rnn_lm")
-def rnn_lm(
-    *,
-    vocab_size: int = 256,
-    embed_dim: int = 256,
-    hidden_size: int = 512,
-    cell: str = "lstm",
-    num_layers: int = 2,
-    dropout: float = 0.0,
-    tie_weights: bool = True,
-) -> RNNLanguageModel:
-    """A two-layer LSTM of 512 units (Karpathy's char-rnn shape)."""
-    return RNNLanguageModel(RNNLanguageModelConfig(**locals()))
-
-
-@register_model("rnn_lm_tiny")
-def rnn_lm_tiny(
-    *,
-    vocab_size: int = 64,
-    embed_dim: int = 16,
-    hidden_size: int = 24,
-    cell: str = "lstm",
-    num_layers: int = 2,
-    dropout: float = 0.0,
-    tie_weights: bool = True,
-) -> RNNLanguageModel:
-    """A two-layer LSTM of 24 units (tied through a projection), for tests and CI."""
-    return RNNLanguageModel(RNNLanguageModelConfig(**locals()))
+register_family(RNNLanguageModelConfig, RNNLanguageModel)
+register_variant(
+    "rnn_lm", RNNLanguageModelConfig, "A two-layer LSTM of 512 units (Karpathy's char-rnn shape)"
+)
+register_variant(
+    "rnn_lm_tiny",
+    RNNLanguageModelConfig,
+    "A two-layer LSTM of 24 units (tied through a projection), for tests and CI",
+    vocab_size=64,
+    embed_dim=16,
+    hidden_size=24,
+)
 
 
 __all__ = [
@@ -254,8 +217,4 @@ __all__ = [
     "RNNClassifierConfig",
     "RNNLanguageModel",
     "RNNLanguageModelConfig",
-    "rnn_classifier",
-    "rnn_classifier_tiny",
-    "rnn_lm",
-    "rnn_lm_tiny",
 ]

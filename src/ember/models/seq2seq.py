@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import KVCache, TokenEmbedding, TransformerBlock, make_norm, make_positional
 
 
@@ -169,46 +169,23 @@ class EncoderDecoder(nn.Module):
         return self.decode_step(tgt_ids, self.encode(src_ids, src_mask), src_mask)
 
 
-@register_model("encoder_decoder")
-def encoder_decoder(
-    *,
-    vocab_size: int = 8000,
-    tgt_vocab_size: int = 0,
-    max_len: int = 256,
-    encoder_layers: int = 3,
-    decoder_layers: int = 3,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.1,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "sinusoidal",
-    pad_id: int = 0,
-) -> EncoderDecoder:
-    """3 + 3 blocks, 4 heads, 256 wide: a small translation model."""
-    return EncoderDecoder(EncoderDecoderConfig(**locals()))
+register_family(EncoderDecoderConfig, EncoderDecoder)
+register_variant(
+    "encoder_decoder", EncoderDecoderConfig, "3 + 3 blocks, 4 heads, 256 wide: a small translation model"
+)
+register_variant(
+    "encoder_decoder_tiny",
+    EncoderDecoderConfig,
+    "One encoder and one decoder block, 16 wide, for tests and CI",
+    vocab_size=64,
+    max_len=64,
+    encoder_layers=1,
+    decoder_layers=1,
+    num_heads=2,
+    embed_dim=16,
+    mlp_ratio=2.0,
+    dropout=0.0,
+)
 
 
-@register_model("encoder_decoder_tiny")
-def encoder_decoder_tiny(
-    *,
-    vocab_size: int = 64,
-    tgt_vocab_size: int = 0,
-    max_len: int = 64,
-    encoder_layers: int = 1,
-    decoder_layers: int = 1,
-    num_heads: int = 2,
-    embed_dim: int = 16,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.0,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "sinusoidal",
-    pad_id: int = 0,
-) -> EncoderDecoder:
-    """One encoder and one decoder block, 16 wide, for tests and CI."""
-    return EncoderDecoder(EncoderDecoderConfig(**locals()))
-
-
-__all__ = ["EncoderDecoder", "EncoderDecoderConfig", "encoder_decoder", "encoder_decoder_tiny"]
+__all__ = ["EncoderDecoder", "EncoderDecoderConfig"]

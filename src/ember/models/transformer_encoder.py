@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import TokenEmbedding, TransformerBlock, make_norm, make_positional
 
 
@@ -114,51 +114,25 @@ class TransformerEncoderClassifier(nn.Module):
         return self.forward_head(self.forward_features(ids, mask))
 
 
-@register_model("transformer_encoder")
-def transformer_encoder(
-    *,
-    vocab_size: int = 10_000,
-    num_classes: int = 2,
-    max_len: int = 512,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    embed_dim: int = 256,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.1,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "mean",
-    pad_id: int = 0,
-) -> TransformerEncoderClassifier:
-    """4 blocks, 4 heads, 256 wide, inputs up to 512 tokens."""
-    return TransformerEncoderClassifier(TransformerEncoderConfig(**locals()))
-
-
-@register_model("transformer_encoder_tiny")
-def transformer_encoder_tiny(
-    *,
-    vocab_size: int = 64,
-    num_classes: int = 2,
-    max_len: int = 64,
-    num_layers: int = 1,
-    num_heads: int = 2,
-    embed_dim: int = 16,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.0,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pos_embed: str = "learned",
-    pool: str = "mean",
-    pad_id: int = 0,
-) -> TransformerEncoderClassifier:
-    """One 2-head block, 16 wide, for tests and CI."""
-    return TransformerEncoderClassifier(TransformerEncoderConfig(**locals()))
+register_family(TransformerEncoderConfig, TransformerEncoderClassifier)
+register_variant(
+    "transformer_encoder", TransformerEncoderConfig, "4 blocks, 4 heads, 256 wide, inputs up to 512 tokens"
+)
+register_variant(
+    "transformer_encoder_tiny",
+    TransformerEncoderConfig,
+    "One 2-head block, 16 wide, for tests and CI",
+    vocab_size=64,
+    max_len=64,
+    num_layers=1,
+    num_heads=2,
+    embed_dim=16,
+    mlp_ratio=2.0,
+    dropout=0.0,
+)
 
 
 __all__ = [
     "TransformerEncoderClassifier",
     "TransformerEncoderConfig",
-    "transformer_encoder",
-    "transformer_encoder_tiny",
 ]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import ConvBlock
 
 __all__ = ["UNet", "UNetConfig"]
@@ -110,33 +110,8 @@ class UNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("unet")
-def unet(
-    *,
-    in_channels: int = 1,
-    num_classes: int = 11,
-    image_size: int = 64,
-    width: int = 16,
-    depth: int = 3,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> UNet:
-    """A U-Net of 16/32/64 channels and a 128-channel bottleneck; see ``UNetConfig``."""
-    return UNet(UNetConfig(in_channels, num_classes, image_size, width, depth, norm, act, channels_last))
-
-
-@register_model("unet_tiny")
-def unet_tiny(
-    *,
-    in_channels: int = 1,
-    num_classes: int = 11,
-    image_size: int = 64,
-    width: int = 4,
-    depth: int = 2,
-    norm: str = "batch",
-    act: str = "relu",
-    channels_last: bool = False,
-) -> UNet:
-    """A two-level U-Net of 4/8/16 channels, for tests and CI."""
-    return UNet(UNetConfig(in_channels, num_classes, image_size, width, depth, norm, act, channels_last))
+register_family(UNetConfig, UNet)
+register_variant("unet", UNetConfig, "A U-Net of 16/32/64 channels and a 128-channel bottleneck")
+register_variant(
+    "unet_tiny", UNetConfig, "A two-level U-Net of 4/8/16 channels, for tests and CI", width=4, depth=2
+)

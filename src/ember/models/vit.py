@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.nn import TransformerBlock, make_norm
 
 
@@ -120,46 +120,22 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-@register_model("vit")
-def vit(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    patch_size: int = 4,
-    embed_dim: int = 192,
-    depth: int = 6,
-    num_heads: int = 3,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    drop_path: float = 0.1,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pool: str = "cls",
-) -> ViT:
-    """The width of ViT-Ti (192, 3 heads) at 6 blocks on 4x4 patches: sized for 28-32 pixel images."""
-    return ViT(ViTConfig(**locals()))
+register_family(ViTConfig, ViT)
+register_variant(
+    "vit",
+    ViTConfig,
+    "The width of ViT-Ti (192, 3 heads) at 6 blocks on 4x4 patches: sized for 28-32 pixel images",
+)
+register_variant(
+    "vit_tiny",
+    ViTConfig,
+    "One 2-head block, 16 wide, for tests and CI",
+    embed_dim=16,
+    depth=1,
+    num_heads=2,
+    mlp_ratio=2.0,
+    drop_path=0.0,
+)
 
 
-@register_model("vit_tiny")
-def vit_tiny(
-    *,
-    in_channels: int = 3,
-    num_classes: int = 10,
-    image_size: int = 32,
-    patch_size: int = 4,
-    embed_dim: int = 16,
-    depth: int = 1,
-    num_heads: int = 2,
-    mlp_ratio: float = 2.0,
-    dropout: float = 0.0,
-    drop_path: float = 0.0,
-    norm: str = "layer",
-    mlp: str = "gelu",
-    pool: str = "cls",
-) -> ViT:
-    """One 2-head block, 16 wide, for tests and CI."""
-    return ViT(ViTConfig(**locals()))
-
-
-__all__ = ["ViT", "ViTConfig", "vit", "vit_tiny"]
+__all__ = ["ViT", "ViTConfig"]

@@ -24,6 +24,7 @@ from ember.nn.embeddings import (
 from ember.nn.norm import ChannelsLast, RMSNorm, default_groups, list_norms, make_norm
 from ember.nn.recurrent import Recurrent
 from ember.nn.residual import ResidualBlock
+from ember.nn.tabular import TabularStem, embedding_size
 from ember.nn.transformer import FeedForward, SwiGLU, TransformerBlock, make_mlp
 
 __all__ = [
@@ -40,6 +41,9 @@ __all__ = [
     "list_activations",
     "list_norms",
     "make_norm",
+    # tables
+    "TabularStem",
+    "embedding_size",
     # sequences
     "CrossAttention",
     "FeedForward",

@@ -104,7 +104,7 @@ def apply(model: nn.Module, *, block_types: Sequence[type] = ()) -> nn.Module:
         if not getattr(block, _MARK, False):
             # an instance attribute shadows the class's forward; nn.Module.__call__ (and its hooks)
             # still run as usual, and deepcopy rebinds the partial to the copied block
-            block.forward = functools.partial(_run_checkpointed, block)  # type: ignore[method-assign]
+            block.forward = functools.partial(_run_checkpointed, block)
             setattr(block, _MARK, True)
     return model
 

@@ -7,6 +7,10 @@ Example:
     ('accuracy', 'max')
 """
 
+import contextlib
+from typing import Any
+
+from ember.tasks import contract
 from ember.tasks.autoencoder import AutoEncoding
 from ember.tasks.base import Evaluation, Task, registry
 from ember.tasks.captioning import Captioning
@@ -19,9 +23,26 @@ from ember.tasks.language_model import LanguageModel
 from ember.tasks.regression import Regression
 from ember.tasks.segmentation import Segmentation
 from ember.tasks.seq2seq import Seq2Seq
+from ember.tasks.spec import InputSpec, ModelSpec, NotApplicable, SpecError
 
-create = registry.create
 register_task = registry.register
+
+
+def create(name: str, /, **options: Any) -> Task:
+    """The task ``name`` (`list_tasks`) built with ``options``; it remembers both, so a run can
+    record which task trained it (its `ModelSpec`)."""
+    task = registry.create(name, **options)
+    with contextlib.suppress(AttributeError):  # a task type with __slots__ cannot carry the note
+        task._ember_origin = (name, {k: v for k, v in options.items() if _jsonable(v)})  # type: ignore[attr-defined]
+    return task
+
+
+def _jsonable(value: Any) -> bool:
+    return (
+        value is None
+        or isinstance(value, bool | int | float | str)
+        or (isinstance(value, list | tuple) and all(_jsonable(v) for v in value))
+    )
 
 
 def list_tasks() -> list[str]:
@@ -30,6 +51,11 @@ def list_tasks() -> list[str]:
 
 
 __all__ = [
+    "InputSpec",
+    "ModelSpec",
+    "NotApplicable",
+    "SpecError",
+    "contract",
     "Classification",
     "Evaluation",
     "LanguageModel",

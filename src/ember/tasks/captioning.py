@@ -83,8 +83,8 @@ class Captioning:
     @torch.inference_mode()
     def caption(self, model: Any, images: torch.Tensor) -> list[str]:
         """One phrase per image of (B, C, H, W) ``images`` in [0, 1]."""
-        # decoding lives with generation (ember.generative.beam), imported only when captioning
-        from ember.generative.beam import beam_search
+        # decoding lives with generation (ember.decoding.beam), imported only when captioning
+        from ember.decoding.beam import beam_search
 
         was_training = model.training
         model.eval()

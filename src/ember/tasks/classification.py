@@ -1,15 +1,17 @@
 """Classification: cross-entropy (with label smoothing and soft targets); accuracy, top-k, macro F1, ECE and
-per-class accuracy from :func:`ember.evaluate.metrics.classification_metrics`."""
+per-class accuracy from :func:`ember.metrics.classification_metrics`."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ember.tasks.base import LossMean, registry, split_batch
+from ember.tasks.spec import ModelSpec
 
 
 class Classification:
@@ -28,6 +30,7 @@ class Classification:
 
     headline = "accuracy"
     mode: Literal["max", "min"] = "max"
+    checks = ("overfitting", "leakage", "shift", "imbalance")
 
     def __init__(self, *, label_smoothing: float = 0.0, top_k: int = 5) -> None:
         if not 0.0 <= label_smoothing < 1.0:
@@ -48,6 +51,76 @@ class Classification:
     def evaluation(self) -> ClassificationEvaluation:
         return ClassificationEvaluation(self.top_k)
 
+    # ------------------------------------------------------------------ lifecycle (tasks.contract)
+
+    def decode(self, outputs: torch.Tensor, spec: ModelSpec) -> dict[str, Any]:
+        """Per item: the logits (``outputs``), the predicted index and its class name."""
+        logits = outputs.detach().float().cpu()
+        picked = logits.argmax(1).tolist() if logits.ndim == 2 else []
+        names = spec.classes or []
+        return {
+            # orjson writes numpy rows directly; the server slices them per request
+            "outputs": np.ascontiguousarray(logits.numpy()),
+            "predictions": picked,
+            "labels": [names[i] if i < len(names) else str(i) for i in picked],
+        }
+
+    def distill_loss(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+    ) -> torch.Tensor:
+        """Hinton's distillation loss (:func:`kd_loss`) with this task's label smoothing."""
+        return kd_loss(
+            student,
+            teacher,
+            target,
+            temperature=temperature,
+            alpha=alpha,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+def kd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Hinton et al.'s distillation loss on (..., K) logits, (...) targets::
+
+        alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
+
+    (``T^2`` keeps the soft term's gradients on the scale of the hard term's as ``T`` grows.)
+    Targets equal to -100 are not scored (language models, translation).
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0]])
+        >>> float(kd_loss(z, z, torch.tensor([0]), temperature=2.0, alpha=1.0))
+        0.0
+    """
+    student, teacher = student.float().flatten(0, -2), teacher.float().flatten(0, -2)
+    target = target.flatten() if target.ndim > 1 and target.dtype == torch.long else target
+    hard = F.cross_entropy(student, target, label_smoothing=label_smoothing, ignore_index=-100)
+    if alpha == 0.0:
+        return hard
+    keep = target != -100 if target.dtype == torch.long else torch.ones(len(student), dtype=torch.bool)
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student[keep] / t, dim=-1),
+        F.log_softmax(teacher[keep] / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * t * t * soft + (1.0 - alpha) * hard
+
 
 class ClassificationEvaluation:
     """Keeps logits and targets of one pass (needed later for CIs, calibration and reports)."""
@@ -64,9 +137,9 @@ class ClassificationEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
-        # the metrics live in ember.evaluate.metrics (over torchmetrics), imported at the first
+        # the metrics live in ember.metrics (over torchmetrics), imported at the first
         # evaluation rather than by `import ember`; training steps never touch them
-        from ember.evaluate.metrics import classification_metrics
+        from ember.metrics import classification_metrics
 
         logits, target = torch.cat(self.logits), torch.cat(self.targets)
         return {"loss": self.loss.compute(), **classification_metrics(logits, target, top_k=self.top_k)}

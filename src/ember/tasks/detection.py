@@ -32,8 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember._io import require
 from ember.models.detector import STRIDE, decode
 from ember.tasks.base import LossMean, registry
+from ember.tasks.spec import ModelSpec
 
 __all__ = ["Detection", "DetectionEvaluation", "centernet_targets", "mean_average_precision"]
 
@@ -144,6 +146,9 @@ class Detection:
 
     headline = "map50"
     mode: Literal["max", "min"] = "max"
+    checks = ("overfitting", "shift")
+    min_score = 0.05
+    """Served detections scoring below this are left out of the answer (COCO scoring keeps all)."""
 
     def __init__(
         self,
@@ -178,6 +183,45 @@ class Detection:
 
     def evaluation(self) -> DetectionEvaluation:
         return DetectionEvaluation(max_detections=self.max_detections, stride=self.stride)
+
+    # ------------------------------------------------------------------ lifecycle (tasks.contract)
+
+    def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+        """The detector returning its maps as a tuple (ONNX and the server take no dicts)."""
+        return MapsAsTuple(model)
+
+    def decode(self, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
+        """Per image: its detections, ``{"box": [x0, y0, x1, y1], "label", "class", "score"}``."""
+        maps = dict(zip(OUTPUTS, outputs, strict=True)) if isinstance(outputs, tuple | list) else outputs
+        found = decode(maps, k=self.max_detections, stride=self.stride, min_score=self.min_score)
+        names = spec.classes or []
+        return {
+            "detections": [
+                [
+                    {"box": [round(v, 2) for v in box], "label": label,
+                     "class": names[label] if label < len(names) else str(label), "score": round(score, 4)}
+                    for box, label, score in zip(d["boxes"].tolist(), d["labels"].tolist(), d["scores"].tolist(),
+                                                 strict=True)
+                ]
+                for d in found
+            ]
+        }  # fmt: skip
+
+
+OUTPUTS = ("heatmap", "size", "offset")
+"""The order of a detector's maps in :class:`MapsAsTuple`'s tuple (and in an exported graph)."""
+
+
+class MapsAsTuple(nn.Module):
+    """A detector whose ``{"heatmap", "size", "offset"}`` dict comes out as a tuple in :data:`OUTPUTS` order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        return tuple(out[k] for k in OUTPUTS)
 
 
 class DetectionEvaluation:
@@ -224,11 +268,8 @@ class DetectionEvaluation:
 def coco_evaluated(preds: Detections, targets: Detections, max_detections: int = 100) -> Any:
     """``COCOeval`` after ``evaluate()`` (per-image matching done, nothing accumulated) on the
     records of :func:`mean_average_precision`; None without true boxes or without detections."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise ImportError("mAP needs pycocotools: pip install 'ember[metrics]'") from None
+    COCO = require("pycocotools.coco", "metrics", what="mAP").COCO
+    COCOeval = require("pycocotools.cocoeval", "metrics", what="mAP").COCOeval
     images: list[dict[str, Any]] = []
     truth: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import torch
@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.tasks.base import registry, split_batch
+from ember.tasks.classification import kd_loss
+from ember.tasks.spec import ModelSpec, NotApplicable
 
 IGNORE_INDEX = -100
 
@@ -67,6 +69,34 @@ class LanguageModel:
 
     def evaluation(self) -> LanguageModelEvaluation:
         return LanguageModelEvaluation(self.token_bytes, exact_loss=self.label_smoothing == 0.0)
+
+    # ------------------------------------------------------------------ lifecycle (tasks.contract)
+
+    def decode(self, outputs: torch.Tensor, spec: ModelSpec) -> dict[str, Any]:
+        raise NotApplicable(
+            'a language model continues text: POST /v1/generate {"prompt": "..."} '
+            "(or `ember generate RUN --prompt ...`)"
+        )
+
+    def generate_text(self, model: nn.Module, tokenizer: Any, prompt: str, **options: Any) -> Iterator[str]:
+        """Pieces of the continuation of ``prompt`` as they decode (KV cache, stop strings: see
+        `ember.decoding.sampling.stream_text`)."""
+        from ember.decoding.sampling import stream_text
+
+        options.setdefault("eos_id", getattr(tokenizer, "eos_id", None))
+        return stream_text(model, tokenizer, prompt, **options)
+
+    def distill_loss(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+    ) -> torch.Tensor:
+        """Hinton's distillation loss per scored token ((B, T, V) logits, (B, T) targets)."""
+        return kd_loss(student, teacher, target, temperature=temperature, alpha=alpha)
 
 
 class LanguageModelEvaluation:

@@ -1,4 +1,4 @@
-"""Regression: MSE loss; MSE, MAE and R² from :func:`ember.evaluate.metrics.regression_metrics`."""
+"""Regression: MSE loss; MSE, MAE and R² from :func:`ember.metrics.regression_metrics`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class Regression:
 
     headline = "mse"
     mode: Literal["max", "min"] = "min"
+    checks = ("overfitting", "leakage", "shift")
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, target = split_batch(batch)
@@ -37,6 +38,16 @@ class Regression:
     def evaluation(self) -> RegressionEvaluation:
         return RegressionEvaluation()
 
+    def distill_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.5
+    ) -> torch.Tensor:
+        """``alpha`` x squared error to the teacher's outputs + ``1 - alpha`` x squared error to the targets."""
+        student = (
+            student.float().reshape(target.shape) if student.numel() == target.numel() else student.float()
+        )
+        teacher = teacher.float().reshape(student.shape)
+        return alpha * F.mse_loss(student, teacher) + (1.0 - alpha) * F.mse_loss(student, target.float())
+
 
 class RegressionEvaluation:
     def __init__(self) -> None:
@@ -50,7 +61,7 @@ class RegressionEvaluation:
         self.loss.update(loss, output.shape[0])
 
     def compute(self) -> dict[str, float]:
-        from ember.evaluate.metrics import regression_metrics  # torchmetrics, loaded at the first evaluation
+        from ember.metrics import regression_metrics  # torchmetrics, loaded at the first evaluation
 
         return {
             "loss": self.loss.compute(),

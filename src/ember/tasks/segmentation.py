@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.tasks.base import LossMean, registry, split_batch
+from ember.tasks.classification import kd_loss
+from ember.tasks.spec import ModelSpec
 
 __all__ = ["Segmentation", "SegmentationEvaluation", "dice_loss"]
 
@@ -75,6 +77,7 @@ class Segmentation:
 
     headline = "miou"
     mode: Literal["max", "min"] = "max"
+    checks = ("overfitting", "shift")
 
     def __init__(
         self, *, dice_weight: float = 0.0, background_weight: float = 1.0, ignore_index: int = -100
@@ -107,6 +110,26 @@ class Segmentation:
 
     def evaluation(self) -> SegmentationEvaluation:
         return SegmentationEvaluation(ignore_index=self.ignore_index)
+
+    # ------------------------------------------------------------------ lifecycle (tasks.contract)
+
+    def decode(self, outputs: torch.Tensor, spec: ModelSpec) -> dict[str, Any]:
+        """Per image: the (H, W) map of predicted class indices, as nested lists."""
+        return {"masks": outputs.detach().argmax(dim=1).to(torch.int16).cpu().numpy()}
+
+    def distill_loss(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+    ) -> torch.Tensor:
+        """Hinton's distillation loss per pixel: (B, K, H, W) logits become (B * H * W, K) rows."""
+        rows = lambda z: z.movedim(1, -1).flatten(0, -2)  # noqa: E731
+        labels = target.flatten().masked_fill(target.flatten() == self.ignore_index, -100)
+        return kd_loss(rows(student), rows(teacher), labels, temperature=temperature, alpha=alpha)
 
 
 class SegmentationEvaluation:

@@ -4,7 +4,7 @@ Batches are ``(src, tgt)`` pairs of right-padded int64 ids, (B, S) and (B, T + 1
 wrapped in ``<bos> … <eos>`` (as `ember.data.parallel.PairLoader` gives them). The model sees
 ``tgt[:, :-1]`` and predicts ``tgt[:, 1:]`` (teacher forcing); padding is masked out of the
 source's attention and out of the loss. The model is an encoder-decoder: ``model(src, tgt_in,
-src_mask) -> (B, T, V)`` logits, plus the decoding interface of `ember.generative.beam`.
+src_mask) -> (B, T, V)`` logits, plus the decoding interface of `ember.decoding.beam`.
 
 Label smoothing moves ``label_smoothing`` of the probability mass from the true token to all
 tokens evenly, exactly as ``F.cross_entropy(..., label_smoothing=)``; the reported ``loss`` (and
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.tasks.base import registry
+from ember.tasks.classification import kd_loss
+from ember.tasks.spec import ModelSpec, NotApplicable
 
 IGNORE_INDEX = -100
 
@@ -75,7 +77,7 @@ class Seq2Seq:
         label_smoothing: mass moved from the true token to all tokens (0 disables).
         val_beam_size: hypotheses kept when decoding during training (1: greedy).
         val_decode_fraction: share of validation batches decoded during training.
-        beam_size, length_penalty: the final test decoding (see `ember.generative.beam`).
+        beam_size, length_penalty: the final test decoding (see `ember.decoding.beam`).
         max_len_a, max_len_b: longest translation, ``a * source_tokens + b``.
         pad_id, bos_id, eos_id: special ids when there is no tokenizer.
     """
@@ -146,8 +148,8 @@ class Seq2Seq:
         return math.ceil((index + 1) * f) > math.ceil(index * f)  # evenly spread, the first included
 
     def _search(self, model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        # decoding lives with generation (ember.generative.beam), imported only when evaluating
-        from ember.generative.beam import beam_search, greedy_search
+        # ember.decoding.beam, imported only when evaluating
+        from ember.decoding.beam import beam_search, greedy_search
 
         d = self.decoding
         ids = dict(bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
@@ -177,6 +179,62 @@ class Seq2Seq:
     def evaluation(self) -> Seq2SeqEvaluation:
         self._batches = 0
         return Seq2SeqEvaluation(self.detokenize)
+
+    # ------------------------------------------------------------------ lifecycle (tasks.contract)
+
+    def example_inputs(self, spec: ModelSpec, n: int = 2, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """``(src, tgt_in)`` token ids: sources of the spec's length, targets half as long."""
+        src = spec.inputs.example(n, seed=seed)
+        tgt = spec.inputs.example(n, seed=seed + 1)[:, : max(2, src.shape[1] // 2)]
+        tgt[:, 0] = self.bos_id
+        return src, tgt
+
+    def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+        """``(src, tgt_in) -> (B, T, V)`` logits, the source's padding mask made inside."""
+        return TeacherForced(model, self.pad_id)
+
+    def decode(self, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
+        raise NotApplicable(
+            'a translation model answers text with text: POST /v1/generate {"prompt": "source sentence"}'
+        )
+
+    def generate_text(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        prompt: str,
+        *,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
+        """The translation of ``prompt`` (beam search as the test figures were made), in one piece.
+
+        Sampling options of language models (temperature, top_p ...) do not apply and are ignored.
+        """
+        from ember.decoding.beam import translate
+
+        d = self.test_decoding
+        max_len_b = d.max_len_b if max_new_tokens is None else max_new_tokens
+        max_len_a = d.max_len_a if max_new_tokens is None else 0.0
+        (text,) = translate(
+            model, tokenizer, [prompt], beam_size=beam_size or d.beam_size, length_penalty=d.length_penalty,
+            max_len_a=max_len_a, max_len_b=max_len_b,
+        )  # fmt: skip
+        yield text
+
+    def distill_loss(
+        self,
+        student: Any,
+        teacher: Any,
+        target: torch.Tensor,
+        *,
+        temperature: float = 2.0,
+        alpha: float = 0.5,
+    ) -> torch.Tensor:
+        """Hinton's distillation loss per target token on the teacher-forced logits."""
+        logits = lambda o: o.logits if isinstance(o, Seq2SeqOutput) else o  # noqa: E731
+        return kd_loss(logits(student), logits(teacher), target, temperature=temperature, alpha=alpha)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of token ids, specials dropped (the tokenizer's decode, or the ids as words)."""
@@ -227,13 +285,24 @@ class Seq2SeqEvaluation:
         loss = float(self.nats) / int(self.tokens)
         out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
         if self.hypotheses:
-            # sacrebleu through ember.evaluate.metrics, imported at the first decoded evaluation
-            from ember.evaluate.metrics import bleu, chrf
+            # sacrebleu through ember.metrics, imported at the first decoded evaluation
+            from ember.metrics import bleu, chrf
 
             out["bleu"] = bleu(self.hypotheses, self.references)
             out["chrf"] = chrf(self.hypotheses, self.references)
             out["decoded"] = float(len(self.hypotheses))
         return out
+
+
+class TeacherForced(nn.Module):
+    """An encoder-decoder as ``(src, tgt_in) -> logits``, masking the source's padding itself."""
+
+    def __init__(self, model: nn.Module, pad_id: int) -> None:
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.model(src, tgt_in, src != self.pad_id)
 
 
 @registry.register("seq2seq")
@@ -255,4 +324,4 @@ def seq2seq(
     return Seq2Seq(**locals())
 
 
-__all__ = ["DecodeOptions", "Seq2Seq", "Seq2SeqEvaluation", "Seq2SeqOutput", "seq2seq"]
+__all__ = ["DecodeOptions", "Seq2Seq", "Seq2SeqEvaluation", "Seq2SeqOutput", "TeacherForced", "seq2seq"]

@@ -30,7 +30,8 @@ __all__ = ["MANIFEST", "Archive", "ArchiveError", "pack_archive", "read_archive"
 MANIFEST = "manifest.json"
 SEAL_PREFIX = b"ember-sealed/1 sha256="
 SEAL_LEN = len(SEAL_PREFIX) + 64
-_MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MEMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole names only (fullmatch)
+MAX_MANIFEST = 1 << 20
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so equal files give byte-identical archives
 
 
@@ -59,7 +60,7 @@ def pack_archive(files: dict[str, bytes], *, kind: str, version: int = 1) -> byt
         The archive: deterministic (equal inputs give equal bytes), uncompressed, sealed.
     """
     for name in files:
-        if name == MANIFEST or not _MEMBER.match(name):
+        if name == MANIFEST or not _MEMBER.fullmatch(name):
             raise ArchiveError(f"cannot store '{name}' in an archive: use a flat name like 'meta.json'")
     manifest = {
         "format": kind,
@@ -112,19 +113,48 @@ def read_archive(source: Path | bytes, *, what: str = "archive") -> Archive:
         infos = zf.infolist()
     except Exception as e:  # a flipped byte can surface as many exception types
         raise ArchiveError(f"{what}: its zip directory is damaged ({e})") from None
-    members: dict[str, bytes] = {}
+    # Nothing is decompressed or read beyond what the manifest declares: sizes and methods are
+    # checked from the zip directory first (a zip bomb declares small and inflates large).
+    names = [info.filename for info in infos]
     for info in infos:
         name = info.filename
-        if not _MEMBER.match(name) or name in members:
+        if not _MEMBER.fullmatch(name) or names.count(name) > 1:
             raise ArchiveError(f"{what} holds a file named {name!r}; only flat, unique names are allowed")
-        try:
-            members[name] = zf.read(info)
-        except Exception as e:
-            raise ArchiveError(f"{what}: file '{name}' is damaged ({e})") from None
-    if MANIFEST not in members:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ArchiveError(
+                f"{what}: file '{name}' is compressed (zip method {info.compress_type}); this format "
+                "stores every file uncompressed, so the archive was not written by ember. Refused unread."
+            )
+        if info.file_size != info.compress_size or info.file_size > len(data):
+            raise ArchiveError(
+                f"{what}: file '{name}' declares {info.file_size} bytes in {info.compress_size} stored "
+                f"(the archive has {len(data)}); refused unread"
+            )
+    if MANIFEST not in names:
         raise ArchiveError(f"{what}: file '{MANIFEST}' is missing")
-    manifest = _manifest(members[MANIFEST], what)
+    manifest_info = zf.getinfo(MANIFEST)
+    if manifest_info.file_size > MAX_MANIFEST:
+        raise ArchiveError(
+            f"{what}: file '{MANIFEST}' declares {manifest_info.file_size} bytes; at most {MAX_MANIFEST}"
+        )
+    manifest = _manifest(_read_member(zf, manifest_info, what), what)
     listed = manifest["files"]
+    for info in infos:
+        name = info.filename
+        if name == MANIFEST:
+            continue
+        if name not in listed:
+            raise ArchiveError(f"{what}: file '{name}' is not listed in {MANIFEST}")
+        if info.file_size != listed[name].get("size"):
+            raise ArchiveError(
+                f"{what}: file '{name}' declares {info.file_size} bytes, {MANIFEST} says "
+                f"{listed[name].get('size')}; refused unread"
+            )
+    _check_layout(zf, infos, what)
+    members = {MANIFEST: b""} | {
+        i.filename: _read_member(zf, i, what) for i in infos if i.filename != MANIFEST
+    }
+    members[MANIFEST] = _read_member(zf, manifest_info, what)
     for name, entry in listed.items():
         if name not in members:
             raise ArchiveError(f"{what}: file '{name}' listed in {MANIFEST} is missing")
@@ -134,13 +164,35 @@ def read_archive(source: Path | bytes, *, what: str = "archive") -> Archive:
                 f"{what}: file '{name}' does not match its sha256 in {MANIFEST} "
                 f"(expected {entry.get('sha256')}, got {got}); the file was modified or damaged"
             )
-    for name in members:
-        if name != MANIFEST and name not in listed:
-            raise ArchiveError(f"{what}: file '{name}' is not listed in {MANIFEST}")
     if not sealed:
         raise ArchiveError(f"{what}: {_locate_damage(body, members)}")
     files = {name: value for name, value in members.items() if name != MANIFEST}
     return Archive(manifest=manifest, files=files, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> bytes:
+    try:
+        return zf.read(info)
+    except Exception as e:
+        raise ArchiveError(f"{what}: file '{info.filename}' is damaged ({e})") from None
+
+
+def _check_layout(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], what: str) -> None:
+    """Members lie back to back from byte 0 with no extra fields or comments, and the directory
+    follows the last: no bytes hide between, before or inside the headers of the listed files."""
+    offset = 0
+    for info in infos:
+        if info.header_offset != offset or info.extra or info.comment:
+            raise ArchiveError(
+                f"{what}: unexpected bytes around file '{info.filename}' (at byte {info.header_offset}, "
+                f"expected {offset}); the archive holds more than its listed files"
+            )
+        offset += 30 + len(info.filename.encode()) + info.compress_size  # local header, name, data
+    if zf.start_dir != offset:
+        raise ArchiveError(
+            f"{what}: unexpected bytes before its zip directory (at byte {zf.start_dir}, expected "
+            f"{offset}); the archive holds more than its listed files"
+        )
 
 
 def _manifest(raw: bytes, what: str) -> dict[str, Any]:

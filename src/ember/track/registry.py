@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.track.artifacts import Archive, read_archive
 
@@ -73,10 +74,10 @@ CREATE TABLE IF NOT EXISTS aliases (
 );
 """
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_VERSION = re.compile(r"^v?([1-9][0-9]{0,8})$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # whole strings only: fullmatch
+ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_VERSION = re.compile(r"v?([1-9][0-9]{0,8})")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_FORMAT = "ember-bundle"
 
 
@@ -119,7 +120,7 @@ class ModelVersion:
 
 def check_name(name: str) -> str:
     """``name`` when it is a valid model name, else RegistryError saying what is allowed."""
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise RegistryError(
             f"invalid model name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (e.g. digits-cnn); paths and '%' escapes are not names"
@@ -129,7 +130,12 @@ def check_name(name: str) -> str:
 
 def check_alias(alias: str) -> str:
     """``alias`` when it is a valid alias (not a version number, not ``latest``)."""
-    if not isinstance(alias, str) or not ALIAS.match(alias) or _VERSION.match(alias) or alias == "latest":
+    if (
+        not isinstance(alias, str)
+        or not ALIAS.fullmatch(alias)
+        or _VERSION.fullmatch(alias)
+        or alias == "latest"
+    ):
         raise RegistryError(
             f"invalid alias {alias!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a "
             "letter (e.g. production, staging); 'latest' and version numbers are reserved"
@@ -145,7 +151,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     check_name(name)
     if not sep:
         return name, None
-    if not (_VERSION.match(selector) or selector == "latest" or ALIAS.match(selector)):
+    if not (_VERSION.fullmatch(selector) or selector == "latest" or ALIAS.fullmatch(selector)):
         raise RegistryError(
             f"invalid reference {ref!r}: after '@' give a version (3 or v3), 'latest' or an alias "
             "(production, staging)"
@@ -196,7 +202,7 @@ class ModelRegistry:
 
     def blob_path(self, sha256: str) -> Path:
         """The blob of ``sha256``, refused unless it is a plain file inside the store (no symlinks)."""
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
             raise RegistryError(f"refusing blob name {sha256!r}: a blob is named by 64 lowercase hex digits")
         path = self.blobs / sha256
         root = self.root.resolve()
@@ -223,16 +229,7 @@ class ModelRegistry:
         path = self.blob_path(sha256)
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
             return
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{sha256}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(path, data)
 
     # ------------------------------------------------------------------ writing
 
@@ -351,7 +348,7 @@ class ModelRegistry:
                 row = db.execute(
                     "SELECT * FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
                 ).fetchone()
-            elif m := _VERSION.match(selector):
+            elif m := _VERSION.fullmatch(selector):
                 row = db.execute(
                     "SELECT * FROM versions WHERE name = ? AND version = ?", (name, int(m.group(1)))
                 ).fetchone()
@@ -386,13 +383,7 @@ class ModelRegistry:
         target = Path(out)
         if target.is_dir():
             target = target / f"{version.name}-v{version.version}.ember"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)  # replaces a symlink at ``target`` instead of writing through it
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(target, data)  # replaces a symlink at ``target`` instead of writing through it
         return target
 
     def lineage(self, ref: str) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from ember.train.finetune import LoadReport, freeze, load_pretrained, unfreeze
 from ember.train.loop import NonFiniteLossError, evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule, optimizers, schedules
 from ember.train.precision import resolve_device, resolve_precision
+from ember.train.sealed import WeightsError
+from ember.train.signals import Interrupted
 from ember.train.state import TrainState
 from ember.train.trainer import FitResult, Trainer
 
@@ -16,11 +18,13 @@ __all__ = [
     "CheckpointError",
     "EarlyStopping",
     "FitResult",
+    "Interrupted",
     "LoadReport",
     "NonFiniteLossError",
     "ProgressBar",
     "TrainState",
     "Trainer",
+    "WeightsError",
     "build_optimizer",
     "build_schedule",
     "evaluate",

@@ -22,6 +22,8 @@ import sys
 import warnings
 from typing import Any
 
+import torch
+
 from ember._registry import Registry
 from ember.train.state import TrainState
 
@@ -65,24 +67,39 @@ def _defines(cb: Any, event: str) -> bool:
 
 @callbacks.register("early_stopping")
 class EarlyStopping(Callback):
-    """Stop when ``metric`` has not improved for ``patience`` validations.
+    """Stop when ``metric`` has not improved for ``patience`` validations; end with the best weights.
+
+    When training ends after the best validation (stopped early, or simply later), the weights of
+    the best validation are put back into the model, its validation metrics into ``state.metrics``,
+    and ``state.stop_reason`` says so: the run's final model is the one that validated best.
 
     Args:
         metric: a logged validation metric, e.g. ``val/loss`` or ``val/accuracy``.
         patience: validations without improvement before stopping.
         mode: ``min`` or ``max``; default: ``min`` for names containing "loss", else ``max``.
         min_delta: the smallest change that counts as an improvement.
+        restore_best: put the best validation's weights back at the end (a CPU copy is kept).
     """
 
     def __init__(
-        self, metric: str, *, patience: int = 3, mode: str | None = None, min_delta: float = 0.0
+        self,
+        metric: str,
+        *,
+        patience: int = 3,
+        mode: str | None = None,
+        min_delta: float = 0.0,
+        restore_best: bool = True,
     ) -> None:
         self.metric = metric
         self.patience = patience
         self.mode = mode or ("min" if "loss" in metric or metric.endswith(("mse", "mae")) else "max")
         self.min_delta = min_delta
+        self.restore_best = restore_best
         self.best: float | None = None
         self.bad = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.best_metrics: dict[str, float] = {}
+        self.best_epoch = 0
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         if self.metric not in metrics:
@@ -91,6 +108,11 @@ class EarlyStopping(Callback):
         sign = 1 if self.mode == "max" else -1
         if self.best is None or sign * (value - self.best) > self.min_delta:
             self.best, self.bad = value, 0
+            self.best_epoch, self.best_metrics = state.epoch, dict(metrics)
+            if self.restore_best:
+                self.best_weights = {
+                    k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()
+                }
             return
         self.bad += 1
         if self.bad >= self.patience:
@@ -99,9 +121,17 @@ class EarlyStopping(Callback):
                 f"early stopping: {self.metric} did not improve for {self.patience} validations"
             )
 
+    def on_fit_end(self, state: TrainState) -> None:
+        if not self.restore_best or self.best_weights is None or not self.bad:
+            return  # the last validation was the best: the model already has its weights
+        state.model.load_state_dict(self.best_weights)
+        state.metrics.update(self.best_metrics)
+        restored = f"restored the weights of epoch {self.best_epoch} ({self.metric} {self.best:.4g})"
+        state.stop_reason = f"{state.stop_reason}; {restored}" if state.stop_reason else restored
+
 
 class ProgressBar(Callback):
-    """A tqdm bar over optimizer steps showing loss, the headline metric and samples/s.
+    """A tqdm bar over optimizer steps showing loss, the headline metric, samples/s and MFU.
 
     It stays quiet off a terminal (``enabled=None``) so logs and CI output stay clean.
     """
@@ -117,7 +147,12 @@ class ProgressBar(Callback):
 
         disable = (not sys.stderr.isatty()) if self.enabled is None else not self.enabled
         self.bar = tqdm(
-            total=state.total_steps, initial=state.step, unit="step", disable=disable, dynamic_ncols=True
+            total=state.total_steps,
+            initial=state.step,
+            unit="step",
+            disable=disable,
+            dynamic_ncols=True,
+            desc=self.description(state),
         )
 
     def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
@@ -126,6 +161,10 @@ class ProgressBar(Callback):
         self.bar.update(state.step - self.bar.n)
         self.postfix["loss"] = f"{metrics['train/loss']:.4f}"
         self.postfix["samples/s"] = f"{metrics['samples_per_s']:.0f}"
+        if "mfu" in metrics:
+            self.postfix["MFU"] = f"{100 * metrics['mfu']:.1f}%"
+        if "privacy/epsilon" in metrics:  # DP-SGD's budget spent so far
+            self.postfix["ε"] = f"{metrics['privacy/epsilon']:.2f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 
     def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
@@ -134,12 +173,21 @@ class ProgressBar(Callback):
         key = f"val/{self.headline}"
         if key in metrics and not math.isnan(metrics[key]):
             self.postfix[key] = f"{metrics[key]:.4f}"
-        self.bar.set_description(f"epoch {state.epoch + 1}/{state.epochs}", refresh=False)
-        self.bar.set_postfix(self.postfix)
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if not self.bar.disable:  # the loop counts an epoch once it is done: "epoch 10/10" at the end
+            self.bar.set_description(self.description(state))
 
     def on_fit_end(self, state: TrainState) -> None:
+        self.bar.set_description(self.description(state), refresh=False)
         self.bar.update(state.step - self.bar.n)
         self.bar.close()
+
+    @staticmethod
+    def description(state: TrainState) -> str:
+        """``epoch 3/10``: the epochs completed so far, of all."""
+        return f"epoch {min(state.epoch, state.epochs)}/{state.epochs}"
 
 
 class OverfittingWarning(UserWarning):

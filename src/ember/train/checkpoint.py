@@ -5,7 +5,12 @@ A checkpoint holds the model weights, the optimizer state, the GradScaler state,
 (torch, CUDA, numpy, Python) and the loop position (epoch, batch within the epoch, step), so a
 resumed run continues exactly, mid-epoch included. Writes are atomic: bytes go to a temporary file in
 the same folder, are fsynced, then renamed over the target, and the folder is fsynced; a crash at any
-point leaves the previous checkpoint as it was.
+point leaves the previous checkpoint as it was (and a ``.NAME.tmp-PID`` file that
+:func:`ember._io.remove_orphans` deletes at the run's next start).
+
+Every checkpoint carries the sha256 of its header and data (:mod:`ember.train.sealed`); loading
+recomputes it, so a flipped byte is an error naming the file, and :func:`latest_checkpoint` falls
+back to the previous checkpoint and says so.
 
 Example:
     >>> import tempfile, torch
@@ -20,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
+import logging
 import queue
 import random
 import re
@@ -33,9 +38,13 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import save
 from torch import nn
+
+from ember._io import atomic_write_bytes
+from ember.train.sealed import WeightsError, read_safetensors, seal
+
+log = logging.getLogger("ember.train")
 
 STEP_FILE = re.compile(r"^step-(\d+)\.safetensors$")
 NUMPY_DTYPES = frozenset(
@@ -44,8 +53,8 @@ NUMPY_DTYPES = frozenset(
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read; the message names the file."""
+class CheckpointError(WeightsError):
+    """A checkpoint that cannot be read or trusted; the message names the file."""
 
 
 @dataclass
@@ -71,24 +80,15 @@ class Checkpoint:
         return {"state": state, "param_groups": layout["param_groups"]}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an Inf (parameters, buffers, moments)."""
+    floats = [(k, t) for k, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if not floats:
+        return []
+    flags = torch.stack([torch.isfinite(t).all() for _, t in floats])
+    if bool(flags.all()):  # one host sync for the common case
+        return []
+    return [k for (k, _), ok in zip(floats, flags.tolist()) if not ok]
 
 
 def safetensors_ready(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -212,7 +212,17 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Atomically write model, optimizer, scaler and RNG state plus ``meta`` (JSON) to ``path``."""
-    atomic_write_bytes(Path(path), encode(model=model, optimizer=optimizer, scaler=scaler, meta=meta))
+    write_sealed(Path(path), encode(model=model, optimizer=optimizer, scaler=scaler, meta=meta))
+
+
+def write_sealed(path: Path, data: bytes) -> None:
+    """Atomically write safetensors bytes with their sha256 added (:func:`ember.train.sealed.seal`)."""
+    atomic_write_bytes(path, seal(data))
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    """Atomically write a model's weights as a plain, sealed safetensors file."""
+    write_sealed(path, save(safetensors_ready(model.state_dict())))
 
 
 class BackgroundWriter:
@@ -247,7 +257,7 @@ class BackgroundWriter:
             try:
                 if self._error is None:  # after a failure, later writes are skipped (the caller is told)
                     fn(*args)
-            except BaseException as e:  # noqa: BLE001  (handed to the training thread)
+            except BaseException as e:  # handed to the training thread
                 self._error = e
             finally:
                 self._jobs.task_done()
@@ -279,17 +289,19 @@ class BackgroundWriter:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (no code runs: safetensors + JSON)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (no code runs: safetensors + JSON).
+
+    Raises:
+        CheckpointError: the file is missing, damaged (its sha256 differs from the one it records),
+            truncated, or not an ember checkpoint; the message names it.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        tensors = load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        header = json.loads(raw[8 : 8 + header_len])
-        meta = json.loads(header["__metadata__"]["ember"])
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as e:
+        tensors, metadata = read_safetensors(path, what=f"checkpoint {path}")
+        meta = json.loads(metadata["ember"])
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or not an ember checkpoint: {e}") from None
     model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     rest = {k: v for k, v in tensors.items() if not k.startswith("model/")}
@@ -318,18 +330,26 @@ def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every step checkpoint in ``folder``, oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_FILE.fullmatch(p.name))]
     return sorted(found)
 
 
 def latest_checkpoint(folder: Path) -> Checkpoint | None:
-    """The newest readable checkpoint in ``folder`` (a corrupt newest one falls back to the previous)."""
+    """The newest readable checkpoint in ``folder``.
+
+    A damaged newest one falls back to the previous, and says so: a warning on the
+    ``ember.train`` logger names each skipped file and why (stderr when logging is not set up).
+    """
     errors = []
     for _, path in reversed(step_checkpoints(folder)):
         try:
-            return load_checkpoint(path)
+            found = load_checkpoint(path)
         except CheckpointError as e:
             errors.append(str(e))
+            continue
+        for error in errors:
+            log.warning("skipped a checkpoint: %s; using %s instead", error, path.name)
+        return found
     if errors:
         raise CheckpointError("no readable checkpoint in " + str(folder) + ": " + "; ".join(errors))
     return None

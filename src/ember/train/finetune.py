@@ -24,7 +24,7 @@ Example:
     >>> classifier = models.create("gpt_classifier_tiny", vocab_size=16, num_classes=3)
     >>> report = load_pretrained(classifier, path)
     >>> report.missing, len(report.loaded) == len(lm.state_dict())
-    (['head.bias', 'head.weight'], True)
+    (['head.weight', 'head.bias'], True)
     >>> frozen = freeze(classifier, ["*"]); trainable = unfreeze(classifier, ["head"])
     >>> trainable
     ['head.weight', 'head.bias']
@@ -39,16 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
+from ember._io import atomic_write_bytes
 from ember._patterns import matching, select
 from ember.config import ModelConfig
 from ember.nn import lora
 from ember.track import RunStore
-from ember.track.runs import RunNotFoundError
+from ember.track.runs import RunNotFoundError, recorded_sha256
 from ember.train import checkpoint as ckpt
+from ember.train.sealed import WeightsError, read_safetensors
 from ember.train.state import TrainState
 
 __all__ = [
@@ -143,8 +144,9 @@ def read_weights(
     folder = run_folder(source, runs_dir=runs_dir)
     if folder is not None:
         weights = folder / "model.safetensors"
-        if weights.is_file():
-            return _read_file(weights), f"{folder.name}/model.safetensors"
+        if weights.is_file():  # checked against the sha256 its run recorded
+            sha256 = recorded_sha256(folder, "model.safetensors")
+            return _read_file(weights, sha256), f"{folder.name}/model.safetensors"
         latest = ckpt.latest_checkpoint(folder / "checkpoints")
         if latest is None:
             raise PretrainedError(
@@ -154,15 +156,18 @@ def read_weights(
     return _read_file(Path(source).expanduser()), str(source)
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
+def _read_file(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Every byte checked (:func:`ember.train.sealed.read_safetensors`): a damaged file is a
+    PretrainedError naming it."""
+    if not path.is_file():
+        raise PretrainedError(f"{path} is not a readable .safetensors file: no such file")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            is_checkpoint = "ember" in (handle.metadata() or {})
-    except (SafetensorError, OSError) as e:
+        tensors, meta = read_safetensors(path, sha256=sha256)
+    except WeightsError as e:
         raise PretrainedError(f"{path} is not a readable .safetensors file: {e}") from None
-    if is_checkpoint:  # model/..., optim/..., rng/... tensors plus JSON: take the model part
-        return ckpt.load_checkpoint(path).model
-    return load_file(str(path))
+    if "ember" in meta:  # a checkpoint: model/..., optim/..., rng/... tensors plus JSON; the model part
+        return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    return tensors
 
 
 # --------------------------------------------------------------------------- loading, freezing
@@ -309,5 +314,5 @@ class MergeLoRA:
         if self.adapters is not None:
             tensors = ckpt.safetensors_ready(lora.adapter_state_dict(state.model))
             meta = {"ember_lora": json.dumps({"layers": sorted(lora.lora_layers(state.model))})}
-            ckpt.atomic_write_bytes(self.adapters, save(tensors, metadata=meta))
+            atomic_write_bytes(self.adapters, save(tensors, metadata=meta))
         lora.merge(state.model)

@@ -28,6 +28,7 @@ from ember.config import TrainerConfig
 from ember.data.loader import TensorLoader
 from ember.tasks.base import Task
 from ember.train.callbacks import CallbackList
+from ember.train.signals import raise_if_interrupted, stop_on_signals
 from ember.train.state import TrainState
 
 
@@ -95,7 +96,25 @@ def fit(
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; no checkpoint is written after that step.
+        Interrupted: SIGTERM came; raised after the step it came in, the final checkpoint and
+            ``on_fit_end``.
     """
+    with stop_on_signals(state):  # SIGTERM stops after the current step, as should_stop does
+        _fit(state, loader, task, callbacks, cfg=cfg, val_loader=val_loader, checkpointer=checkpointer)
+    raise_if_interrupted(state)
+    return state
+
+
+def _fit(
+    state: TrainState,
+    loader: Iterable[Any],
+    task: Task,
+    callbacks: CallbackList,
+    *,
+    cfg: TrainerConfig,
+    val_loader: Iterable[Any] | None,
+    checkpointer: Checkpointer | None,
+) -> None:
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
     params = [p for group in optimizer.param_groups for p in group["params"]]
     groups = optimizer.param_groups
@@ -137,11 +156,10 @@ def fit(
                 "or precision=fp32."
             )
         now = time.perf_counter()
-        metrics = {
-            "train/loss": mean,
-            "lr": state.lr,
-            "samples_per_s": window_samples / max(now - window_time, 1e-9),
-        }
+        rate = window_samples / max(now - window_time, 1e-9)
+        metrics = {"train/loss": mean, "lr": state.lr, "samples_per_s": rate}
+        if state.flops_per_sample and state.peak_flops:  # model FLOPs utilization (ember.train.flops)
+            metrics["mfu"] = rate * state.flops_per_sample / state.peak_flops
         state.metrics.update(metrics)
         callbacks("on_log", state, metrics)
         window, window_start, window_samples, window_time = [], state.step, 0, now
@@ -178,7 +196,9 @@ def fit(
                 else:
                     loss.backward()
             window.append(loss.detach() * accumulate if accumulate > 1 else loss.detach())
-            window_samples += _batch_size(batch)
+            n = _batch_size(batch)
+            window_samples += n
+            state.samples_seen += n
             state.batch_in_epoch += 1
             micro += 1
             if micro % accumulate:
@@ -213,7 +233,7 @@ def fit(
         if completed or 0 < _len(loader) <= state.batch_in_epoch:
             state.epoch += 1
             state.batch_in_epoch = 0
-        if val_loader is not None:
+        if val_loader is not None and not state.interrupted:  # stopped by a signal: no validation
             metrics = {f"val/{k}": v for k, v in evaluate(model, val_loader, task, state=state).items()}
             state.metrics.update(metrics)
             state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
@@ -224,7 +244,6 @@ def fit(
             checkpointer.save(state, reason="epoch" if more else "final")
     optimizer.zero_grad(set_to_none=True)  # the last step's gradients: memory nothing needs now
     callbacks("on_fit_end", state)
-    return state
 
 
 def _len(loader: Iterable[Any]) -> int:

@@ -38,6 +38,12 @@ class TrainState:
     best_step: int | None = None
     should_stop: bool = False
     stop_reason: str = ""
+    flops_per_sample: float | None = None
+    """Training FLOPs of one sample (forward + backward), for MFU (`ember.train.flops`)."""
+    peak_flops: float | None = None
+    """The device's measured matmul FLOP/s in the run's compute dtype, for MFU."""
+    interrupted: str = ""
+    """The signal that stopped the fit (``SIGTERM``), or empty."""
 
     @property
     def lr(self) -> float:
@@ -54,7 +60,7 @@ class TrainState:
             "best_step": self.best_step,
         }
 
-    def load_position(self, pos: dict) -> None:  # type: ignore[type-arg]
+    def load_position(self, pos: dict[str, int]) -> None:
         self.step = int(pos["step"])
         self.epoch = int(pos["epoch"])
         self.batch_in_epoch = int(pos["batch_in_epoch"])

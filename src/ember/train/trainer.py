@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,44 +24,67 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ember import tasks
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
-from ember.config import Config, TrainerConfig, diff, dump_yaml, load_config, to_dict
+from ember.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainerConfig,
+    diff,
+    dump_yaml,
+    load_config,
+    parse_yaml,
+    replace_checked,
+    to_dict,
+)
 from ember.data import ArrayData, fingerprint, make_loader
 from ember.nn import checkpointing
-from ember.tasks.base import Task
+from ember.tasks.base import Task, split_batch
+from ember.tasks.spec import ModelSpec, infer_inputs, zoo_origin
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
+from ember.train.checkpointer import CheckpointManager
+from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
+from ember.train.flops import matmul_peak, train_flops_per_sample
+from ember.train.loggers import build_loggers
 from ember.train.loop import evaluate, fit, predict
 from ember.train.optim import build_optimizer, build_schedule
 from ember.train.precision import resolve_device, resolve_precision
+from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
+from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
+from ember.train.run_logger import RunLogger
 from ember.train.state import TrainState
 
-# Trainer keyword → config key. Every TrainerConfig field is accepted under its own name too.
-ALIASES = {
-    "name": "name",
-    "optimizer": "optim.name",
-    "lr": "optim.lr",
-    "weight_decay": "optim.weight_decay",
-    "momentum": "optim.momentum",
-    "betas": "optim.betas",
-    "eps": "optim.eps",
-    "schedule": "schedule.name",
-    "warmup": "schedule.warmup",
-    "min_lr_ratio": "schedule.min_lr_ratio",
-    "milestones": "schedule.milestones",
-    "gamma": "schedule.gamma",
-    "step_size": "schedule.step_size",
-    "batch_size": "data.batch_size",
-    "eval_batch_size": "data.eval_batch_size",
-    "num_workers": "data.num_workers",
-    **{f.name: f"trainer.{f.name}" for f in dataclasses.fields(TrainerConfig)},
+# Trainer keyword → (config section, field). Every TrainerConfig field is accepted under its own name too.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "optimizer": ("optim", "name"),
+    "lr": ("optim", "lr"),
+    "weight_decay": ("optim", "weight_decay"),
+    "momentum": ("optim", "momentum"),
+    "betas": ("optim", "betas"),
+    "eps": ("optim", "eps"),
+    "schedule": ("schedule", "name"),
+    "warmup": ("schedule", "warmup"),
+    "min_lr_ratio": ("schedule", "min_lr_ratio"),
+    "milestones": ("schedule", "milestones"),
+    "gamma": ("schedule", "gamma"),
+    "step_size": ("schedule", "step_size"),
+    "batch_size": ("data", "batch_size"),
+    "eval_batch_size": ("data", "eval_batch_size"),
+    "num_workers": ("data", "num_workers"),
+    **{f.name: ("trainer", f.name) for f in dataclasses.fields(TrainerConfig)},
 }
+DATA_LIMIT = 64 << 20
+"""Bytes up to which a Python run saves its data splits into the run folder (so `ember eval`,
+`report`, `check` and `package` can read them back); larger splits are fingerprinted only."""
 
 Data = Any  # a Dataset, DataLoader, ArrayData, or an (X, y) pair of tensors
 
@@ -78,23 +102,100 @@ class FitResult:
     steps: int = 0
     seconds: float = 0.0
     stop_reason: str = ""
+    profile: StepProfile | None = None
+    """Where the profiled steps' time went (``trainer.profile=true``)."""
+
+
+def compose_config(
+    base: Config | None = None,
+    *,
+    name: str = "",
+    sections: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Config:
+    """One :class:`Config` from a base, whole typed sections, and the Trainer's flat keyword options.
+
+    Args:
+        base: the starting config (defaults when None).
+        name: the runs' name (kept from ``base`` when empty).
+        sections: ``{"optim": OptimConfig(...), ...}`` replacing whole sections.
+        options: flat keywords (``lr=3e-3``, ``epochs=10`` ...; see :data:`OPTIONS`), each checked as
+            a config file's value would be.
+
+    Raises:
+        TypeError: an unknown keyword (with the closest one).
+        ConfigError: a value of the wrong type.
+    """
+    cfg = base or Config()
+    for key, section in (sections or {}).items():
+        expected = type(getattr(cfg, key))
+        if not isinstance(section, expected):
+            raise TypeError(f"Trainer({key}=...) takes a {expected.__name__}; got {type(section).__name__}")
+        cfg = dataclasses.replace(cfg, **{key: section})
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in (options or {}).items():
+        if key not in OPTIONS:
+            raise TypeError(f"Trainer got an unknown option '{key}'{did_you_mean(key, sorted(OPTIONS))}")
+        section, field_name = OPTIONS[key]
+        grouped.setdefault(section, {})[field_name] = value
+    for section, values in grouped.items():
+        cfg = dataclasses.replace(cfg, **{section: replace_checked(getattr(cfg, section), section, **values)})
+    return dataclasses.replace(cfg, name=name) if name else cfg
+
+
+def new_run(store: RunStore, config: Config, precision: str) -> Run:
+    """A run in ``store`` for ``config``: its resolved YAML, flattened params, seed, source version
+    and environment (with the precision ``auto`` resolved to)."""
+    text = dump_yaml(config)
+    return store.create(
+        config.name or config.model.name,
+        config_yaml=text,
+        params=flatten_params(to_dict(config)),
+        seed=config.trainer.seed,
+        config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        source=source_version(),
+        environment=environment() | {"precision": precision},
+    )
+
+
+def step_plan(batches_per_epoch: int, cfg: TrainerConfig) -> tuple[int, int]:
+    """``(optimizer steps per epoch, total steps)`` of a run: the one place they are computed."""
+    per_epoch = max(1, math.ceil(batches_per_epoch / max(1, cfg.accumulate)))
+    return per_epoch, cfg.max_steps or cfg.epochs * per_epoch
 
 
 class Trainer:
     """Train, validate, test and predict with one readable loop.
 
+    The typed config sections are the Trainer's settings; the flat keywords (``lr=3e-3``,
+    ``epochs=10`` ...) are a shorthand that fills them. A run is created in the store when ``fit``
+    first needs one (or pass ``run=`` to train into a run made already, as the recipe does). A run
+    trained from Python records what later stages need: the model's spec (``spec.json``) and, up
+    to :data:`DATA_LIMIT` bytes a split, its data (``data/<split>.safetensors``), so ``ember eval``,
+    ``report``, ``check`` and ``package`` work on it.
+
     Args:
         model: any ``nn.Module``.
         task: a task name (``classification``, ``regression`` ...) or a task object.
+        config: a whole :class:`~ember.config.Config` to start from (the recipe's).
+        optim, schedule, trainer, data: typed sections replacing the config's.
+        name: the run's name (default: the config's, else the model's class).
         callbacks: extra callbacks (see :mod:`ember.train.callbacks`).
+        transforms: ``t(model, optimizer, loader, total_steps=...) -> (model, optimizer, loader)``
+            applied in order before the loop runs (DP-SGD, see `ember.train.hooks`); each is
+            also a callback.
         augment: a batch transform ``(x, y, generator) -> (x, y)`` for training batches.
+        run: an open run to train into (default: one created by ``fit``).
         runs_dir: the run store's folder (default ``$EMBER_RUNS`` or ``runs``).
         progress: show a progress bar (None: only on a terminal).
-        config: a full :class:`~ember.config.Config` (the recipe path); keyword options override it.
-        **options: optimizer, lr, weight_decay, momentum, betas, schedule, warmup, min_lr_ratio,
-            milestones, gamma, batch_size, eval_batch_size, and every ``trainer.*`` config key
-            (epochs, max_steps, precision, clip_grad_norm, accumulate, seed, deterministic,
-            early_stopping_metric, checkpoint_every, device ...). Unknown names are errors.
+        spec: the model's :class:`~ember.tasks.spec.ModelSpec` (default: inferred from the model and
+            the first training batch).
+        record_data: save the data splits given to ``fit`` and ``test`` into the run (Python runs;
+            the recipe's runs save their split indices instead).
+        **options: flat keywords for the sections: optimizer, lr, weight_decay, momentum, betas, eps,
+            schedule, warmup, min_lr_ratio, milestones, gamma, step_size, batch_size,
+            eval_batch_size, num_workers and every ``trainer.*`` key (epochs, max_steps, precision,
+            clip_grad_norm, accumulate, seed, deterministic, checkpoint_every, device ...).
     """
 
     def __init__(
@@ -102,66 +203,74 @@ class Trainer:
         model: nn.Module,
         *,
         task: str | Task = "classification",
+        config: Config | None = None,
+        optim: OptimConfig | None = None,
+        schedule: ScheduleConfig | str | None = None,
+        trainer: TrainerConfig | None = None,
+        data: DataConfig | None = None,
+        name: str = "",
         callbacks: Sequence[Any] = (),
         augment: Callable[..., Any] | None = None,
+        run: Run | None = None,
         runs_dir: str | Path | None = None,
         progress: bool | None = None,
-        config: Config | None = None,
+        spec: ModelSpec | None = None,
+        record_data: bool = True,
+        transforms: Sequence[Any] = (),
         **options: Any,
     ) -> None:
-        overrides = {}
-        for key, value in options.items():
-            if key not in ALIASES:
-                raise TypeError(f"Trainer got an unknown option '{key}'{did_you_mean(key, sorted(ALIASES))}")
-            overrides[ALIASES[key]] = value
+        if isinstance(schedule, str):  # the flat form's schedule name
+            options["schedule"] = schedule
+            schedule = None
+        given = {"optim": optim, "schedule": schedule, "trainer": trainer, "data": data}
+        cfg = compose_config(
+            config,
+            name=name or (config.name if config else "") or type(model).__name__,
+            sections={k: v for k, v in given.items() if v is not None},
+            options=options,
+        )
         if isinstance(task, str):
-            overrides["task.name"] = task
-        if config is None:
-            base: dict[str, Any] = {"model": {"name": type(model).__name__}}
-            config = load_config(base, overrides)
-        else:
-            config = load_config(config, overrides)
-        self.config = config
+            cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name=task))
+        if config is None and cfg.model.name == ModelConfig().name:
+            origin = zoo_origin(model)
+            cfg = dataclasses.replace(
+                cfg, model=ModelConfig(name=origin[0] if origin else type(model).__name__)
+            )
+        self.config = cfg
         self.model = model
         self.task: Task = (
-            task if not isinstance(task, str) else tasks.create(config.task.name, **config.task.options)
+            task if not isinstance(task, str) else tasks.create(cfg.task.name, **cfg.task.options)
         )
         self.callbacks = list(callbacks)
+        self.transforms = list(transforms)
         self.augment = augment
-        self.store = RunStore(runs_dir)
+        self.store = run.store if run is not None else RunStore(runs_dir)
         self.progress = progress
-        self.device = resolve_device(config.trainer.device)
-        self.precision = resolve_precision(config.trainer.precision, self.device)
-        self.run: Run | None = None
+        self.device = resolve_device(cfg.trainer.device)
+        self.precision = resolve_precision(cfg.trainer.precision, self.device)
+        self.run: Run | None = run
+        self.spec = spec
+        self.record_data = record_data
         self.data_sha256: str | None = None  # set by the recipe (data + split hashes), else computed
 
     # ------------------------------------------------------------------ runs
 
     def start_run(self) -> Run:
-        """Create this trainer's run in the store now (the recipe saves splits into it before fit)."""
+        """This trainer's run: created in the store on the first call (``fit`` calls it)."""
         if self.run is None:
-            text = dump_yaml(self.config)
-            self.run = self.store.create(
-                self.config.name or type(self.model).__name__,
-                config_yaml=text,
-                params=_flatten(to_dict(self.config)),
-                seed=self.config.trainer.seed,
-                config_sha256=hashlib.sha256(text.encode()).hexdigest(),
-                source=source_version(),
-                environment=environment() | {"precision": self.precision.name},  # `auto` resolved
-            )
+            self.run = new_run(self.store, self.config, self.precision.name)
         return self.run
 
     def _resume_run(self, ref: str) -> tuple[Run, ckpt.Checkpoint | None]:
         record = self.store.get(ref)
-        old = load_config(_yaml_dict(record.config))
+        old = load_config(parse_yaml(record.config))
         changes = diff(old, self.config)
         if changes:
             raise ValueError(
                 f"--resume {record.id}: the config differs from the run's, so the result would not be the "
                 "run you started. Differences (run -> now):\n  " + "\n  ".join(changes)
             )
-        run = self.store.open(record.id)
+        run = self.store.open(record.id, resuming=True)
         return run, ckpt.latest_checkpoint(run.dir / "checkpoints")
 
     # ------------------------------------------------------------------ fit
@@ -188,9 +297,10 @@ class Trainer:
             checkpointing.apply(model)  # blocks recompute activations in backward (same loss, less memory)
         loader = self._loader(train_data, train=True)
         val_loader = self._loader(val_data, train=False) if val_data is not None else None
-        per_epoch = max(1, math.ceil(len(loader) / max(1, cfg.trainer.accumulate)))  # type: ignore[arg-type]
-        total = cfg.trainer.max_steps or cfg.trainer.epochs * per_epoch
+        per_epoch, total = step_plan(len(loader), cfg.trainer)  # type: ignore[arg-type]
         optimizer = build_optimizer(model, cfg.optim)
+        for transform in self.transforms:
+            model, optimizer, loader = transform(model, optimizer, loader, total_steps=total)
         constant = cfg.schedule.name == "constant" and not cfg.schedule.warmup
         state = TrainState(
             model=model,
@@ -213,11 +323,8 @@ class Trainer:
                 state.load_position(last.meta["position"])
                 resumed_from = last.path
         run = self.start_run()
-        if self.data_sha256 is None and isinstance(train_data, ArrayData | tuple):
-            data = train_data if isinstance(train_data, ArrayData) else ArrayData(*train_data)
-            self.data_sha256 = fingerprint(data.x, data.y)
-        if self.data_sha256 is not None:
-            run.update(data_sha256=self.data_sha256)
+        self._record(run, train_data, val_data, loader)
+        self._measure_mfu_inputs(state, loader)
         monitor, mode = self._monitor()
         writer = ckpt.BackgroundWriter()  # checkpoints and metric commits overlap the next steps
         checkpointer = CheckpointManager(
@@ -229,22 +336,32 @@ class Trainer:
             writer=writer,
             min_interval=cfg.trainer.checkpoint_min_interval,
         )
-        callbacks = list(self.callbacks)
+        callbacks = list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
             )
+        profiler = StepProfiler() if cfg.trainer.profile else None
+        if profiler is not None:
+            loader = MarkedLoader(loader)
+            callbacks.append(profiler)
+        compile_timer = CompileTimer() if cfg.trainer.compile else None
+        if compile_timer is not None:
+            compile_model(model)
+            callbacks.append(compile_timer)
         callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
+        callbacks += build_loggers(cfg, run.dir, run.id)  # TensorBoard, MLflow: imported only when chosen
         try:
-            fit(
-                state,
-                loader,
-                self.task,
-                CallbackList(callbacks),
-                cfg=cfg.trainer,
-                val_loader=val_loader,
-                checkpointer=checkpointer,
-            )
+            with fallback_to_eager(cfg.trainer.compile):
+                fit(
+                    state,
+                    loader,
+                    self.task,
+                    CallbackList(callbacks),
+                    cfg=cfg.trainer,
+                    val_loader=val_loader,
+                    checkpointer=checkpointer,
+                )
         except BaseException as e:  # NaN loss, a bug, Ctrl-C: the run says so, the checkpoints stay
             with contextlib.suppress(Exception):  # the checkpoint being written is finished first
                 writer.close()
@@ -255,11 +372,22 @@ class Trainer:
             raise
         writer.close()
         weights = run.dir / "model.safetensors"
-        ckpt.atomic_write_bytes(weights, save(ckpt.safetensors_ready(model.state_dict())))
+        ckpt.save_weights(weights, model)
         run.artifact(weights, "weights")
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
         run.update(headline=monitor, best=state.best)
+        hardware = {
+            "flops_per_sample": state.flops_per_sample,
+            "peak_flops": state.peak_flops,
+            "compile_s": compile_timer.seconds if compile_timer is not None else None,
+            "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
+        }
+        if profiler is not None and profiler.result is not None:
+            path = run.dir / "profile.json"
+            atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
+            run.artifact(path, "profile")
+        summary |= {k: v for k, v in hardware.items() if v}
         run.finish("completed", summary={**summary, "steps": state.step, "stop_reason": state.stop_reason})
         return FitResult(
             run_id=run.id,
@@ -271,6 +399,58 @@ class Trainer:
             steps=state.step,
             seconds=seconds,
             stop_reason=state.stop_reason,
+            profile=profiler.result if profiler is not None else None,
+        )
+
+    def _record(self, run: Run, train_data: Data, val_data: Data | None, loader: Iterable[Any]) -> None:
+        """What later stages need from this run: its data's fingerprint, its spec, its data (Python runs)."""
+        if self.data_sha256 is None and isinstance(train_data, ArrayData | tuple):
+            data = train_data if isinstance(train_data, ArrayData) else ArrayData(*train_data)
+            self.data_sha256 = fingerprint(data.x, data.y)
+        if self.data_sha256 is not None:
+            run.update(data_sha256=self.data_sha256)
+        if not (run.dir / SPEC_FILE).is_file():
+            spec = self.spec or self._infer_spec(loader, train_data)
+            if spec is not None:
+                write_spec(run, spec)
+        if self.record_data:
+            for split, part in (("train", train_data), ("val", val_data)):
+                if part is not None:
+                    record_split(run, split, part)
+
+    def _measure_mfu_inputs(self, state: TrainState, loader: Iterable[Any]) -> None:
+        """The training FLOPs per sample and the device's matmul peak, for MFU (`ember.train.flops`)."""
+        first = next(iter(loader), None)
+        if first is None:
+            return
+        state.flops_per_sample = train_flops_per_sample(state.model, first, self.task)
+        if state.flops_per_sample:
+            dtype = self.precision.dtype or torch.float32
+            state.peak_flops = matmul_peak(self.device, dtype)
+
+    def _infer_spec(self, loader: Iterable[Any], train_data: Data) -> ModelSpec | None:
+        """The spec of a Python run: the model's zoo origin and the first training batch's shape."""
+        first = next(iter(loader), None)
+        if first is None:
+            return None
+        try:
+            inputs, target = split_batch(first)
+        except ValueError:
+            return None
+        if not isinstance(inputs, torch.Tensor):
+            return None  # dict or nested inputs: a spec must be given (Trainer(spec=...))
+        origin = zoo_origin(self.model)
+        task_name, task_options = task_origin(self.task)
+        vocab = getattr(self.model, "vocab_size", None)
+        classes = _class_names(train_data, target) if task_name == "classification" else None
+        return ModelSpec(
+            task=task_name or type(self.task).__name__,
+            inputs=infer_inputs(inputs, vocab_size=int(vocab) if isinstance(vocab, int) else None),
+            model=origin[0] if origin else None,
+            kwargs=origin[1] if origin else {},
+            task_options=task_options,
+            classes=classes,
+            transforms=[name for t in self.transforms for name in getattr(t, "structure", ())],
         )
 
     def _monitor(self) -> tuple[str, str]:
@@ -310,9 +490,12 @@ class Trainer:
         )
 
     def test(self, data: Data) -> dict[str, float]:
-        """Like :meth:`validate`; also logs ``test/*`` metrics into the run when there is one."""
+        """Like :meth:`validate`; also logs ``test/*`` metrics (and, for a Python run, the test data)
+        into the run when there is one."""
         metrics = self.validate(data)
         if self.run is not None:
+            if self.record_data:
+                record_split(self.run, "test", data)
             self.run.log({f"test/{k}": v for k, v in metrics.items()}, step=0)
             self.run.flush()
         return metrics
@@ -326,119 +509,31 @@ class Trainer:
         )
 
 
-class RunLogger:
-    """Buffers logged metrics into the run; commits them at epoch ends (one transaction each).
-
-    Commits are at least ``every_s`` seconds apart (short epochs would otherwise pay a database
-    transaction each) and always at the end of fit. With a ``writer`` the commit runs on its
-    background thread, in order with the checkpoints.
-    """
-
-    def __init__(
-        self, run: Run, writer: ckpt.BackgroundWriter | None = None, *, every_s: float = 1.0
-    ) -> None:
-        self.run = run
-        self.writer = writer
-        self.every_s = every_s
-        self.last = time.perf_counter()
-
-    def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(metrics, step=state.step, epoch=state.epoch)
-
-    def on_validation_end(self, state: TrainState, metrics: dict[str, float]) -> None:
-        self.run.log(
-            {k: v for k, v in metrics.items() if not math.isnan(v)}, step=state.step, epoch=state.epoch
-        )
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        if time.perf_counter() - self.last >= self.every_s:
-            self.commit()
-
-    def on_fit_end(self, state: TrainState) -> None:
-        self.commit()
-
-    def commit(self) -> None:
-        self.last = time.perf_counter()
-        if self.writer is None:
-            self.run.flush()
-        else:
-            self.writer.submit(self.run.write, self.run.take())
+def _class_names(train_data: Data, target: torch.Tensor) -> list[str] | None:
+    """Class names of a Python run's classification data: the dataset's own, else ``0 .. K-1`` with K
+    from the targets (all of them when they are tensors; the first batch's otherwise)."""
+    data = train_data.dataset if isinstance(train_data, DataLoader) else train_data
+    names = getattr(data, "classes", None)
+    if isinstance(names, list | tuple) and names:
+        return [str(c) for c in names]
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        target = data.tensors[1]
+    elif isinstance(data, ArrayData):
+        target = data.y
+    elif isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        target = data[1]
+    if target.is_floating_point() and target.ndim == 2:  # soft labels: one column a class
+        return [str(i) for i in range(target.shape[1])]
+    if target.is_floating_point() or not target.numel():
+        return None
+    return [str(i) for i in range(int(target.max()) + 1)]
 
 
-class CheckpointManager:
-    """Writes step checkpoints, tracks the best by ``monitor``, prunes old ones.
-
-    An epoch end less than ``min_interval`` seconds after the previous checkpoint is skipped unless
-    its metric is a new best; ``step`` and ``final`` checkpoints are always written.
-
-    Never deletes the best checkpoint nor the one the run resumed from. With a ``writer`` the state
-    is copied now and written on the writer's thread; without one, written before returning.
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        *,
-        keep_last: int,
-        monitor: str,
-        mode: str,
-        resumed_from: Path | None,
-        writer: ckpt.BackgroundWriter | None = None,
-        min_interval: float = 0.0,
-    ) -> None:
-        self.folder = folder
-        self.min_interval = min_interval
-        self.written = time.perf_counter()  # fit's start counts as the previous checkpoint
-        self.keep_last = max(1, keep_last)
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "max" else -1.0
-        self.protect = {resumed_from} if resumed_from is not None else set()
-        self.best_path: Path | None = None
-        self.writer = writer
-
-    def save(self, state: TrainState, *, reason: str) -> None:
-        path = self.folder / f"step-{state.step:06d}.safetensors"
-        value = state.metrics.get(self.monitor) if reason != "step" else None
-        improved = False
-        if value is not None and not math.isnan(value):
-            if state.best is None or self.sign * (value - state.best) > 0:
-                state.best, state.best_step, self.best_path = value, state.step, path
-                improved = True
-        elif state.best_step is not None and self.best_path is None:
-            self.best_path = self.folder / f"step-{state.best_step:06d}.safetensors"
-        now = time.perf_counter()
-        if reason == "epoch" and not improved and now - self.written < self.min_interval:
-            return  # a short epoch: the next epoch end (or the last) writes one
-        self.written = now
-        meta = {"position": state.position(), "reason": reason, "metrics": _finite(state.metrics)}
-        # serialized now (the one copy; training goes on changing the tensors), written later
-        data = ckpt.encode(model=state.model, optimizer=state.optimizer, scaler=state.scaler, meta=meta)
-        protect = self.protect | ({self.best_path} if self.best_path else set())
-        if self.writer is None:
-            self._write(path, data, protect)
-        else:
-            self.writer.submit(self._write, path, data, protect)
-
-    def _write(self, path: Path, data: bytes, protect: set[Path]) -> None:
-        ckpt.atomic_write_bytes(path, data)
-        ckpt.prune_checkpoints(self.folder, keep_last=self.keep_last, protect=protect)
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_params(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _yaml_dict(text: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(text) or {}

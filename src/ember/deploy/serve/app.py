@@ -9,12 +9,16 @@ Endpoints::
     GET  /healthz      the process and its batch worker are alive
     GET  /readyz       the model is loaded and warmed up, and the server is not draining
     GET  /metrics      Prometheus: requests, latency, batch sizes, queue depth, errors, drift, safety
-    GET  /v1/model     the model card and the input/output schema
+    GET  /v1/model     the model card and the input/output schema (no machine or version details)
+    GET  /v1/admin/model  the same with the training environment, package and code versions
+                       (``Authorization: Bearer <admin_token>``; off without a token)
     GET  /v1/drift     drift of the recent window against the reference profile (JSON)
+    GET  /openapi.json every endpoint above with its request schema and statuses
 
-Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 413 a body over
-``max_body_bytes`` (or too many items), 415 an unsupported content type, 422 wrong shape, type or
-range, 503 a full queue (with Retry-After), 504 a request that waited longer than ``timeout_s``.
+Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 408 headers or body sent
+too slowly, 413 a body over ``max_body_bytes`` (or too many items, or an image over the pixel
+limit), 415 an unsupported content type, 422 wrong shape, type or range, 503 a full queue (with
+Retry-After), 504 a request that waited longer than ``timeout_s``.
 
 The pieces of a request's path each have their module: bodies are decoded by
 :mod:`~ember.deploy.serve.decode`, queued by :mod:`~ember.deploy.serve.batching`, counted by
@@ -36,9 +40,11 @@ Example:
 # No ``from __future__ import annotations``: FastAPI resolves endpoint annotations imported in create_app.
 import asyncio
 import contextlib
+import hmac
 import inspect
 import logging
 import math
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
@@ -55,10 +61,14 @@ from ember.deploy.serve.decode import Decoder
 from ember.deploy.serve.lane import ApiError, Lane, lane_protocol
 from ember.deploy.serve.metrics import Metrics
 from ember.deploy.serve.monitor import DriftCollector, DriftMonitor, Thresholds
+from ember.deploy.serve.openapi import predict_operation, responses
 
 log = logging.getLogger("ember.serve")
 
 SafetyFilter = Callable[[torch.Tensor], Sequence[Any]]
+PRIVATE_META = ("environment", "packaged_with", "code")
+"""meta.json sections that only GET /v1/admin/model shows: the training machine (kernel, CPU),
+package and code versions. Public, they tell an attacker which known flaws to try."""
 
 
 def create_app(
@@ -73,6 +83,9 @@ def create_app(
     safety_filter: SafetyFilter | None = None,
     drift_window: int = 1000,
     drift_thresholds: Thresholds | None = None,
+    header_timeout_s: float = 10.0,
+    body_timeout_s: float = 30.0,
+    admin_token: str | None = None,
 ) -> Any:
     """The FastAPI app serving ``model``.
 
@@ -90,6 +103,11 @@ def create_app(
             flags); flags are returned with the outputs and counted in /metrics.
         drift_window: examples in the drift window (drift needs a reference: ``model.reference``).
         drift_thresholds: when drift alerts.
+        header_timeout_s: a request's headers must arrive within this long, else 408 (under
+            :func:`serve`; slow clients cannot hold connections open).
+        body_timeout_s: a request's body must arrive within this long after its headers, else 408.
+        admin_token: the bearer token of ``GET /v1/admin/model`` (the card with environment, package
+            and code versions); default ``$EMBER_SERVE_ADMIN_TOKEN``; with neither, that view is off.
 
     Returns:
         A FastAPI app; run it with :func:`serve` (uvicorn) or test it with ``TestClient``.
@@ -112,6 +130,8 @@ def create_app(
     decoder = Decoder(served, max_items)
     state = SimpleNamespace(ready=False, draining=False)  # warmed up; SIGTERM received
     observer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-drift") if monitor else None
+    # images and anything pydantic checks are decoded here, off the event loop
+    decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ember-decode")
     batcher = DynamicBatcher(
         _batch_fn(served, safety_filter, monitor, observer, metrics),
         max_batch=max_batch,
@@ -132,6 +152,7 @@ def create_app(
         finally:
             state.ready = False
             await batcher.close()
+            decode_pool.shutdown(wait=True)
             if observer is not None:
                 observer.shutdown(wait=True)
 
@@ -156,34 +177,50 @@ def create_app(
     app.state.ember = state
     app.state.monitor = monitor
 
-    lane = Lane(decoder.decode, batcher, metrics, timeout_s=timeout_s, max_body_bytes=max_body_bytes)
+    lane = Lane(
+        decoder.decode,
+        batcher,
+        metrics,
+        timeout_s=timeout_s,
+        max_body_bytes=max_body_bytes,
+        decode_fast=decoder.decode_fast,
+        decode_pool=decode_pool,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        max_decoding=max_queue,
+    )
     app.state.lane = lane  # serve() answers most predict requests in the HTTP protocol through it
 
     async def predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        batcher.arrive()  # a batch waits for this request only while it is being read
-        try:
-            await _predict(scope, receive, send)
-        finally:
-            batcher.depart()
-
-    async def _predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
+        arrived = False
         try:
             if scope["method"] != "POST":
                 raise ApiError(405, "use POST for /v1/predict", "method", {"Allow": "POST"})
             headers = dict(scope["headers"])
             body = await _read_body(headers.get(b"content-length"), receive, max_body_bytes)
-            x = decoder.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
+            batcher.arrive()  # counted once its body is in: a half-sent request holds no batch back
+            arrived = True
+            x = await lane.decode_async(body, headers.get(b"content-type", b"").decode("latin-1"))
             async with asyncio.timeout(timeout_s):
                 content = await batcher.submit(x, len(x))
         except Exception as e:
             error = lane.error(e)
             metrics.failed(error.kind, error.status)
             return await _send_json(send, error.status, error.body, error.headers)
+        finally:
+            if arrived:
+                batcher.depart()
         metrics.answered(len(x), time.perf_counter() - start)
         await _send_json(send, 200, content)
 
-    @app.get("/healthz")
+    extra = predict_operation(decoder, max_items=max_items)
+
+    @app.post("/v1/predict", responses=extra.pop("responses"), openapi_extra=extra)
+    async def predict_documented() -> Response:  # the schema's entry: App.__call__ answers first
+        raise RuntimeError("POST /v1/predict is answered before the router")
+
+    @app.get("/healthz", responses=responses(200, 503))
     async def healthz() -> Response:
         alive = batcher.alive
         metrics.requests.labels("healthz", "200" if alive else "503").inc()
@@ -191,14 +228,14 @@ def create_app(
             {"status": "ok" if alive else "batch worker stopped"}, status_code=200 if alive else 503
         )
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=responses(200, 503))
     async def readyz() -> Response:
         ok = state.ready and not state.draining and batcher.alive
         why = "ready" if ok else ("draining" if state.draining else "not ready")
         metrics.requests.labels("readyz", "200" if ok else "503").inc()
         return JSONResponse({"status": why}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=responses(200, media="text/plain"))
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -208,10 +245,9 @@ def create_app(
         text = await asyncio.to_thread(generate_latest, metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/model")
-    async def model_card() -> Response:
-        metrics.requests.labels("model", "200").inc()
-        card = {
+    def card(full: bool) -> dict[str, Any]:
+        meta = served.meta or {}
+        return {
             "name": served.name,
             "backend": served.runner.backend,
             "artifact": getattr(served.runner, "artifact", None),  # the plan's measured file, if any
@@ -228,11 +264,32 @@ def create_app(
             "limits": {"timeout_s": timeout_s, "max_body_bytes": max_body_bytes, "max_items": max_items},
             "plan": served.plan,
             "drift": monitor is not None,
-            "card": served.meta or {},
+            # what was trained on what machine, with which code and packages, is for operators only
+            "card": meta if full else {k: v for k, v in meta.items() if k not in PRIVATE_META},
         }
-        return JSONResponse(card)
 
-    @app.get("/v1/drift")
+    token = admin_token if admin_token is not None else os.environ.get("EMBER_SERVE_ADMIN_TOKEN")
+
+    @app.get("/v1/model", responses=responses(200))
+    async def model_card() -> Response:
+        metrics.requests.labels("model", "200").inc()
+        return JSONResponse(card(full=False))
+
+    @app.get("/v1/admin/model", responses=responses(200, 403))
+    async def admin_model_card(request: Request) -> Response:
+        given = request.headers.get("authorization", "")
+        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            metrics.requests.labels("admin", "403").inc()
+            why = (
+                "send Authorization: Bearer <token>" if token else "set EMBER_SERVE_ADMIN_TOKEN to enable it"
+            )
+            return JSONResponse(
+                {"error": f"the admin view needs the server's admin token ({why})"}, status_code=403
+            )
+        metrics.requests.labels("admin", "200").inc()
+        return JSONResponse(card(full=True))
+
+    @app.get("/v1/drift", responses=responses(200))
     async def drift() -> Response:
         metrics.requests.labels("drift", "200").inc()
         if monitor is None:

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from ember._io import require
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 PLAN_KEYS: dict[str, tuple[type, ...]] = {
@@ -109,7 +112,7 @@ class OnnxRunner:
     """Runs an ONNX file (inputs ``x``; outputs ``outputs`` and optionally ``embeddings``)."""
 
     def __init__(self, path: str | Path, *, backend: str = "onnxruntime", threads: int = 0) -> None:
-        ort = _require("onnxruntime", "export")
+        ort = require("onnxruntime", "export", what="this serving backend")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default
         options.inter_op_num_threads = 1
@@ -240,6 +243,12 @@ def _int8_dynamic(model: nn.Module) -> nn.Module:
     return dynamic_int8(model)
 
 
+def plan_digest(plan: dict[str, Any]) -> str:
+    """sha256 of a plan's canonical JSON, without its own ``sha256`` key (what ``plan.json`` records)."""
+    body = {k: v for k, v in plan.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def load_plan(path: str | Path) -> dict[str, Any]:
     """Read and check a serving plan (``plan.json`` from ``ember plan``).
 
@@ -247,15 +256,21 @@ def load_plan(path: str | Path) -> dict[str, Any]:
         The plan dict; unknown keys are kept (a plan also records why it chose what it chose).
 
     Raises:
-        ValueError: a key of the wrong type or an unknown backend, named.
+        ValueError: the file is damaged (its ``sha256`` differs), or a key has the wrong type or
+            an unknown backend, named.
     """
     path = Path(path)
     try:
-        plan = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        plan = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"serving plan {path} is not valid JSON: {e}") from None
     if not isinstance(plan, dict):
         raise ValueError(f"serving plan {path} must be a JSON object, got {type(plan).__name__}")
+    if "sha256" in plan and plan["sha256"] != (got := plan_digest(plan)):
+        raise ValueError(
+            f"serving plan {path} is damaged or was edited: its contents hash to {got}, it records "
+            f"{plan['sha256']}. Make it again with `ember plan`"
+        )
     for key, kind in PLAN_KEYS.items():
         if key in plan and (not isinstance(plan[key], kind) or isinstance(plan[key], bool)):
             expected = " or ".join(t.__name__ for t in kind)
@@ -264,15 +279,6 @@ def load_plan(path: str | Path) -> dict[str, Any]:
     if backend not in BACKENDS:
         raise ValueError(f"serving plan {path}: unknown backend '{backend}'; expected one of {BACKENDS}")
     return plan
-
-
-def _require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"this serving backend needs {module}: pip install 'ember[{extra}]'") from None
 
 
 # --------------------------------------------------------------------------- what is served

@@ -36,10 +36,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ember._io import require
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.lane import ApiError
 
 MAX_IMAGE_PIXELS = 4096 * 4096
+"""No image above this many pixels is decoded, whatever the model."""
+IMAGE_PIXELS_PER_INPUT = 64
+"""An image may have this many times the pixels of the model's input (at least 256x256): it is
+resized to the input anyway, and decoding a larger one only spends the server's CPU."""
 
 
 class Decoder:
@@ -61,10 +66,13 @@ class Decoder:
         bounded = lo is not None and hi is not None and max(abs(lo), abs(hi)) < 3e38
         self._may_overflow = not self.is_int and not bounded
         number = int if self.is_int else float
-        leaf: Any = Annotated[number, Strict(), Field(ge=lo, le=hi, allow_inf_nan=False)]  # type: ignore[valid-type]
+        leaf: Any = Annotated[number, Strict(), Field(ge=lo, le=hi, allow_inf_nan=False)]
         item: Any = leaf
         for dim in reversed(served.input_shape):
             item = Annotated[list[item], Len(dim, dim)]
+        if served.is_image:
+            h, w = served.input_shape[-2:]
+            self.max_pixels = min(MAX_IMAGE_PIXELS, max(IMAGE_PIXELS_PER_INPUT * h * w, 256 * 256))
         self.accepts_strings = served.is_image or served.tokenizer is not None
         if self.accepts_strings:
             kind = Discriminator(lambda v: "string" if isinstance(v, str) else "array")
@@ -95,6 +103,12 @@ class Decoder:
             "request": {"inputs": f"a list of 1 to {self.max_items} items; each item {items}"},
             "json_schema": self.model.model_json_schema(),
         }
+
+    def decode_fast(self, body: bytes, content_type: str) -> torch.Tensor | None:
+        """The common body (a JSON list of numeric items) decoded cheaply, for the event loop; None
+        for anything else, which :meth:`decode` takes (off the loop: images, strings, pydantic)."""
+        kind = content_type.split(";")[0].strip().lower()
+        return self._numbers(body) if kind in ("", "application/json") else None
 
     def decode(self, body: bytes, content_type: str) -> torch.Tensor:
         kind = content_type.split(";")[0].strip().lower()
@@ -199,9 +213,12 @@ class Decoder:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 opened = Image.open(io.BytesIO(data))
-                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                if opened.width * opened.height > self.max_pixels:
                     raise ApiError(
-                        413, f"image of {opened.width}x{opened.height} pixels is too large", "body_too_large"
+                        413,
+                        f"image of {opened.width}x{opened.height} pixels is over this model's limit of "
+                        f"{self.max_pixels} pixels (its input is {w}x{h}); resize it first",
+                        "body_too_large",
                     )
                 image = opened.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
         except ApiError:
@@ -223,11 +240,7 @@ class Decoder:
 
 
 def _json_loads() -> Callable[[bytes], Any]:
-    try:
-        import orjson
-    except ImportError:
-        raise ImportError("serving needs orjson: pip install 'ember[serve]'") from None
-    return orjson.loads  # type: ignore[no-any-return]
+    return require("orjson", "serve", what="serving").loads
 
 
 def _validation_error(e: Any, shape: tuple[int, ...]) -> ApiError:

@@ -24,6 +24,13 @@ unchanged. A request still unanswered after ``timeout_s`` gets 504 from a sweep 
 requests wait (one timer for all of them, not one per request), so within a quarter of
 ``timeout_s`` (at most 0.25 s) after its time is up.
 
+Slow clients are bounded for every request, in the lane or not: a request's headers must arrive
+within ``header_timeout_s`` of its first byte (of the connection, for the first request) and its
+body within ``body_timeout_s`` of its headers, else 408 and the connection closes. A request counts
+for the batcher (:meth:`DynamicBatcher.arrive`) only once its body is in, so a half-sent request
+never makes a batch wait for it. A body the fast numeric path does not take (base64 images,
+strings, anything pydantic must check) is decoded on a small thread pool, off the event loop.
+
 Example:
     >>> from ember.deploy.serve.batching import DynamicBatcher
     >>> from ember.deploy.serve.metrics import Metrics
@@ -41,6 +48,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from ember.deploy.serve.batching import BatcherClosedError, DynamicBatcher, QueueFullError
@@ -72,6 +80,12 @@ class Lane:
         metrics: the app's metrics (answers and errors are counted there).
         timeout_s: a request not answered within this many seconds gets 504.
         max_body_bytes: the lane takes bodies up to this size (larger ones get 413 through ASGI).
+        decode_fast: the cheap decoder run on the event loop, returning None for a body it does
+            not take; those go to ``decode`` on ``decode_pool`` (None: everything on the loop).
+        decode_pool: threads for ``decode``.
+        header_timeout_s: a request's headers must arrive within this long (else 408).
+        body_timeout_s: a request's body must arrive within this long after its headers (else 408).
+        max_decoding: bodies waiting for the decode pool at most; beyond, 503.
     """
 
     def __init__(
@@ -82,9 +96,18 @@ class Lane:
         *,
         timeout_s: float,
         max_body_bytes: int,
+        decode_fast: Callable[[bytes, str], Any] | None = None,
+        decode_pool: Executor | None = None,
+        header_timeout_s: float = 10.0,
+        body_timeout_s: float = 30.0,
+        max_decoding: int = 256,
     ) -> None:
         self.decode, self.batcher, self.metrics = decode, batcher, metrics
+        self.decode_fast, self.decode_pool = decode_fast, decode_pool
         self.timeout_s, self.max_body_bytes = timeout_s, max_body_bytes
+        self.header_timeout_s, self.body_timeout_s = header_timeout_s, body_timeout_s
+        self.max_decoding = max_decoding
+        self.decoding = 0  # bodies on the decode pool now
         self.taken = 0  # requests that came through the lane (the rest went through ASGI)
         self._waiting: deque[_Reply] = deque()  # in the batcher, oldest first
         self._sweep_period = min(0.25, max(timeout_s / 4, 0.005))
@@ -113,8 +136,60 @@ class Lane:
     def start(self, reply: _Reply, body: bytes) -> None:
         """Decode ``body`` and queue it in the batcher; ``reply`` gets the answer (now, on a bad body)."""
         self.taken += 1
+        reply.arrived = True
+        self.batcher.arrive()
         try:
-            x = self.decode(body, "application/json")
+            x = self.decode_fast(body, "application/json") if self.decode_fast is not None else None
+            if x is None and self.decode_pool is not None:
+                self._decode_off_loop(reply, body)
+                return
+            if x is None:
+                x = self.decode(body, "application/json")
+        except Exception as e:
+            reply.set_exception(e)
+            return
+        self._queue(reply, x)
+
+    def _decode_off_loop(self, reply: _Reply, body: bytes) -> None:
+        if self.decoding >= self.max_decoding:
+            raise QueueFullError(f"{self.decoding} request bodies are being decoded")
+        self.decoding += 1
+        assert self.decode_pool is not None
+        future = asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, self.decode, body, "application/json"
+        )
+
+        def decoded(done: asyncio.Future[Any]) -> None:
+            self.decoding -= 1
+            if reply.done():
+                return  # timed out (408/disconnect) meanwhile
+            error = done.exception()
+            if error is not None:
+                reply.set_exception(error)
+            else:
+                self._queue(reply, done.result())
+
+        future.add_done_callback(decoded)
+
+    async def decode_async(self, body: bytes, content_type: str) -> Any:
+        """The ASGI path's decode: the fast path here, anything else on the decode pool."""
+        x = self.decode_fast(body, content_type) if self.decode_fast is not None else None
+        if x is not None:
+            return x
+        if self.decode_pool is None:
+            return self.decode(body, content_type)
+        if self.decoding >= self.max_decoding:
+            raise QueueFullError(f"{self.decoding} request bodies are being decoded")
+        self.decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.decode_pool, self.decode, body, content_type
+            )
+        finally:
+            self.decoding -= 1
+
+    def _queue(self, reply: _Reply, x: Any) -> None:
+        try:
             reply.items = x.shape[0]  # not len(): a tensor's __len__ costs a Python call
             self.batcher.put(x, reply.items, reply)
         except Exception as e:
@@ -166,13 +241,14 @@ class _Reply:
         "disconnected",
         "started",
         "items",
+        "arrived",
         "_done",
     )
     message_event = _NoEvent()
 
     def __init__(self, protocol: LaneProtocol, lane: Lane, keep_alive: bool) -> None:
         self.protocol, self.lane, self.keep_alive = protocol, lane, keep_alive
-        self.response_complete = self.disconnected = self._done = False
+        self.response_complete = self.disconnected = self._done = self.arrived = False
         self.started = time.perf_counter()
         self.items = 0
 
@@ -184,7 +260,7 @@ class _Reply:
         if self._done:
             return
         self._done = True
-        self.lane.batcher.depart()
+        self.lane.batcher.depart()  # a result comes only for a request that arrived
         self.lane.metrics.answered(self.items, time.perf_counter() - self.started)
         self._write(200, content)
 
@@ -192,7 +268,8 @@ class _Reply:
         if self._done:
             return
         self._done = True
-        self.lane.batcher.depart()
+        if self.arrived:
+            self.lane.batcher.depart()
         error = self.lane.error(exc)
         self.lane.metrics.failed(error.kind, error.status)
         self._write(error.status, error.body, error.headers)
@@ -240,21 +317,66 @@ class LaneProtocol:
     limit_concurrency: int | None
     server_state: Any
     on_response_complete: Callable[[], None]
+    loop: asyncio.AbstractEventLoop
     _body: bytearray | None = None  # the lane is reading this request's body
     _reply: _Reply | None = None
+    _deadline: asyncio.TimerHandle | None = None  # the headers or the body must be in by then
+    _reading: str = ""  # "headers" or "body" while a deadline runs
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm("headers", self.lane.header_timeout_s)  # a connection that sends nothing is closed
+
+    def _arm(self, what: str, seconds: float) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._reading = what
+        self._deadline = self.loop.call_later(seconds, self._read_timeout)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._reading = ""
+
+    def _read_timeout(self) -> None:
+        """The headers or body came too slowly: 408, and the connection closes."""
+        self._deadline = None
+        what, self._reading = self._reading, ""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        seconds = self.lane.header_timeout_s if what == "headers" else self.lane.body_timeout_s
+        error = ApiError(408, f"the request's {what} did not arrive within {seconds:g} s", "read_timeout")
+        reply = self._reply
+        if self._body is not None and reply is not None and not reply.done():
+            self._body = None  # the lane's own request: answered through its reply, then closed
+            reply.keep_alive = False
+            reply.set_exception(error)
+            return
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not getattr(cycle, "response_started", False):
+            head = self.lane.head(408, len(error.body), self.server_state.default_headers)
+            transport.write(b"%sconnection: close\r\n\r\n%s" % (head, error.body))
+            self.lane.metrics.failed(error.kind, error.status)
+        transport.close()  # an ASGI request waiting for its body sees a disconnect
 
     def on_message_begin(self) -> None:
         self._body = None
+        self._arm("headers", self.lane.header_timeout_s)
         super().on_message_begin()  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade() or not _has_body(self.headers):
+            self._disarm()
+        else:
+            self._arm("body", self.lane.body_timeout_s)
         if not self._takes():
             super().on_headers_complete()  # type: ignore[misc]
             return
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        self.cycle = self._reply = _Reply(self, self.lane, keep_alive)  # type: ignore[arg-type]
+        self.cycle = self._reply = _Reply(self, self.lane, keep_alive)
         self._body = bytearray()
-        self.lane.batcher.arrive()  # a waiting batch may wait for this request while it is read
 
     def _takes(self) -> bool:
         url = self.url
@@ -284,6 +406,7 @@ class LaneProtocol:
             self._body += body
 
     def on_message_complete(self) -> None:
+        self._disarm()
         if self._body is None:
             super().on_message_complete()  # type: ignore[misc]
             return
@@ -292,6 +415,7 @@ class LaneProtocol:
         self.lane.start(self._reply, body)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
         reply = self._reply
         if reply is not None and not reply.done():
             reply.disconnected = True
@@ -299,6 +423,13 @@ class LaneProtocol:
                 self._body = None
                 reply.set_exception(ApiError(400, "client disconnected", "disconnected"))
         super().connection_lost(exc)  # type: ignore[misc]
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
 
 
 def _status_lines() -> dict[int, bytes]:

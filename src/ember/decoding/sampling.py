@@ -10,7 +10,7 @@ Layers: these functions use torch only; ``GPT.generate`` and friends import them
 Example:
     >>> import torch
     >>> from ember import models
-    >>> from ember.generative import generate
+    >>> from ember.decoding import generate
     >>> model = models.create("gpt_tiny", vocab_size=16)
     >>> out = generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=5, top_k=4,
     ...                generator=torch.Generator().manual_seed(0))
@@ -204,6 +204,41 @@ def generate_text(
     Returns:
         The generated text, without the prompt.
     """
+    text = ""
+    for piece in stream_text(model, tokenizer, prompt, max_new_tokens=max_new_tokens, stop=stop, device=device,
+                             **options):  # fmt: skip
+        text += piece
+        if on_text is not None:
+            on_text(piece)
+    return text
+
+
+def stream_text(
+    model: nn.Module,
+    tokenizer: TextTokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    stop: Sequence[str] = (),
+    device: torch.device | str | None = None,
+    **options: Any,
+) -> Iterator[str]:
+    """Continue ``prompt``, yielding each new piece of text as soon as it is final.
+
+    What `generate_text` streams, as an iterator (the server's ``/v1/generate`` sends each piece
+    as it comes). The pieces joined are the generated text, without the prompt, stopped before the
+    first stop string. Takes `generate_text`'s arguments.
+
+    Example:
+        >>> import torch
+        >>> from ember import models
+        >>> from ember.data.tokenizers import CharTokenizer
+        >>> tok = CharTokenizer.train(["abcd"])
+        >>> model = models.create("gpt_tiny", vocab_size=tok.vocab_size)
+        >>> pieces = list(stream_text(model, tok, "ab", max_new_tokens=5, greedy=True))
+        >>> len("".join(pieces)) <= 5
+        True
+    """
     prompt_ids = tokenizer.encode(prompt)
     if not prompt_ids:
         raise ValueError("the prompt encodes to no tokens; give at least one character")
@@ -213,8 +248,9 @@ def generate_text(
     new: list[int] = []
     emitted = 0
     text = ""
+    eos_id = options.get("eos_id")
     for token in generate_tokens(model, ids, max_new_tokens=max_new_tokens, **options):
-        if options.get("eos_id") is not None and int(token[0]) == options["eos_id"]:
+        if eos_id is not None and int(token[0]) == eos_id:
             break
         new.append(int(token[0]))
         text = tokenizer.decode(new)
@@ -223,12 +259,11 @@ def generate_text(
             text = text[:cut]
             break
         ready = _safe_prefix(text, stop)
-        if on_text is not None and ready > emitted:
-            on_text(text[emitted:ready])
+        if ready > emitted:
+            yield text[emitted:ready]
             emitted = ready
-    if on_text is not None and len(text) > emitted:
-        on_text(text[emitted:])
-    return text
+    if len(text) > emitted:
+        yield text[emitted:]
 
 
 def _first_stop(text: str, stop: Sequence[str]) -> int | None:
@@ -248,4 +283,4 @@ def _safe_prefix(text: str, stop: Sequence[str]) -> int:
     return end - hold
 
 
-__all__ = ["generate", "generate_text", "generate_tokens", "process_logits", "sample_next"]
+__all__ = ["generate", "generate_text", "generate_tokens", "process_logits", "sample_next", "stream_text"]

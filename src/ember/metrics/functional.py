@@ -1,4 +1,4 @@
-"""Metrics as pure functions: tensors in, floats (or small tensors) out.
+"""Metrics as pure functions: tensors in, floats (or small tensors) out (exported by `ember.metrics`).
 
 Each wraps the reference implementation where one exists: ``torchmetrics.functional`` for
 classification, calibration, regression, perplexity and segmentation; sacrebleu for BLEU and chrF;
@@ -34,18 +34,14 @@ from typing import Any, Literal
 
 import torch
 
-Average = Literal["macro", "micro"]
+from ember._io import require
 
-PIP_METRICS = "pip install 'ember[metrics]'"
+Average = Literal["macro", "micro"]
 
 
 def _tm() -> Any:
     """torchmetrics.functional, or an ImportError that says what to install."""
-    try:
-        import torchmetrics.functional as functional
-    except ImportError as e:  # pragma: no cover - the dev install has it
-        raise ImportError(f"ember's metrics need torchmetrics: {PIP_METRICS}") from e
-    return functional
+    return require("torchmetrics.functional", "metrics", what="ember's metrics")
 
 
 def _targets(target: torch.Tensor) -> torch.Tensor:
@@ -325,11 +321,7 @@ def perplexity(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int 
 
 
 def _sacrebleu() -> Any:
-    try:
-        import sacrebleu
-    except ImportError as e:  # pragma: no cover
-        raise ImportError(f"BLEU and chrF need sacrebleu: {PIP_METRICS}") from e
-    return sacrebleu
+    return require("sacrebleu", "metrics", what="BLEU and chrF")
 
 
 def _references(references: Sequence[str] | Sequence[Sequence[str]], n: int) -> list[list[str]]:
@@ -395,11 +387,8 @@ def detection_map(
         >>> round(found["map"], 6)
         1.0
     """
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError as e:  # pragma: no cover
-        raise ImportError(f"detection mAP needs pycocotools: {PIP_METRICS}") from e
+    COCO = require("pycocotools.coco", "metrics", what="detection mAP").COCO
+    COCOeval = require("pycocotools.cocoeval", "metrics", what="detection mAP").COCOeval
     if len(preds) != len(targets):
         raise ValueError(f"got predictions for {len(preds)} images but targets for {len(targets)}")
     images: list[dict[str, Any]] = []
@@ -478,30 +467,3 @@ def per_class_iou(
         p.reshape(-1).long(), target.detach().cpu().reshape(-1).long(), num_classes=num_classes,
         average="none", ignore_index=ignore_index,
     )  # fmt: skip
-
-
-__all__ = [
-    "Reliability",
-    "accuracy",
-    "auroc",
-    "bleu",
-    "calibration_error",
-    "chrf",
-    "classification_metrics",
-    "confusion_matrix",
-    "detection_map",
-    "f1",
-    "mae",
-    "mean_iou",
-    "mse",
-    "per_class",
-    "per_class_iou",
-    "perplexity",
-    "precision",
-    "probabilities",
-    "r2",
-    "recall",
-    "regression_metrics",
-    "reliability",
-    "top_k_accuracy",
-]

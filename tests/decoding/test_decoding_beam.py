@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ember.data.tokenizers import CharTokenizer
-from ember.generative.beam import beam_search, greedy_search, translate
+from ember.decoding.beam import beam_search, greedy_search, translate
 from ember.models import create
 
 PAD, BOS, EOS, A, B, C = range(6)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from ember.evaluate import metrics as M
+from ember import metrics as M
 
 
 def _case(seed: int, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import torch
 
 from ember import models
 from ember.data.tokenizers import CharTokenizer
-from ember.generative import generate, generate_text, generate_tokens, process_logits, sample_next
+from ember.decoding import generate, generate_text, generate_tokens, process_logits, sample_next
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]])
 
