@@ -11,6 +11,10 @@ validation images give the scale (what a perfect sampler would score).
 Usage:
     python benchmarks/diffusion.py --run latest:mnist-ddpm             # 2 threads, n = 1000, 5 rounds
     python benchmarks/diffusion.py --run RUN --n 500 --guidance 3 --rounds 3
+    python benchmarks/diffusion.py --run RUN --checkpoint RUN/checkpoints/step-000825.safetensors
+
+``--checkpoint`` samples with the weights of one of the run's checkpoints (the moving average of a
+diffusion model included): a run stopped before its last epoch, measured as far as it got.
 """
 
 from __future__ import annotations
@@ -46,10 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1000, help="images per sampler for the Fréchet distance")
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--checkpoint", help="sample with this checkpoint's weights (a run not finished)")
     args = parser.parse_args(argv)
     _common.set_threads(args.threads)
     print(_common.machine())
-    loaded = generative_runs.load(args.run, runs_dir=args.runs_dir, device="cpu")
+    if args.checkpoint:
+        loaded = from_checkpoint(args.run, args.checkpoint, args.runs_dir)
+    else:
+        loaded = generative_runs.load(args.run, runs_dir=args.runs_dir, device="cpu")
     task, model, prep = loaded.task, loaded.model, loaded.prep
     classes = task.sample_classes(model)
     options = {"guidance": args.guidance}
@@ -126,6 +134,27 @@ def main(argv: list[str] | None = None) -> None:
         result = {"seconds": seconds, "ratios": ratios, "quality": quality, "n": n, "guidance": args.guidance}
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+
+
+def from_checkpoint(ref: str, checkpoint: str, runs_dir: str | None) -> generative_runs.Loaded:
+    """Run ``ref`` rebuilt from its config and splits, with the model weights of ``checkpoint``."""
+    from pathlib import Path
+
+    from ember.config import load_config, parse_yaml
+    from ember.data import load_splits
+    from ember.recipe import build_task, prepare
+    from ember.track import RunStore
+    from ember.train.checkpoint import load_checkpoint
+
+    record = RunStore(runs_dir).get(ref)
+    cfg = load_config(parse_yaml(record.config))
+    prep = prepare(cfg, splits=load_splits(record.folder / "splits"), runs_dir=runs_dir, saved=record.folder)
+    ckpt = load_checkpoint(Path(checkpoint))
+    prep.model.load_state_dict(ckpt.model)
+    where = ckpt.meta.get("position", {})
+    print(f"weights: {checkpoint} (step {where.get('step')}, epoch {where.get('epoch')})")
+    model = prep.model.eval()
+    return generative_runs.Loaded(model, build_task(cfg, prep.bundle), prep, record, torch.device("cpu"))
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def test_vae_interpolation_runs_between_two_reconstructions(
     a, b = digits[0][:2], digits[0][2:4]
     path = task.interpolate(model, a, b, steps=5)
     assert path.shape == (10, 1, 8, 8)
-    ends = task.decode(model, torch.cat([model.encode(a)[0], model.encode(b)[0]]))
+    ends = task.decode_codes(model, torch.cat([model.encode(a)[0], model.encode(b)[0]]))
     torch.testing.assert_close(path[[0, 5, 4, 9]], ends[[0, 1, 2, 3]])
 
 

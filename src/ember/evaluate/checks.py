@@ -35,6 +35,7 @@ import torch
 
 from ember.evaluate.leakage import Duplicates, feature_leakage, find_duplicates
 from ember.evaluate.shift import ShiftResult, shift_test
+from ember.tasks import contract
 
 Severity = Literal["info", "warning", "error"]
 SEVERITIES = ("info", "warning", "error")
@@ -99,19 +100,24 @@ def run_checks(
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {unknown}; expected some of {', '.join(CHECKS)}")
-    from ember.recipe import load_run_model
+    from ember.recipe import build_task, load_run_model
     from ember.track import RunStore
 
     prep, record = load_run_model(run_ref, runs_dir=runs_dir)
+    task = build_task(prep.config, prep.bundle)
+    # the checks a task declines (its ``checks`` member), said in one line with what to do instead
+    skipped = contract.inapplicable_checks(task) if getattr(task, "checks", None) is not None else {}
     splits: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for name, data in (("train", prep.train), ("val", prep.val), ("test", prep.test)):
         if data is not None:
             splits[name] = _arrays(data, seed)
     findings: list[Finding] = []
     for check in checks:
-        if check == "overfitting":
+        if check in skipped:
+            findings.append(Finding(check, "info", f"not applicable: {skipped[check]}", {}))
+        elif check == "overfitting":
             curve = _curves(RunStore(runs_dir), record.id)
-            found = check_overfitting(curve, _final_scores(prep, runs_dir))
+            found = check_overfitting(curve, _final_scores(prep, task, runs_dir))
             findings += found or [
                 Finding("overfitting.gap", "info", "no validation split: overfitting cannot be judged", {})
             ]
@@ -248,12 +254,12 @@ def _curves(store: Any, run_id: str) -> dict[str, list[Any]] | None:
     return curve if curve["val_loss"] else None
 
 
-def _final_scores(prep: Any, runs_dir: str | Path | None) -> dict[str, Any] | None:
+def _final_scores(prep: Any, task: Any, runs_dir: str | Path | None) -> dict[str, Any] | None:
     if prep.val is None:
         return None
     from ember.train.trainer import Trainer
 
-    trainer = Trainer(prep.model, config=prep.config, runs_dir=runs_dir, progress=False)
+    trainer = Trainer(prep.model, task=task, config=prep.config, runs_dir=runs_dir, progress=False)
     train = trainer.validate(prep.train)
     val = trainer.validate(prep.val)
     metric = trainer.task.headline

@@ -4,7 +4,8 @@ Sections (each a ``<section id=...>``): ``summary``, ``metrics`` (with intervals
 baselines), ``baselines`` (what they are, the margin with its interval and p-value), ``curves`` (loss
 and validation metrics), ``learning-rate``, ``confusion`` (or ``residuals`` for regression),
 ``calibration`` (reliability diagram), ``per-class``, ``mistakes`` (the most confident errors, as
-images when the inputs are images), ``checks`` (from :mod:`ember.evaluate.checks` when it is there)
+images when the inputs are images), ``samples`` (a grid of a generative model's images, through
+the task contract's ``report_samples``), ``checks`` (from :mod:`ember.evaluate.checks` when it is there)
 and ``facts`` (config, data hash, source, environment, files). A section that does not apply to the
 task says so instead of disappearing.
 
@@ -34,6 +35,8 @@ from ember import metrics as M
 from ember.evaluate import report_plots as plots
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard
+from ember.tasks import contract
+from ember.tasks.spec import NotApplicable
 from ember.track import RunStore
 
 SECTIONS = (
@@ -46,6 +49,7 @@ SECTIONS = (
     ("calibration", "Calibration"),
     ("per-class", "Per-class metrics"),
     ("mistakes", "Worst mistakes"),
+    ("samples", "Samples"),
     ("checks", "Checks"),
     ("facts", "Run facts"),
 )
@@ -115,6 +119,7 @@ def render(
         else _translation_mistakes(p, max_mistakes)
         if p.task_name == "seq2seq"
         else _not_applicable(p),
+        "samples": _samples(p.task, p.prepared.model, p.prepared.spec, p.task_name),
         "checks": _checks(p.record.id, runs_dir),
         "facts": _facts(p, store),
     }
@@ -311,6 +316,21 @@ def _learning_rate(history: list[tuple[int, int | None, str, float]]) -> str:
     return _img(plots.curves(lr, title="Learning rate", ylabel="lr"), "learning rate by step") + _note(
         "as logged: every trainer.log_every optimizer steps and at each epoch's end."
     )
+
+
+def _samples(task: Any, model: Any, spec: Any, task_name: str) -> str:
+    """A grid of the model's samples (a column per class when it takes one), for a task that makes
+    images (`ember.tasks.contract.report_samples`)."""
+    from ember.generative.images import grid, png_bytes
+
+    if not contract.makes_images(task):
+        return _note(f"the {task_name} task makes no images")
+    try:
+        images, nrow, caption = contract.report_samples(task, model, spec)
+    except (ValueError, NotApplicable) as e:
+        return _note(f"no samples: {e}")
+    scale = max(1, 56 // max(int(images.shape[-1]), 1))  # small images drawn at least 56 px a side
+    return _img(png_bytes(grid(images, nrow=nrow), scale=scale), f"samples: {caption}") + _note(caption)
 
 
 def _class_names(p: RunPredictions, k: int) -> list[str]:

@@ -184,8 +184,10 @@ def scorecard(
         statistics_for(task, p.outputs, p.targets, top_k=top_k, with_auroc=auroc) if len(p.targets) else None
     )
     if stats is None:
+        advice = (getattr(p.task, "instead", None) or {}).get("eval")  # the task's word on what else to run
         card.notes.append(
             f"no intervals or baselines for task '{task}' yet: its metrics are shown as they are"
+            + (f"; {advice}" if advice else "")
         )
         return card
     card.intervals = bootstrap(stats, n, **options)

@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 
 from ember.tasks.base import registry, split_batch
-from ember.tasks.generative import check_labels, device_of
+from ember.tasks.generative import ImageGeneration, check_labels, device_of
 
 EVAL_SEED = 0  # the binarization of validation and test images
 
 
-class AutoEncoding:
+class AutoEncoding(ImageGeneration):
     """Reconstruction (autoencoder) or the negative ELBO with weight ``beta`` on the KL (β-VAE).
 
     Args:
@@ -101,10 +101,10 @@ class AutoEncoding:
         if prompt is not None:
             raise ValueError("this model takes no prompt (it is not text-conditioned)")
         z = torch.randn(n, model.latent_dim, generator=generator, device=device_of(model))
-        return self.decode(model, z)
+        return self.decode_codes(model, z)
 
     @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
-    def decode(self, model: Any, z: torch.Tensor) -> torch.Tensor:
+    def decode_codes(self, model: Any, z: torch.Tensor) -> torch.Tensor:
         """(B, Z) codes → (B, C, H, W) images in [0, 1] (sigmoid of the logits), in eval mode."""
         was_training = model.training
         model.eval()
@@ -119,7 +119,7 @@ class AutoEncoding:
         model.eval()
         code, _ = model.encode(images)
         model.train(was_training)
-        return self.decode(model, code)
+        return self.decode_codes(model, code)
 
     @torch.no_grad()  # (not inference_mode: the images may go on into autograd-tracked code)
     def interpolate(self, model: Any, a: torch.Tensor, b: torch.Tensor, steps: int = 8) -> torch.Tensor:
@@ -132,7 +132,7 @@ class AutoEncoding:
         model.train(was_training)
         w = torch.linspace(0, 1, steps, device=za.device)[None, :, None]  # (1, S, 1)
         z = za[:, None] * (1 - w) + zb[:, None] * w  # (B, S, Z)
-        return self.decode(model, z.flatten(0, 1))
+        return self.decode_codes(model, z.flatten(0, 1))
 
 
 def binarize(images: torch.Tensor, *, train: bool) -> torch.Tensor:

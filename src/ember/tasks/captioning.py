@@ -14,18 +14,25 @@ Example:
     >>> captions = task.caption(model, torch.rand(2, 1, 8, 8))
     >>> len(captions), all(isinstance(c, str) for c in captions)
     (2, True)
+
+Through the lifecycle (`ember.tasks.contract`) a captioner answers ``/v1/predict`` with a phrase
+per picture: it exports the decoding (`CaptionIds`: images → word ids, greedy) and decodes the
+ids to ``captions``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import inspect
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ember.data.phrases import BOS, EOS, PAD
+from ember.data.phrases import BOS, EOS, PAD, phrase_set
 from ember.tasks.base import LossMean, registry, split_batch
 from ember.tasks.generative import device_of
+from ember.tasks.spec import ModelSpec
 
 
 class Captioning:
@@ -38,6 +45,10 @@ class Captioning:
 
     headline = "accuracy"
     mode: Literal["max", "min"] = "max"
+    checks: ClassVar[tuple[str, ...]] = ("overfitting", "leakage", "shift", "imbalance")
+    instead: ClassVar[dict[str, str]] = {
+        "distillation": "distilling a captioner is not built in; compress it with int8 or prune instead"
+    }
 
     def __init__(self, *, beam_size: int = 1, label_smoothing: float = 0.0) -> None:
         self.beam_size = beam_size
@@ -102,6 +113,51 @@ class Captioning:
         )
         model.train(was_training)
         return [model.phrases.decode(row.tolist()) for row in ids]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+        """Images → (B, L) word ids of their greedy captions (what ``/v1/predict`` runs)."""
+        return CaptionIds(model)
+
+    def decode(self, outputs: torch.Tensor, spec: ModelSpec) -> dict[str, Any]:
+        """``{"captions": [phrase, ...]}`` from `CaptionIds`' word ids."""
+        phrases = phrase_set(_phrases_name(spec))
+        return {"captions": [phrases.decode(row) for row in outputs.tolist()]}
+
+
+def _phrases_name(spec: ModelSpec) -> str:
+    if "phrases" in spec.kwargs:
+        return str(spec.kwargs["phrases"])
+    from ember import models  # the variant's default phrase set
+
+    return str(
+        inspect.signature(models.registry.get(spec.model or "captioner")).parameters["phrases"].default
+    )
+
+
+class CaptionIds(nn.Module):
+    """A captioner as images → (B, L) word ids of greedy captions, ``<pad>`` after ``<eos>``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from ember.decoding.beam import greedy_search
+
+        model: Any = self.model
+        return greedy_search(
+            model,
+            images,
+            model.source_mask(images),
+            bos_id=BOS,
+            eos_id=EOS,
+            pad_id=PAD,
+            max_len_a=0.0,
+            max_len_b=model.block_size - 1,
+        )
 
 
 class CaptioningEvaluation:

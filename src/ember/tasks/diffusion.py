@@ -35,12 +35,19 @@ import torch.nn.functional as F
 from ember.data.phrases import PAD, UNK
 from ember.decoding import diffusion as dd
 from ember.tasks.base import LossMean, registry, split_batch
-from ember.tasks.generative import check_labels, device_of, image_shape, to_images, to_model_space
+from ember.tasks.generative import (
+    ImageGeneration,
+    check_labels,
+    device_of,
+    image_shape,
+    to_images,
+    to_model_space,
+)
 
 EVAL_SEED = 0
 
 
-class Diffusion:
+class Diffusion(ImageGeneration):
     """Noise-prediction training and DDPM/DDIM sampling with classifier-free guidance.
 
     Args:

@@ -34,26 +34,36 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ember.tasks.base import registry, split_batch
-from ember.tasks.generative import check_labels, device_of, to_images, to_model_space
+from ember.tasks.generative import SCORE, ImageGeneration, check_labels, device_of, to_images, to_model_space
 
 log = logging.getLogger("ember.generative")
 LOSSES = ("hinge", "nonsaturating")
 EVAL_SEED = 0
 
 
-class GAN:
+class GAN(ImageGeneration):
     """Adversarial training of a model with ``generator``, ``discriminator`` and ``update_ema()``.
 
     Args:
         loss: ``hinge`` or ``nonsaturating``.
         collapse_below: validation ``diversity`` under which a mode-collapse warning is logged.
     """
+
+    checks: ClassVar[tuple[str, ...]] = ("leakage", "shift")
+    """A GAN's losses measure a contest, not a fit: the checks look at its training images only."""
+    instead: ClassVar[dict[str, str]] = {
+        **ImageGeneration.instead,
+        "eval": "its losses measure the generator against the discriminator; ember score RUN measures "
+        "the samples (Fréchet distance, precision/recall)",
+        "check.overfitting": "a GAN's losses measure the generator against the discriminator, not a fit; "
+        + SCORE,
+    }
 
     headline = "d_loss"
     mode: Literal["max", "min"] = "max"

@@ -10,7 +10,9 @@ A generative task has, besides the loop's members (`ember.tasks.base`):
 - ``sample_classes(model) -> int``: how many classes ``labels`` may name (0: the model takes none).
 
 Stages (``ember generate``, ``ember score``, serving, reports) ask for these members, never for a
-family's name.
+family's name. `ImageGeneration` gives these tasks the lifecycle's answers they share
+(`ember.tasks.contract`): no ``/v1/predict`` (images come from ``/v1/generate``), no export of the
+sampling loop, the input checks that apply to their training images.
 
 Example:
     >>> import torch
@@ -22,11 +24,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
-__all__ = ["Generative", "balanced_labels", "image_shape", "to_images", "to_model_space"]
+from ember.tasks.spec import ModelSpec, NotApplicable
+
+__all__ = ["Generative", "ImageGeneration", "balanced_labels", "image_shape", "to_images", "to_model_space"]
+
+SCORE = "score its samples instead: ember score RUN (Fréchet distance, precision/recall, class accuracy)"
 
 
 @runtime_checkable
@@ -45,6 +52,31 @@ class Generative(Protocol):
     ) -> torch.Tensor: ...
 
     def sample_classes(self, model: Any) -> int: ...
+
+
+class ImageGeneration:
+    """The lifecycle answers every image-generating task shares (see `ember.tasks.contract`)."""
+
+    checks: ClassVar[tuple[str, ...]] = ("overfitting", "leakage", "shift")
+    """The loss on training against validation images, and the training images themselves."""
+    instead: ClassVar[dict[str, str]] = {
+        "eval": "the loss measures the fit; ember score RUN measures the samples (Fréchet distance, "
+        "precision/recall, class accuracy)",
+        "check.imbalance": "a generative model has no predicted classes to be imbalanced; " + SCORE,
+        "distillation": "distilling a sampler is not built in; compress it with int8 or prune instead",
+    }
+
+    def decode(self, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
+        raise NotApplicable(
+            f"task '{spec.task}' makes images and answers no /v1/predict: POST /v1/generate "
+            '{"n": 4} for PNG images (or ember generate RUN -o samples.png)'
+        )
+
+    def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
+        raise NotApplicable(
+            f"task '{spec.task}' samples in a loop of model calls, which ember does not export to one "
+            "graph; package the run (ember package RUN -o model.ember) and serve /v1/generate"
+        )
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:
