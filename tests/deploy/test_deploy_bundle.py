@@ -60,10 +60,14 @@ def test_round_trip_rebuilds_the_run_model_exactly(packaged: tuple[Path, str, Pa
     meta = bundle.meta
     assert meta["model"] == {
         "name": "cnn_tiny",
-        "kwargs": {"num_classes": 10, "in_channels": 1, "image_size": 8},
         "class": "CNN",
         "parameters": sum(p.numel() for p in prep.model.parameters()),
+        "code": "ember's zoo",
     }
+    # the run's own spec, as recorded when it trained: no second derivation of the builder kwargs
+    assert meta["spec"] == json.loads((RunStore(runs).folder(run_id) / "spec.json").read_text())
+    assert bundle.spec.kwargs == {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    assert meta["profile"] == {"split": "train", "rows": len(prep.train), "note": ""}
     assert meta["data"]["sha256"] == record.data_sha256
     assert meta["data"]["splits"] == {k: fingerprint_indices(v) for k, v in prep.splits.items()}
     assert meta["code"]["git"] == record.source["git"] and meta["code"]["ember_version"] == ember.__version__
@@ -86,7 +90,7 @@ def test_bundle_holds_no_pickle_and_only_the_documented_files(packaged: tuple[Pa
         manifest = json.loads(zf.read("manifest.json"))
         weights = zf.read("model.safetensors")
     header = json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
-    assert manifest["format"] == "ember-bundle" and manifest["format_version"] == 1
+    assert manifest["format"] == "ember-bundle" and manifest["format_version"] == 2
     assert set(manifest["files"]) == MEMBERS - {"manifest.json"}
     assert "head.weight" in header  # safetensors: an 8-byte length, a JSON header, raw tensor bytes
 
@@ -244,3 +248,81 @@ def test_package_errors_name_the_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="has no final weights"):
         package(run.id, tmp_path / "x.ember", runs_dir=runs)
     assert not (tmp_path / "x.ember").exists()
+
+
+def test_a_version_1_bundle_is_still_read_and_served(tmp_path: Path) -> None:
+    """Format 1: meta.json names model.name + model.kwargs and the input by hand; no spec."""
+    from fastapi.testclient import TestClient
+    from safetensors.torch import save
+
+    from ember.config import dump_yaml, load_config
+    from ember.deploy.serve import ServedModel, create_app
+    from ember.models import create
+    from ember.track.artifacts import pack_archive
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    model = create("cnn_tiny", **kwargs).eval()
+    meta = {
+        "format": "ember-bundle", "format_version": 1, "name": "old",
+        "model": {"name": "cnn_tiny", "kwargs": kwargs, "class": "CNN", "parameters": 1},
+        "task": "classification", "input_shape": [1, 8, 8], "input_dtype": "float32", "input_range": [0.0, 1.0],
+        "classes": [str(i) for i in range(10)], "num_classes": 10,
+    }  # fmt: skip
+    files = {
+        "model.safetensors": save(model.state_dict()),
+        "config.yaml": dump_yaml(load_config({"model": {"name": "cnn_tiny"}})).encode(),
+        "meta.json": json.dumps(meta).encode(),
+        "profile.json": build_profile(model, torch.rand(64, 1, 8, 8)).to_json().encode(),
+    }
+    path = tmp_path / "old.ember"
+    path.write_bytes(pack_archive(files, kind="ember-bundle", version=1))
+    bundle = open_bundle(path)
+    assert (
+        bundle.spec.model == "cnn_tiny"
+        and bundle.spec.kwargs == kwargs
+        and bundle.spec.task == "classification"
+    )
+    assert bundle.spec.inputs.kind == "image" and bundle.spec.inputs.value_range == (0.0, 1.0)
+    assert bundle.classes == meta["classes"] and bundle.profile is not None and bundle.tokenizer is None
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert bundle.model is not None and torch.equal(bundle.model(x), model(x))
+    with TestClient(create_app(ServedModel.from_bundle(bundle))) as client:
+        reply = client.post("/v1/predict", json={"inputs": x.tolist()})
+    assert reply.status_code == 200 and len(reply.json()["labels"]) == 3
+    del files["profile.json"]  # format 1 required it
+    path.write_bytes(pack_archive(files, kind="ember-bundle", version=1))
+    with pytest.raises(BundleError, match="file 'profile.json' is missing"):
+        open_bundle(path)
+
+
+def test_a_python_run_is_packaged_from_its_kept_data(tmp_path: Path) -> None:
+    """A Trainer run on the user's tensors: spec and splits from the run; without its training
+    split the drift profile is of its validation split, and the bundle says so."""
+    from ember.models import create
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 5, generator=g), torch.arange(60) % 2
+    trainer = ember.Trainer(
+        create("mlp_tiny", in_channels=5, image_size=1, num_classes=2), epochs=1, runs_dir=tmp_path, progress=False
+    )  # fmt: skip
+    trainer.fit((x[:40], y[:40]), (x[40:], y[40:]))
+    assert trainer.run is not None
+    run_id = trainer.run.id
+    bundle = open_bundle(package(run_id, tmp_path / "py.ember", runs_dir=tmp_path))
+    assert (
+        bundle.spec.model == "mlp_tiny"
+        and bundle.spec.inputs.kind == "table"
+        and bundle.classes == ["0", "1"]
+    )
+    assert bundle.meta["profile"] == {"split": "train", "rows": 40, "note": ""}
+    assert (
+        set(bundle.meta["data"]["splits"]) == {"train", "val"} and bundle.meta["data"]["sizes"]["val"] == 20
+    )
+    (RunStore(tmp_path).folder(run_id) / "data" / "train.safetensors").unlink()
+    bundle = open_bundle(package(run_id, tmp_path / "py2.ember", runs_dir=tmp_path))
+    assert (
+        bundle.meta["profile"]["split"] == "val" and bundle.profile is not None and bundle.profile.rows == 20
+    )
+    assert "kept no training split" in bundle.meta["profile"]["note"]

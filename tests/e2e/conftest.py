@@ -50,7 +50,7 @@ def fetch_or_skip(name: str) -> None:
         pytest.skip(f"network unreachable: {reasons[0]}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fetched():  # type: ignore[no-untyped-def]
     """``fetched(name)``: the pinned data set in the cache, or the test skipped when offline."""
     return fetch_or_skip

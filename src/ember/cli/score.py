@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ember.cli import UserError
-    from ember.cli.generate import sampler_options
+    from ember.cli.generate_images import sampler_options
     from ember.generative.score import score_run
 
     if args.n < 10:

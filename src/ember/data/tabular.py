@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.data.bundle import DataError
 from ember.data.table import Table, is_missing
@@ -239,6 +238,16 @@ class RowEncoder:
 
     # ------------------------------------------------------------------ saving
 
+    def to_spec(self) -> dict[str, Any]:
+        """The encoder as a model spec's ``preprocess`` (``kind: row-encoder``): a bundle carries it,
+        and the server encodes JSON rows with it (`ember.deploy.serve.rows`)."""
+        return {"kind": "row-encoder", **json.loads(self.to_json())}
+
+    @classmethod
+    def from_spec(cls, preprocess: Mapping[str, Any]) -> RowEncoder:
+        """The encoder `to_spec` described."""
+        return cls.from_json(json.dumps({k: v for k, v in preprocess.items() if k != "kind"}))
+
     def to_json(self) -> str:
         """Everything the encoder knows, as JSON text (``preprocess.json`` in a run)."""
         body = {
@@ -266,10 +275,7 @@ class RowEncoder:
 
     def save(self, path: str | Path) -> None:
         """Write `to_json` to ``path`` atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as file:
-            file.write(self.to_json())
-        os.replace(file.name, path)
+        atomic_write_bytes(path, self.to_json().encode())
 
     @classmethod
     def load(cls, path: str | Path) -> RowEncoder:

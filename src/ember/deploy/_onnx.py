@@ -305,45 +305,59 @@ def quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
-def session(path: str | Path, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> Any:
-    """An ``InferenceSession`` on ``path`` with ``threads`` intra-op threads (0: ORT's default)."""
+def session(path: str | Path | bytes, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> Any:
+    """An ``InferenceSession`` on ``path`` (or a graph's bytes) with ``threads`` intra-op threads (0: ORT's default)."""
     ort = require("onnxruntime", "export")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: no hardware-specific-optimization notices
-    return ort.InferenceSession(str(path), options, providers=[provider])
+    source = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(source, options, providers=[provider])
 
 
 class OnnxModule(nn.Module):
     """An ONNX file run by ONNX Runtime, behaving like the module it came from.
 
-    ``module(x)`` takes and returns torch tensors (CPU, float32 in and out); it has no parameters
-    and cannot be trained. ``onnx_path``, ``onnx_bytes``, ``threads`` and ``provider`` say what runs.
+    ``module(*xs)`` takes and returns torch tensors (CPU; one input per graph input, a tuple out
+    when the graph has several outputs); it has no parameters and cannot be trained.
+    ``onnx_path``, ``onnx_bytes``, ``threads`` and ``provider`` say what runs.
 
     Args:
-        path: the ``.onnx`` file (one input, one output).
+        path: the ``.onnx`` file, or a graph's bytes (a bundle's ``model.onnx``).
         threads: ONNX Runtime intra-op threads (0: its default, all cores).
         provider: the execution provider.
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 0, provider: str = "CPUExecutionProvider") -> None:
+    def __init__(
+        self, path: str | Path | bytes, *, threads: int = 0, provider: str = "CPUExecutionProvider"
+    ) -> None:
         super().__init__()
-        self.onnx_path = Path(path)
-        self.onnx_bytes = self.onnx_path.stat().st_size
+        self.graph = path if isinstance(path, bytes) else None
+        self.onnx_path = Path(path) if not isinstance(path, bytes) else Path("model.onnx")
+        self.onnx_bytes = len(path) if isinstance(path, bytes) else self.onnx_path.stat().st_size
         self.threads = threads
         self.provider = provider
         self.session = session(path, threads=threads, provider=provider)
-        self._input = self.session.get_inputs()[0].name
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._input = self._inputs[0]
+        self._several = len(self.session.get_outputs()) > 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *xs: torch.Tensor) -> Any:
         # (B, ...) -> (B, K): numpy views both ways, no copies beyond making x contiguous
-        out = self.session.run(None, {self._input: x.detach().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
+        if len(xs) == 1:
+            feed = {self._input: xs[0].detach().cpu().contiguous().numpy()}
+        else:
+            feed = {
+                name: x.detach().cpu().contiguous().numpy() for name, x in zip(self._inputs, xs, strict=True)
+            }
+        out = self.session.run(None, feed)
+        return tuple(torch.from_numpy(o) for o in out) if self._several else torch.from_numpy(out[0])
 
     def with_threads(self, threads: int) -> OnnxModule:
-        """The same file in a new session with ``threads`` intra-op threads."""
-        return OnnxModule(self.onnx_path, threads=threads, provider=self.provider)
+        """The same graph in a new session with ``threads`` intra-op threads."""
+        source = self.graph if self.graph is not None else self.onnx_path
+        return OnnxModule(source, threads=threads, provider=self.provider)
 
     def extra_repr(self) -> str:
         return f"{self.onnx_path.name}, threads={self.threads}, provider={self.provider}"

@@ -10,8 +10,10 @@ Monitoring applies the *same* :meth:`ReferenceProfile.features` to live inputs a
   sample of up to ``sample_size`` rows (for two-sample KS).
 - **embeddings**: up to ``sample_size`` vectors of the model's penultimate features
   (``forward_head(forward_features(x), pre_logits=True)`` when the model has timm's split, else its
-  outputs), for MMD.
-- **predictions**: the predicted-class histogram (classification) or output quantiles (regression).
+  outputs when they are at most :data:`MAX_EMBEDDING` wide; none otherwise), for MMD.
+- **predictions**: the predicted-class histogram (a classifier) or the quantiles of each output
+  (when there are at most :data:`MAX_QUANTILE_OUTPUTS`). A model returning a tuple of tensors (a
+  detector's maps, through its task's ``export_module``) is profiled on its first.
 
 Numbers are float32 values stored exactly (shortest round-trip text), so ``from_json(to_json())``
 gives back the same profile.
@@ -42,6 +44,10 @@ from torch import nn
 PROFILE_VERSION = 1
 GRID = 4  # images: a GRID x GRID average-pooled map per channel
 MAX_TABLE_FEATURES = 64
+MAX_EMBEDDING = 256  # wider outputs (a segmenter's per-pixel logits) are not kept as embeddings
+MAX_QUANTILE_OUTPUTS = 64
+PROFILED_KINDS = ("image", "table")
+"""Input kinds (``InputSpec.kind``) whose features a profile summarizes."""
 QUANTILES = [i / 100 for i in range(101)]  # 0, 0.01, ..., 1 (for KS from quantiles)
 BINS = 10  # decile bins for PSI
 PSI_EPS = 1e-4  # floor of a bin's fraction, so an empty bin gives a large but finite PSI
@@ -73,14 +79,14 @@ class ReferenceProfile:
     feature_sample: list[list[float]]
     """Up to ``sample_size`` rows of features, for KS tests."""
     embedding_kind: str
-    """``pre_logits`` (penultimate features) or ``outputs`` (the model's outputs)."""
+    """``pre_logits`` (penultimate features), ``outputs`` (the model's outputs) or ``none``."""
     embedding_sample: list[list[float]]
     """Up to ``sample_size`` embedding vectors of the same rows, for MMD."""
     task: str
     prediction_histogram: list[float] | None
-    """Classification: the fraction of training rows predicted as each class."""
+    """A classifier: the fraction of training rows predicted as each class."""
     prediction_quantiles: list[list[float]] | None
-    """Regression: per output, its value at each level of ``quantiles``."""
+    """Other models with few outputs: per output, its value at each level of ``quantiles``."""
 
     # ------------------------------------------------------------------ the shared feature map
 
@@ -167,22 +173,39 @@ def feature_names(input_shape: tuple[int, ...] | list[int]) -> list[str]:
 
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The embedding a profile stores: penultimate features when the model has them, else outputs.
+    """The embedding a profile stores: penultimate features when the model has them, else outputs
+    (the first, for a model returning several).
 
     Returns:
         ``(B, D)`` float32.
     """
-    if _has_pre_logits(model):
+    if has_pre_logits(model):
         out = model.forward_head(model.forward_features(x), pre_logits=True)  # type: ignore[operator]
     else:
-        out = model(x)
+        out = first_output(model(x))
     return out.float().flatten(1)
 
 
-def _has_pre_logits(model: nn.Module) -> bool:
-    return callable(getattr(model, "forward_features", None)) and callable(
-        getattr(model, "forward_head", None)
-    )
+def has_pre_logits(model: nn.Module) -> bool:
+    """The model has timm's split: ``forward_features`` and a ``forward_head`` taking ``pre_logits``."""
+    import inspect
+
+    head = getattr(model, "forward_head", None)
+    if not callable(getattr(model, "forward_features", None)) or not callable(head):
+        return False
+    try:
+        return "pre_logits" in inspect.signature(head).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def first_output(out: Any) -> torch.Tensor:
+    """A model's output tensor, or the first of a tuple of them."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, list | tuple) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ValueError(f"profiles read models returning tensors (or tuples of them); got {type(out).__name__}")
 
 
 def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -227,6 +250,7 @@ def build_profile(
     data: Any,
     *,
     task: str = "classification",
+    classifier: bool = True,
     max_rows: int = 10_000,
     sample_size: int = 500,
     batch_size: int = 512,
@@ -237,7 +261,9 @@ def build_profile(
     Args:
         model: the trained model (run in eval mode; its mode is restored afterwards).
         data: the training split: a tensor of inputs, ``ArrayData``, or a dataset of ``(x, y)``.
-        task: ``classification`` (predicted-class histogram) or anything else (output quantiles).
+        task: the task's name, recorded in the profile.
+        classifier: its outputs are class scores (a predicted-class histogram is kept), else output
+            quantiles are.
         max_rows: profile a seeded random subset when the split is larger (bounds packaging time).
         sample_size: rows kept as the feature and embedding samples.
         batch_size: rows per forward pass.
@@ -256,6 +282,7 @@ def build_profile(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     was_training = model.training
     model.eval()
+    pre_logits = has_pre_logits(model)
     feats, embeds, outputs = [], [], []
     shape: tuple[int, ...] = ()
     try:
@@ -265,18 +292,23 @@ def build_profile(
             feats.append(input_features(x))
             x = x.to(device)
             with torch.no_grad():
-                outputs.append(model(x).float().cpu())
-            if mask.any():
-                embeds.append(embed(model, x[mask.to(device)]).cpu())
+                out = first_output(model(x)).float().cpu()
+            if out.ndim <= 2:  # (B,) or (B, K): predictions to summarize; maps (B, K, H, W) are not
+                outputs.append(out.reshape(len(out), -1))
+            if mask.any() and (pre_logits or out[0].numel() <= MAX_EMBEDDING):
+                embeds.append(embed(model, x[mask.to(device)]).cpu() if pre_logits else out[mask].flatten(1))
     finally:
         model.train(was_training)
     f = torch.cat(feats)  # (N, F)
-    out = torch.cat(outputs)
+    scores = torch.cat(outputs) if outputs else None  # (N, K)
     q = torch.tensor(QUANTILES)
     qv = torch.quantile(f, q, dim=0).T  # (F, Q)
     edges = torch.tensor(_exact(torch.quantile(f, torch.linspace(0, 1, BINS + 1)[1:-1], dim=0).T))
-    classification = task == "classification" and out.ndim == 2 and out.shape[1] > 1
-    hist = torch.bincount(out.argmax(dim=1), minlength=out.shape[1]) / len(out) if classification else None
+    hist = quantiles = None
+    if scores is not None and classifier and scores.shape[1] > 1:  # the predicted-class histogram
+        hist = torch.bincount(scores.argmax(dim=1), minlength=scores.shape[1]) / len(scores)
+    elif scores is not None and scores.shape[1] <= MAX_QUANTILE_OUTPUTS:
+        quantiles = torch.quantile(scores, q, dim=0).T
     return ReferenceProfile(
         version=PROFILE_VERSION,
         input_shape=list(shape),
@@ -291,19 +323,22 @@ def build_profile(
         bin_edges=_exact(edges),
         bin_fractions=_exact(_bin_fractions(f, edges.float())),
         feature_sample=_exact(f[keep]),
-        embedding_kind="pre_logits" if _has_pre_logits(model) else "outputs",
-        embedding_sample=_exact(torch.cat(embeds)),
+        embedding_kind="pre_logits" if pre_logits else "outputs" if embeds else "none",
+        embedding_sample=_exact(torch.cat(embeds)) if embeds else [],
         task=task,
         prediction_histogram=_exact(hist) if hist is not None else None,
-        prediction_quantiles=None if classification else _exact(torch.quantile(out.flatten(1), q, dim=0).T),
+        prediction_quantiles=_exact(quantiles) if quantiles is not None else None,
     )
 
 
 __all__ = [
+    "PROFILED_KINDS",
     "ReferenceProfile",
     "build_profile",
     "embed",
     "feature_names",
+    "first_output",
+    "has_pre_logits",
     "input_features",
     "ks_statistic",
 ]

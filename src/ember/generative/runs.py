@@ -43,24 +43,34 @@ def task_of(ref: str, *, runs_dir: str | Path | None = None) -> tuple[Any, RunRe
 
 @dataclass
 class Loaded:
-    """A run's model (final weights, eval mode, on ``device``), task, data and record."""
+    """A run's model (final weights, eval mode, on ``device``), task, data and record.
+
+    ``run`` is the `ember.recipe.LoadedRun` (its splits, classes and spec, for a Python run too);
+    ``prep`` the recipe's rebuilt data (None for a run trained from Python).
+    """
 
     model: nn.Module
     task: Any
     prep: Any
     record: RunRecord
     device: torch.device
+    run: Any = None
+
+    def held_out(self) -> Any:
+        """The test split, or the validation split when the run has no test split."""
+        have = self.run.available_splits()
+        return self.run.split("test" if "test" in have else "val")
 
 
 def load(ref: str, *, runs_dir: str | Path | None = None, device: str = "auto") -> Loaded:
-    """Rebuild run ``ref``: its data (same splits), model and task (`ember.recipe.load_run_model`)."""
-    from ember.recipe import build_task, load_run_model
+    """Rebuild run ``ref``: its model, task and data (`ember.recipe.load_run`)."""
+    from ember.recipe import load_run
     from ember.train.precision import resolve_device
 
-    prep, record = load_run_model(ref, runs_dir=runs_dir)
+    run = load_run(ref, runs_dir=runs_dir)
     where = resolve_device(device)
-    model = prep.model.to(where).eval()
-    return Loaded(model, build_task(prep.config, prep.bundle), prep, record, where)
+    model = run.model.to(where).eval()
+    return Loaded(model, run.task, run.prepared, run.record, where, run)
 
 
 def parse_class(value: str, classes: list[str] | None) -> int:

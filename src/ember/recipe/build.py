@@ -129,6 +129,7 @@ def input_spec(bundle: DataBundle) -> InputSpec:
 
 def model_spec(cfg: Config, bundle: DataBundle) -> ModelSpec:
     """The spec a recipe run records: the zoo model and kwargs, the task and the data's inputs."""
+    encoder = getattr(bundle, "encoder", None)
     return ModelSpec(
         task=cfg.task.name,
         inputs=input_spec(bundle),
@@ -138,6 +139,7 @@ def model_spec(cfg: Config, bundle: DataBundle) -> ModelSpec:
         classes=[str(c) for c in bundle.classes] if bundle.classes else None,
         tokenizer=getattr(bundle, "tokenizer", None) is not None,
         transforms=hooks.structure(cfg),
+        preprocess=encoder.to_spec() if encoder is not None else None,  # a table's RowEncoder
     )
 
 

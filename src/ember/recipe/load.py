@@ -30,6 +30,7 @@ from torch import nn
 
 from ember.config import Config, load_config, parse_yaml
 from ember.data import load_splits
+from ember.data.csv_table import PREPROCESS
 from ember.data.tokenizers import load_tokenizer
 from ember.recipe.build import Prepared, prepare, task_for
 from ember.recipe.train import final_task
@@ -128,13 +129,17 @@ class LoadedRun:
         return final_task(self.task) if split == "test" else self.task
 
 
-def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True) -> LoadedRun:
+def load_run(
+    ref: str, *, runs_dir: str | Path | None = None, data: bool = True, model: nn.Module | None = None
+) -> LoadedRun:
     """Rebuild run ``ref`` (an id, a unique prefix, ``latest`` or ``latest:NAME``) for a stage.
 
     Args:
         ref: the run.
         runs_dir: the run store (default ``$EMBER_RUNS`` or ``runs``).
         data: also reload a recipe run's data (False: model, task and tokenizer only).
+        model: the module to load the run's weights into instead of ``spec.build()`` (a run of a
+            user's own module that names no entry point: the user builds it, e.g. to package it).
 
     Raises:
         FileNotFoundError: the run has no final weights (it failed or is still running).
@@ -151,6 +156,8 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
     if tokenizer_file.is_file():
         store.verify_file(record.id, "tokenizer.json")  # the one the run trained with, unchanged
         tokenizer = load_tokenizer(tokenizer_file)
+    if (record.folder / PREPROCESS).is_file():  # a table's fitted encoder, read by prepare and the spec
+        store.verify_file(record.id, PREPROCESS)
     spec = read_spec(store, record.id)
     prepared = None
     is_recipe = (record.folder / "splits").is_dir()
@@ -169,13 +176,14 @@ def load_run(ref: str, *, runs_dir: str | Path | None = None, data: bool = True)
         raise RecordError(
             f"run {record.id} recorded no spec.json and has no config splits to rebuild one from"
         )
-    if not spec.rebuildable:
+    if model is None and not spec.rebuildable:
         raise NotApplicable(
             f"run {record.id}'s model is a user's module with no entry point, so it cannot be rebuilt from its "
-            "weights; train it with Trainer(..., spec=ModelSpec(entry_point='pkg.mod:build', ...)) or package "
-            "its ONNX graph (ember package exports one)"
+            "weights; train it with Trainer(..., spec=ModelSpec(entry_point='pkg.mod:build', ...)) or "
+            "package it from Python with ember.deploy.package(RUN, OUT, model=YourModule(...)) (its ONNX graph is "
+            "served)"
         )
-    model = spec.build()
+    model = model if model is not None else spec.build()
     # checked against the sha256 the run store recorded when it was written (WeightsError if not)
     state = read_safetensors(weights, sha256=store.artifact_sha256(record.id, "model.safetensors"))[0]
     try:

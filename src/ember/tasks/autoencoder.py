@@ -31,9 +31,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ember.tasks.base import registry, split_batch
-from ember.tasks.generative import ImageGeneration, check_labels, device_of
+from ember.tasks.generative import ImageGeneration, LatentImages, check_labels, device_of, spec_option
+from ember.tasks.spec import ModelSpec
 
 EVAL_SEED = 0  # the binarization of validation and test images
 
@@ -77,6 +79,13 @@ class AutoEncoding(ImageGeneration):
         return AutoEncodingEvaluation(self.beta)
 
     # ------------------------------------------------------------------ generation
+
+    def network(self, model: Any) -> nn.Module:
+        """The decoder: (B, Z) codes → images in [0, 1]."""
+        return LatentImages(model.decode, torch.sigmoid)
+
+    def network_inputs(self, spec: ModelSpec, n: int, generator: torch.Generator) -> tuple[torch.Tensor]:
+        return (torch.randn(n, int(spec_option(spec, "latent_dim")), generator=generator),)
 
     def sample_classes(self, model: Any) -> int:
         return 0

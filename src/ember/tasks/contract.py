@@ -19,6 +19,8 @@ member              what it answers                                          wit
 ``generate_text``   ``(model, tokenizer, prompt, **options) -> Iterator[str]`` NotApplicable
                     pieces of text as they decode (``/v1/generate``, ``ember
                     generate``)
+``answers_prompt``  whether that text answers the prompt (a translator) or    False
+                    continues it (a language model)
 ``protect``         ``(metric, "max" | "min")`` a compressed variant must     ``(headline, mode)``
                     keep
 ``checks``          names of the run checks that apply                        ``("overfitting",)``
@@ -30,6 +32,8 @@ member              what it answers                                          wit
 ``sample_classes``  ``(model) -> int``: how many classes ``labels`` may name  0
 ``report_samples``  ``(model, spec, *, seed) -> (images, nrow, caption)``:    a grid of ``sample``:
                     the grid the report shows                                 a column per class
+``profile_inputs``  whether a server's requests are the training inputs, so a  True
+                    drift profile of them applies (False: a sampler's)
 ``instead``         ``{stage: advice}``: what to do where a stage does not    the stage's own advice
                     apply (``"check.<name>"`` for a check; ``"eval"``: what
                     else measures the model, said beside its metrics)
@@ -112,12 +116,19 @@ def decode(task: Any, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
     return {"outputs": np.ascontiguousarray(outputs.detach().float().cpu().numpy())}
 
 
+NO_TEXT = "its model does not produce text; use /v1/predict"
+"""The advice when text generation does not apply (the task has no ``generate_text``)."""
+
+
 def generate_text(task: Any, model: nn.Module, tokenizer: Any, prompt: str, **options: Any) -> Iterator[str]:
     """Pieces of text continuing (or answering) ``prompt``, as they decode."""
-    own = require(
-        task, "generate_text", "text generation", "its model does not produce text; use /v1/predict"
-    )
+    own = require(task, "generate_text", "text generation", NO_TEXT)
     return iter(own(model, tokenizer, prompt, **options))
+
+
+def answers_prompt(task: Any) -> bool:
+    """Whether :func:`generate_text`'s pieces answer the prompt (a translation) rather than continue it."""
+    return bool(getattr(task, "answers_prompt", False))
 
 
 def protected_metric(task: Any) -> tuple[str, str]:
@@ -138,6 +149,11 @@ def applicable_checks(task: Any) -> tuple[str, ...]:
 NO_IMAGES = "its model does not make images; use /v1/predict (or /v1/generate for a text model)"
 """The advice when image generation does not apply (the task has no ``sample``)."""
 _SAMPLE_ARGS = ("labels", "prompt", "generator")
+
+
+def profiles_inputs(task: Any) -> bool:
+    """Whether serving ``task``'s model takes inputs like its training data (a drift profile applies)."""
+    return bool(getattr(task, "profile_inputs", True))
 
 
 def makes_images(task: Any) -> bool:
@@ -251,6 +267,8 @@ __all__ = [
     "CHECKS",
     "CHECK_NEEDS",
     "inapplicable_checks",
+    "NO_TEXT",
+    "answers_prompt",
     "applicable_checks",
     "decode",
     "distill_loss",
@@ -260,6 +278,7 @@ __all__ = [
     "generate_text",
     "image_classes",
     "makes_images",
+    "profiles_inputs",
     "report_samples",
     "sample_options",
     "NO_IMAGES",

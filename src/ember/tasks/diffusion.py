@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ember.data.phrases import PAD, UNK
 from ember.decoding import diffusion as dd
@@ -40,9 +41,11 @@ from ember.tasks.generative import (
     check_labels,
     device_of,
     image_shape,
+    spec_option,
     to_images,
     to_model_space,
 )
+from ember.tasks.spec import ModelSpec
 
 EVAL_SEED = 0
 
@@ -129,6 +132,18 @@ class Diffusion(ImageGeneration):
         return self._phrases[key]
 
     # ------------------------------------------------------------------ generation
+
+    def network(self, model: Any) -> nn.Module:
+        """The (averaged) denoiser: (x_t, t[, class ids]) → its prediction (noise or v)."""
+        return model.denoiser()
+
+    def network_inputs(self, spec: ModelSpec, n: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        x = torch.randn(n, *spec.inputs.shape, generator=generator)
+        t = torch.randint(0, self.schedule.num_steps, (n,), generator=generator)
+        if spec_option(spec, "condition") != "class":
+            return x, t
+        classes = int(spec_option(spec, "num_classes"))
+        return x, t, torch.randint(0, classes, (n,), generator=generator)
 
     def sample_classes(self, model: Any) -> int:
         return int(model.num_classes) if getattr(model, "condition", "none") != "none" else 0

@@ -38,9 +38,20 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ember.tasks.base import registry, split_batch
-from ember.tasks.generative import SCORE, ImageGeneration, check_labels, device_of, to_images, to_model_space
+from ember.tasks.generative import (
+    SCORE,
+    ImageGeneration,
+    LatentImages,
+    check_labels,
+    device_of,
+    spec_option,
+    to_images,
+    to_model_space,
+)
+from ember.tasks.spec import ModelSpec
 
 log = logging.getLogger("ember.generative")
 LOSSES = ("hinge", "nonsaturating")
@@ -128,6 +139,13 @@ class GAN(ImageGeneration):
         return GANEvaluation(self)
 
     # ------------------------------------------------------------------ generation
+
+    def network(self, model: Any) -> nn.Module:
+        """The (averaged) generator: (B, Z) codes → images in [0, 1]."""
+        return LatentImages(model, to_images)
+
+    def network_inputs(self, spec: ModelSpec, n: int, generator: torch.Generator) -> tuple[torch.Tensor]:
+        return (torch.randn(n, int(spec_option(spec, "latent_dim")), generator=generator),)
 
     def sample_classes(self, model: Any) -> int:
         return 0

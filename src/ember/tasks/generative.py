@@ -72,11 +72,42 @@ class ImageGeneration:
             '{"n": 4} for PNG images (or ember generate RUN -o samples.png)'
         )
 
+    profile_inputs: ClassVar[bool] = False
+    """A server of a generative model takes requests for images, not images: no drift profile."""
+
     def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
-        raise NotApplicable(
-            f"task '{spec.task}' samples in a loop of model calls, which ember does not export to one "
-            "graph; package the run (ember package RUN -o model.ember) and serve /v1/generate"
-        )
+        """The one network call a sampler repeats (a generator, a decoder, a denoiser): what a
+        bundle verifies and ONNX export traces; sampling itself loops in PyTorch (/v1/generate)."""
+        return self.network(model)  # type: ignore[attr-defined]
+
+    def example_inputs(self, spec: ModelSpec, n: int, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Valid inputs of `export_module`'s network for ``n`` examples."""
+        generator = torch.Generator().manual_seed(seed)
+        return tuple(self.network_inputs(spec, n, generator))  # type: ignore[attr-defined]
+
+
+class LatentImages(nn.Module):
+    """(B, Z) codes → (B, C, H, W) images in [0, 1] through ``decode`` (a generator, a VAE's decoder)."""
+
+    def __init__(self, decode: nn.Module | Any, to_unit: Any) -> None:
+        super().__init__()
+        self.decode, self.to_unit = decode, to_unit
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_unit(self.decode(z))
+
+
+def spec_option(spec: ModelSpec, name: str) -> Any:
+    """Option ``name`` of the spec's zoo model: as recorded, or its variant's default."""
+    import inspect
+
+    if name in spec.kwargs:
+        return spec.kwargs[name]
+    if spec.model is None:
+        raise NotApplicable(f"a user's model ({spec.entry_point}) records no '{name}'; pass it in its kwargs")
+    from ember import models
+
+    return inspect.signature(models.registry.get(spec.model)).parameters[name].default
 
 
 def to_model_space(images: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,7 @@ class Seq2Seq:
 
     headline = "bleu"
     mode: Literal["max", "min"] = "max"
+    answers_prompt = True  # generate_text answers the prompt with its translation
 
     def __init__(
         self,

@@ -2,10 +2,16 @@
 
 Endpoints::
 
-    POST /v1/predict   {"inputs": [item, ...]} -> {"outputs": [...], "predictions": [...], "labels": [...]}
+    POST /v1/predict   {"inputs": [item, ...]} -> per item, the fields the model's task answers
+                       (a classifier: {"outputs", "predictions", "labels"}; a detector:
+                       {"detections"}; a segmenter: {"masks"}; others: {"outputs"})
                        an item: a nested list of numbers of the model's input shape; for image
                        models also a base64 string of an image file, or the raw image bytes as
                        the whole body (Content-Type image/*); for text models a string (or text/plain)
+    POST /v1/generate  {"prompt": "...", ...} -> {"text": "..."}, or JSON lines as the text decodes
+                       (language models, translators; see ``ember.deploy.serve.generate``)
+    POST /v1/generate  {"n": 4, "class": 7} -> PNG images, for a model whose task makes images
+                       (see ``ember.deploy.serve.generate_images``)
     GET  /healthz      the process and its batch worker are alive
     GET  /readyz       the model is loaded and warmed up, and the server is not draining
     GET  /metrics      Prometheus: requests, latency, batch sizes, queue depth, errors, drift, safety
@@ -15,10 +21,11 @@ Endpoints::
     GET  /v1/drift     drift of the recent window against the reference profile (JSON)
     GET  /openapi.json every endpoint above with its request schema and statuses
 
-Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON, 408 headers or body sent
-too slowly, 413 a body over ``max_body_bytes`` (or too many items, or an image over the pixel
-limit), 415 an unsupported content type, 422 wrong shape, type or range, 503 a full queue (with
-Retry-After), 504 a request that waited longer than ``timeout_s``.
+Every error is a 4xx/5xx with ``{"error": "..."}``: 400 unreadable JSON (or a model whose task
+answers no /v1/predict: a language model, with the advice to call /v1/generate), 408 headers or
+body sent too slowly, 413 a body over ``max_body_bytes`` (or too many items, or an image over the
+pixel limit), 415 an unsupported content type, 422 wrong shape, type or range, 503 a full queue
+(with Retry-After), 504 a request that waited longer than ``timeout_s``.
 
 The pieces of a request's path each have their module: bodies are decoded by
 :mod:`~ember.deploy.serve.decode`, queued by :mod:`~ember.deploy.serve.batching`, counted by
@@ -58,10 +65,14 @@ import torch
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.batching import DynamicBatcher
 from ember.deploy.serve.decode import Decoder
+from ember.deploy.serve.generate import add_generate
+from ember.deploy.serve.generate_images import generate_route
 from ember.deploy.serve.lane import ApiError, Lane, lane_protocol
 from ember.deploy.serve.metrics import Metrics
 from ember.deploy.serve.monitor import DriftCollector, DriftMonitor, Thresholds
 from ember.deploy.serve.openapi import predict_operation, responses
+from ember.tasks import contract
+from ember.tasks.spec import NotApplicable
 
 log = logging.getLogger("ember.serve")
 
@@ -86,6 +97,9 @@ def create_app(
     header_timeout_s: float = 10.0,
     body_timeout_s: float = 30.0,
     admin_token: str | None = None,
+    max_new_tokens: int = 512,
+    max_images: int = 64,
+    generate_workers: int = 2,
 ) -> Any:
     """The FastAPI app serving ``model``.
 
@@ -108,6 +122,10 @@ def create_app(
         body_timeout_s: a request's body must arrive within this long after its headers, else 408.
         admin_token: the bearer token of ``GET /v1/admin/model`` (the card with environment, package
             and code versions); default ``$EMBER_SERVE_ADMIN_TOKEN``; with neither, that view is off.
+        max_new_tokens: the most tokens a /v1/generate request may ask for.
+        max_images: the most images a /v1/generate request may ask of a model that makes images.
+        generate_workers: threads decoding /v1/generate requests (each request has its own
+            KV cache and generator; ``max_queue`` bounds the requests at once).
 
     Returns:
         A FastAPI app; run it with :func:`serve` (uvicorn) or test it with ``TestClient``.
@@ -128,7 +146,8 @@ def create_app(
     collector = DriftCollector(monitor) if monitor is not None else None
     metrics = Metrics(served.name, served.runner.backend, served.sha256, collector)
     decoder = Decoder(served, max_items)
-    state = SimpleNamespace(ready=False, draining=False)  # warmed up; SIGTERM received
+    # warmed up; SIGTERM received; what /v1/predict answers (the fields, or why it does not apply)
+    state = SimpleNamespace(ready=False, draining=False, predict={})
     observer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-drift") if monitor else None
     # images and anything pydantic checks are decoded here, off the event loop
     decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ember-decode")
@@ -144,8 +163,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
-        example = torch.zeros((1, *served.input_shape), dtype=decoder.torch_dtype)
-        await asyncio.to_thread(served.runner, example)  # warm up before /readyz says ready
+        # warm up before /readyz says ready; the task's answer to it says whether /v1/predict applies
+        warm = await asyncio.to_thread(served.runner, *served.example(1))
+        refusal, state.predict = predict_refusal(served, warm.outputs)
+        if refusal is not None:
+            lane.decode = lane.decode_fast = refusal
         state.ready = True
         try:
             yield
@@ -153,6 +175,7 @@ def create_app(
             state.ready = False
             await batcher.close()
             decode_pool.shutdown(wait=True)
+            await asyncio.to_thread(generation.close)
             if observer is not None:
                 observer.shutdown(wait=True)
 
@@ -190,6 +213,12 @@ def create_app(
         max_decoding=max_queue,
     )
     app.state.lane = lane  # serve() answers most predict requests in the HTTP protocol through it
+    generation = generate_route(
+        served, metrics, read_body=_read_body, error=lane.error, timeout_s=timeout_s,
+        max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens, max_requests=max_queue,
+        workers=generate_workers, max_images=max_images,
+    )  # fmt: skip
+    add_generate(app, generation)
 
     async def predict(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
@@ -253,11 +282,10 @@ def create_app(
             "artifact": getattr(served.runner, "artifact", None),  # the plan's measured file, if any
             "sha256": served.sha256,
             "classes": served.classes,
+            "task": served.spec.task if served.spec is not None else None,
             "input": decoder.schema(),
             "output": {
-                "outputs": "one list of model outputs (logits for a classifier) per item",
-                "predictions": "argmax class index per item (classifiers)",
-                "labels": "class name per item (classifiers)",
+                **state.predict,
                 "flags": "safety flags per item (when a safety filter is set)",
             },
             "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_queue": max_queue},
@@ -337,6 +365,25 @@ async def _send_json(send: Any, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+def predict_refusal(
+    served: ServedModel, outputs: Any
+) -> tuple[Callable[[bytes, str], Any] | None, dict[str, Any]]:
+    """What the served model's task answers /v1/predict with, from its decoding of ``outputs``:
+    ``(None, {"fields": [...]})``, or a decode function refusing every request and the reason,
+    when it answers none (a language model: its advice says to call /v1/generate)."""
+    assert served.spec is not None  # ServedModel fills it
+    try:
+        fields = contract.decode(served.task, outputs, served.spec)
+    except NotApplicable as e:
+        error = ApiError(400, str(e), "not_applicable")
+
+        def refuse(body: bytes, content_type: str) -> Any:
+            raise error
+
+        return refuse, {"refused": str(e)}
+    return None, {"fields": list(fields)}
+
+
 def _batch_fn(
     served: ServedModel,
     safety_filter: SafetyFilter | None,
@@ -344,7 +391,8 @@ def _batch_fn(
     observer: ThreadPoolExecutor | None,
     metrics: Metrics,
 ) -> Callable[[list[torch.Tensor]], list[bytes]]:
-    """What the model thread runs per batch: one forward, the safety filter, JSON per request.
+    """What the model thread runs per batch: one forward, the task's decoding, the safety filter,
+    JSON per request (each request's slice of every decoded field).
 
     Drift observation goes to its own thread so that it never delays this batch's answers.
     """
@@ -352,30 +400,31 @@ def _batch_fn(
     import orjson
 
     numpy_option = orjson.OPT_SERIALIZE_NUMPY
-    classes = served.classes or []
+    task, spec = served.task, served.spec
+    assert spec is not None  # ServedModel fills it
 
     def run(payloads: list[torch.Tensor]) -> list[bytes]:
         x = payloads[0] if len(payloads) == 1 else torch.cat(payloads)
         result = served.runner(x)
-        outputs = result.outputs.float()
-        preds = outputs.argmax(1) if served.classes and outputs.dim() == 2 else None
-        flags = _flags(safety_filter(outputs), len(x)) if safety_filter is not None else None
+        try:
+            fields = contract.decode(task, result.outputs, spec)
+        except NotApplicable as e:
+            raise ApiError(400, str(e), "not_applicable") from None
+        flags = _flags(safety_filter(result.outputs), len(x)) if safety_filter is not None else None
         for flag in (f for item in flags or [] for f in item):
             metrics.safety.labels(flag).inc()
         if observer is not None and monitor is not None:
             emb = result.outputs if monitor.reference.embedding_kind == "outputs" else result.embeddings
-            observer.submit(_observe, monitor, metrics, x, emb, preds)
+            preds = fields.get("predictions")
+            observer.submit(
+                _observe, monitor, metrics, x, emb, np.asarray(preds) if preds is not None else None
+            )
         # orjson writes numpy rows directly (float32 in shortest round-trip form), ~10x faster than
         # json.dumps on lists: this runs in the model thread, holding the GIL the event loop needs
-        rows = np.ascontiguousarray(outputs.numpy())
-        pred_rows = preds.tolist() if preds is not None else None
         replies, start = [], 0
         for p in payloads:
             stop = start + len(p)
-            reply: dict[str, Any] = {"outputs": rows[start:stop]}
-            if pred_rows is not None:
-                reply["predictions"] = picked = pred_rows[start:stop]
-                reply["labels"] = [classes[i] if i < len(classes) else str(i) for i in picked]
+            reply = {name: values[start:stop] for name, values in fields.items()}
             if flags is not None:
                 reply["flags"] = flags[start:stop]
             replies.append(orjson.dumps(reply, option=numpy_option))

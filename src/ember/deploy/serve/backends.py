@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ember._io import require
+from ember.tasks.spec import InputSpec, ModelSpec
 
 BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 PLAN_KEYS: dict[str, tuple[type, ...]] = {
@@ -55,18 +56,18 @@ PLAN_KEYS: dict[str, tuple[type, ...]] = {
 class RunOutput:
     """What a runner returns for one batch."""
 
-    outputs: torch.Tensor
-    """(B, ...) model outputs: logits for a classifier."""
+    outputs: Any
+    """(B, ...) model outputs (logits for a classifier), or a tuple of them (a detector's maps)."""
     embeddings: torch.Tensor | None = None
     """(B, D) pre-logit features, or None when the model has no forward_features/forward_head."""
 
 
 class Runner(Protocol):
-    """Anything that runs a batch: ``runner(x) -> RunOutput``, with a ``backend`` name."""
+    """Anything that runs a batch: ``runner(*inputs) -> RunOutput``, with a ``backend`` name."""
 
     backend: str
 
-    def __call__(self, x: torch.Tensor) -> RunOutput: ...
+    def __call__(self, *inputs: torch.Tensor) -> RunOutput: ...
 
 
 class WithEmbeddings(nn.Module):
@@ -74,15 +75,17 @@ class WithEmbeddings(nn.Module):
 
     Uses timm's split when present: ``emb = forward_head(forward_features(x), pre_logits=True)``
     and ``outputs = head(emb)`` (``forward_head(feats)`` when the model has no ``head``), so the
-    embeddings cost nothing extra. Models without the split return ``(model(x), None)``.
+    embeddings cost nothing extra. Models without the split return ``(model(*inputs), None)``.
     """
 
     def __init__(self, model: nn.Module) -> None:
+        from ember.deploy.profile import has_pre_logits
+
         super().__init__()
         self.model = model
-        self.has_embeddings = hasattr(model, "forward_features") and hasattr(model, "forward_head")
+        self.has_embeddings = has_pre_logits(model)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
         if not self.has_embeddings:
             return self.model(x), None
         feats = self.model.forward_features(x)  # type: ignore[operator]
@@ -98,32 +101,60 @@ class TorchRunner:
     def __init__(self, model: nn.Module, backend: str = "eager") -> None:
         self.backend = backend
         self.module = WithEmbeddings(model.eval()).eval()
-        self._forward: Callable[[torch.Tensor], Any] = self.module
+        # a model without timm's split may take several inputs (a translator's source and target)
+        self._forward: Callable[..., Any] = self.module if self.module.has_embeddings else _OutputsOnly(model)
         if backend == "compiled":
-            self._forward = torch.compile(self.module, dynamic=True)
+            self._forward = torch.compile(self._forward, dynamic=True)
 
-    def __call__(self, x: torch.Tensor) -> RunOutput:
+    def __call__(self, *inputs: torch.Tensor) -> RunOutput:
         with torch.inference_mode():
-            out, emb = self._forward(x)
+            out, emb = self._forward(*inputs)
         return RunOutput(out, emb)
 
 
-class OnnxRunner:
-    """Runs an ONNX file (inputs ``x``; outputs ``outputs`` and optionally ``embeddings``)."""
+class _OutputsOnly(nn.Module):
+    """A model's outputs and no embeddings, for any number of inputs."""
 
-    def __init__(self, path: str | Path, *, backend: str = "onnxruntime", threads: int = 0) -> None:
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[Any, None]:
+        return self.model(*inputs), None
+
+
+class OnnxRunner:
+    """Runs an ONNX file: inputs ``x`` (or several); outputs ``outputs`` and optionally ``embeddings``
+    (``embeddings=True``, the graphs :func:`export_for_serving` writes), else the model's outputs
+    (a tuple when the graph has several, e.g. a bundle's ``model.onnx`` of a detector)."""
+
+    def __init__(
+        self,
+        path: str | Path | bytes,
+        *,
+        backend: str = "onnxruntime",
+        threads: int = 0,
+        embeddings: bool = True,
+    ) -> None:
         ort = require("onnxruntime", "export", what="this serving backend")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
         self.backend = backend
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._input = self.session.get_inputs()[0].name
-        self._has_embeddings = len(self.session.get_outputs()) > 1
+        self.path = Path(path) if not isinstance(path, bytes) else None
+        source = path if isinstance(path, bytes) else str(path)
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        outputs = len(self.session.get_outputs())
+        self._has_embeddings = embeddings and outputs == 2
+        self._several = not embeddings and outputs > 1
 
-    def __call__(self, x: torch.Tensor) -> RunOutput:
-        results = self.session.run(None, {self._input: x.contiguous().numpy()})
+    def __call__(self, *inputs: torch.Tensor) -> RunOutput:
+        feed = {name: x.contiguous().numpy() for name, x in zip(self._inputs, inputs, strict=True)}
+        results = self.session.run(None, feed)
+        if self._several:
+            return RunOutput(tuple(torch.from_numpy(r) for r in results))
         emb = torch.from_numpy(results[1]) if self._has_embeddings else None
         return RunOutput(torch.from_numpy(results[0]), emb)
 
@@ -138,9 +169,9 @@ class PlannedRunner:
     def __init__(self, module: Callable[[torch.Tensor], Any], backend: str, artifact: str | None) -> None:
         self.module, self.backend, self.artifact = module, backend, artifact
 
-    def __call__(self, x: torch.Tensor) -> RunOutput:
+    def __call__(self, *inputs: torch.Tensor) -> RunOutput:
         with torch.inference_mode():
-            return RunOutput(self.module(x))
+            return RunOutput(self.module(*inputs))
 
 
 def planned_runner(plan: dict[str, Any], model: nn.Module, *, folder: str | Path | None = None) -> Runner:
@@ -174,7 +205,7 @@ def build_runner(
     model: nn.Module,
     backend: str = "eager",
     *,
-    example: torch.Tensor | None = None,
+    example: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
     threads: int = 0,
     workdir: str | Path | None = None,
 ) -> Runner:
@@ -184,7 +215,8 @@ def build_runner(
         model: the trained model (put in eval mode; never modified in place).
         backend: ``eager`` (no extra dependency), ``compiled``, ``int8-dynamic``, ``onnxruntime`` or
             ``onnxruntime-int8``.
-        example: an input batch ``(B, *input_shape)``; required for the ONNX backends (export).
+        example: an input batch ``(B, *input_shape)`` (or a tuple, one per model argument); required
+            for the ONNX backends (export).
         threads: intra-op threads (0: leave the library default). For torch backends this sets
             the process-wide ``torch.set_num_threads``.
         workdir: where ONNX files are kept (default: a temporary folder, removed once loaded).
@@ -213,10 +245,13 @@ def build_runner(
         path = export_for_serving(model, example, folder / "model.onnx")
         if backend == "onnxruntime-int8":
             path = _onnx_int8(path, folder / "model.int8.onnx")
-        return OnnxRunner(path, backend=backend, threads=threads)
+        embeddings = WithEmbeddings(model).has_embeddings
+        return OnnxRunner(path, backend=backend, threads=threads, embeddings=embeddings)
 
 
-def export_for_serving(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+def export_for_serving(
+    model: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], path: str | Path
+) -> Path:
     """Export ``model`` to ONNX for serving: outputs ``(outputs, embeddings)``, a dynamic batch axis.
 
     The embeddings (see :class:`WithEmbeddings`) feed the drift monitor; models without timm's
@@ -289,7 +324,9 @@ class ServedModel:
     """A runner plus everything the server needs to know about its inputs and outputs.
 
     Build one with :meth:`from_module` (any ``nn.Module``) or :meth:`from_bundle` (an ember bundle,
-    with its reference profile and serving plan).
+    with its spec, reference profile and serving plan). The spec's input kind decides how a
+    request is decoded (images, table rows, token ids, text); its task decides how outputs are
+    answered (``contract.decode``) and whether text can be generated (``contract.generate_text``).
     """
 
     runner: Runner
@@ -317,11 +354,37 @@ class ServedModel:
     """For text models: an object with ``encode(str) -> list[int]`` (and optionally ``pad_id``)."""
     plan: dict[str, Any] | None = None
     """The serving plan that chose the backend, if any."""
+    spec: ModelSpec | None = None
+    """The model's spec (default: one describing the fields above: a classifier when ``classes``)."""
+    task: Any = None
+    """The model's task, asked how to decode outputs and generate text (default: the spec's task by
+    name; None for a name this ember does not know, which gets the contract's defaults)."""
+    model: nn.Module | None = None
+    """The PyTorch model itself, for ``/v1/generate`` (None: an ONNX graph is served)."""
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = _default_spec(self.input_shape, self.input_dtype, self.input_range, self.classes)
+        if self.task is None:  # a task this ember does not know by name stays None: the contract's defaults
+            self.task = _task_named(self.spec.task)
+
+    @property
+    def input_kind(self) -> str:
+        """``image``, ``table``, ``tokens`` or ``vector`` (the spec's ``inputs.kind``)."""
+        assert self.spec is not None
+        return self.spec.inputs.kind
 
     @property
     def is_image(self) -> bool:
         """Inputs are ``(C, H, W)`` images with 1 or 3 channels (raw image bytes are accepted)."""
-        return len(self.input_shape) == 3 and self.input_shape[0] in (1, 3) and self.input_dtype == "float32"
+        return self.input_kind == "image" and len(self.input_shape) == 3 and self.input_shape[0] in (1, 3)
+
+    def example(self, n: int = 1) -> tuple[torch.Tensor, ...]:
+        """``n`` valid inputs, as the task lays them out (warm-up, probes)."""
+        from ember.tasks import contract
+
+        assert self.spec is not None
+        return contract.example_inputs(self.task, self.spec, n, seed=0)
 
     @classmethod
     def from_module(
@@ -337,7 +400,8 @@ class ServedModel:
         """Serve a plain ``nn.Module`` taking ``(B, *input_shape)`` inputs.
 
         ``backend`` and ``threads`` build the runner (:func:`build_runner`) unless ``runner`` is
-        given already (e.g. :func:`planned_runner`).
+        given already (e.g. :func:`planned_runner`). ``fields`` are the other fields (``spec`` and
+        ``task`` among them).
 
         Example:
             >>> from ember.models import create
@@ -346,11 +410,10 @@ class ServedModel:
             >>> served.runner.backend, served.is_image
             ('eager', True)
         """
-        if runner is None:
-            dtype = torch.int64 if fields.get("input_dtype") == "int64" else torch.float32
-            example = torch.zeros((2, *input_shape), dtype=dtype)
-            runner = build_runner(model, backend, example=example, threads=threads)
-        return cls(runner=runner, input_shape=tuple(input_shape), **fields)
+        fields.setdefault("model", model)
+        served = cls(runner=_Pending(), input_shape=tuple(input_shape), **fields)
+        served.runner = runner or build_runner(model, backend, example=served.example(2), threads=threads)
+        return served
 
     @classmethod
     def from_bundle(
@@ -363,12 +426,15 @@ class ServedModel:
     ) -> ServedModel:
         """Serve an opened bundle (``ember.deploy.bundle.open_bundle``) with the plan's backend.
 
-        A plan from ``ember plan`` (one naming its measured ``artifact``) is served through
-        :func:`planned_runner`: the very file the plan timed and checked. A plan without an
-        artifact (written by hand) builds its backend with :func:`build_runner`.
+        The model served is the one its task exports (``contract.export_module``: a detector's maps
+        as a tuple ...). A plan from ``ember plan`` (one naming its measured ``artifact``) is served
+        through :func:`planned_runner`: the very file the plan timed and checked. A plan without an
+        artifact (written by hand) builds its backend with :func:`build_runner`. A bundle whose
+        model cannot be rebuilt from code is served from its ``model.onnx`` in ONNX Runtime.
 
         Args:
-            bundle: has ``model``, ``meta``, ``input_shape``, ``classes``, ``profile``, ``sha256``.
+            bundle: an opened bundle (``spec``, ``task``, ``model``, ``module()``, ``onnx``,
+                ``meta``, ``profile``, ``tokenizer``, ``sha256``).
             plan: a serving plan (``load_plan``); its ``backend`` and ``threads`` are used.
             backend: overrides the plan's backend (default: the plan's, else ``eager``).
             plan_folder: the plan file's folder, where its artifact lies.
@@ -376,36 +442,68 @@ class ServedModel:
         meta = dict(getattr(bundle, "meta", None) or {})
         if getattr(bundle, "card", None):
             meta["model_card"] = bundle.card  # the markdown card, shown by /v1/model
-        shape = tuple(int(d) for d in bundle.input_shape)
-        dtype = str(meta.get("input_dtype", meta.get("dtype", "float32"))).replace("torch.", "")
-        dtype = "int64" if dtype in ("int64", "long", "int32") else "float32"
-        value_range = meta.get("input_range")
-        if value_range is None and len(shape) == 3 and dtype == "float32":
-            value_range = (0.0, 1.0)  # ember's image convention: float32 in [0, 1], not standardized
+        spec, task = bundle.spec, bundle.task
         chosen = backend or (plan or {}).get("backend", "eager")
-        profile = getattr(bundle, "profile", None)
-        classes = getattr(bundle, "classes", None) or meta.get("classes")
-        runner = None
-        if plan is not None and plan.get("artifact") and chosen == plan.get("backend"):
-            runner = planned_runner(plan, bundle.model, folder=plan_folder)
-        served = cls.from_module(
-            bundle.model,
-            shape,
-            backend=chosen,
-            threads=int((plan or {}).get("threads", 0)),
+        threads = int((plan or {}).get("threads", 0))
+        if bundle.model is None:  # a user's module with no code here: its ONNX graph
+            runner: Runner = OnnxRunner(bundle.onnx, backend="onnxruntime", threads=threads, embeddings=False)
+        elif plan is not None and plan.get("artifact") and chosen == plan.get("backend"):
+            runner = planned_runner(plan, bundle.module(), folder=plan_folder)
+        else:
+            runner = _Pending()
+        served = cls(
             runner=runner,
-            input_dtype=dtype,
-            input_range=tuple(value_range) if value_range is not None else None,
-            classes=[str(c) for c in classes] if classes else None,
+            input_shape=tuple(spec.inputs.shape),
+            input_dtype=spec.inputs.dtype,
+            input_range=spec.inputs.value_range,
+            classes=spec.classes,
             name=str(meta.get("name", getattr(bundle, "name", "model"))),
             meta=meta,
             sha256=str(getattr(bundle, "sha256", "")),
             tokenizer=getattr(bundle, "tokenizer", None),
             plan=plan,
+            spec=spec,
+            task=task,
+            model=bundle.model,
         )
+        if isinstance(served.runner, _Pending):
+            served.runner = build_runner(bundle.module(), chosen, example=served.example(2), threads=threads)
+        profile = getattr(bundle, "profile", None)
         if profile is not None:
             from ember.deploy.serve.monitor import reference_from_profile
 
             served.reference = reference_from_profile(profile)
             served.features = getattr(profile, "features", None)
         return served
+
+
+class _Pending:
+    """The runner of a ServedModel being built (replaced before it is returned)."""
+
+    backend = "pending"
+
+    def __call__(self, *inputs: torch.Tensor) -> RunOutput:
+        raise RuntimeError("this served model's runner was not built")
+
+
+def _default_spec(
+    shape: tuple[int, ...], dtype: str, value_range: tuple[float, float] | None, classes: list[str] | None
+) -> ModelSpec:
+    """The spec of a bare module served with these fields: a classifier when it has class names."""
+    shape = tuple(int(d) for d in shape)
+    if dtype == "int64":  # ids below the range's top (the examples warm-up and export run on)
+        vocab = int(value_range[1]) + 1 if value_range is not None else 2
+        inputs = InputSpec("tokens", shape, "int64", vocab_size=max(vocab, 2))
+    else:
+        kind = "image" if len(shape) == 3 else "table" if len(shape) == 1 else "vector"
+        inputs = InputSpec(kind, shape, value_range=tuple(value_range) if value_range else None)  # type: ignore[arg-type]
+    return ModelSpec(task="classification" if classes else "regression", inputs=inputs, classes=classes)
+
+
+def _task_named(name: str) -> Any:
+    from ember import tasks
+
+    try:
+        return tasks.create(name)
+    except KeyError:
+        return None

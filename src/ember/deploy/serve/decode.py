@@ -1,7 +1,8 @@
 """Request bodies → a checked ``(n, *input_shape)`` tensor for the served model, or a 4xx saying why.
 
 A body is JSON ``{"inputs": [item, ...]}`` (an item: a nested list of numbers of the model's input
-shape; for image models also a base64 string of an image file; for text models a string), the raw
+shape; for image models also a base64 string of an image file; for text models a string; for table
+models also an object keyed by column name, :mod:`~ember.deploy.serve.rows`), the raw
 image file for image models (``image/*``), or the text for text models (``text/plain``). pydantic
 checks each item's shape, type and range and its errors become the 4xx reason; the common body, a
 list of numeric items, takes a fast path (orjson + numpy, no pydantic) that accepts exactly what
@@ -39,6 +40,7 @@ import torch
 from ember._io import require
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.lane import ApiError
+from ember.deploy.serve.rows import row_decoder
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 """No image above this many pixels is decoded, whatever the model."""
@@ -57,6 +59,11 @@ class Decoder:
         from pydantic import ConfigDict, Discriminator, Field, Strict, Tag, create_model
 
         self.served, self.max_items = served, max_items
+        try:
+            self.rows = row_decoder(served.spec)  # table rows as objects keyed by column name
+            self._rows_refused = ""
+        except ValueError as e:  # a preprocessing this ember cannot decode: encoded rows still work
+            self.rows, self._rows_refused = None, str(e)
         self.is_int = served.input_dtype == "int64"
         self._kinds = "i" if self.is_int else "if"  # numpy dtype kinds a numeric body may parse to
         self._loads = _json_loads()
@@ -95,6 +102,8 @@ class Decoder:
             items += ", or a base64 string of an image file"
         if s.tokenizer is not None:
             items += ", or a text string"
+        if self.rows is not None:
+            items += ", or an object keyed by column name"
         return {
             "shape": list(s.input_shape),
             "dtype": s.input_dtype,
@@ -128,6 +137,9 @@ class Decoder:
         fast = self._numbers(body)
         if fast is not None:
             return fast
+        objects = self._row_objects(body)
+        if objects is not None:
+            return objects
         from pydantic import ValidationError
 
         try:
@@ -192,6 +204,28 @@ class Decoder:
         if self._may_overflow and not np.isfinite(array).all():  # beyond float32's range
             return None
         return torch.from_numpy(array)
+
+    def _row_objects(self, body: bytes) -> torch.Tensor | None:
+        """A table model's rows given as objects keyed by column name (None: the body is not that)."""
+        if not (self.rows is not None or self._rows_refused) or b"{" not in body[1:]:
+            return None
+        try:
+            data = self._loads(body)
+        except ValueError:
+            return None
+        items = data.get("inputs") if isinstance(data, dict) and len(data) == 1 else None
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return None
+        if len(items) > self.max_items:
+            raise ApiError(
+                413, f"{len(items)} items in one request; at most {self.max_items}", "too_many_items"
+            )
+        if self.rows is None:
+            raise ApiError(422, self._rows_refused, "validation")
+        try:
+            return self.rows(items)
+        except ValueError as e:
+            raise ApiError(422, str(e), "validation") from None
 
     def _string(self, item: str) -> torch.Tensor:
         if self.served.is_image:
