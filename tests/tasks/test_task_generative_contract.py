@@ -1,6 +1,6 @@
 """The generative tasks through the lifecycle contract: images from /v1/generate's function, no
-/v1/predict or export for samplers (NotApplicable with advice), captions through /v1/predict,
-the checks each family takes, the report's sample grid."""
+/v1/predict for samplers (NotApplicable with advice), export of the network a sampler repeats,
+captions through /v1/predict, the checks each family takes, the report's sample grid."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def test_generators_make_seeded_images_and_refuse_predict_and_export(
     assert a.shape == (3, 1, 8, 8) and torch.equal(a, b) and 0 <= float(a.min()) <= float(a.max()) <= 1
     with pytest.raises(NotApplicable, match="/v1/generate"):
         contract.decode(task, a, spec)
-    with pytest.raises(NotApplicable, match="ember package"):
-        contract.export_module(task, model, spec)
+    network = contract.export_module(task, model, spec)  # the one call a sampler repeats
+    inputs = contract.example_inputs(task, spec, 3)
+    assert network(*inputs).shape == (3, 1, 8, 8) and not contract.profiles_inputs(task)
     with pytest.raises(ValueError, match="no option colour"):
         contract.generate_images(task, model, 1, colour=3)
     with pytest.raises(NotApplicable, match="distill"):
