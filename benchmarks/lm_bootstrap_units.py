@@ -1,7 +1,7 @@
 """How wide a language model's loss interval is when the bootstrap resamples blocks, windows or tokens.
 
 ``ember eval`` resamples whole blocks (the split's chunks) because neighbouring tokens' losses are
-correlated (see ``ember.evaluate.language_model``). This prints, for one finished language-model
+correlated (see ``ember.metrics.lm``). This prints, for one finished language-model
 run, the 95% interval of its test loss from the same number of resamples over three units: blocks
 (what ``ember eval`` does), windows taken as independent, and tokens taken as independent, with
 each width as a ratio of the block interval's. One evaluation pass gives all three.
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ember.evaluate import bootstrap, run_predictions
-from ember.evaluate.language_model import lm_statistics, model_evidence
+from ember.metrics.lm import lm_statistics
+from ember.tasks import contract
 
 
 def main() -> None:
@@ -35,11 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     _common.set_threads(args.threads)
     p = run_predictions(args.run, args.split, runs_dir=args.runs_dir)
-    if p.task_name != "language_model":
+    windows = getattr(p.evaluation, "windows", None)
+    if windows is None:
         raise SystemExit(f"run {p.record.id} is a {p.task_name} run, not a language model")
-    blocks = model_evidence(p)
-    per = p.per_example
-    model = p.prepared.model.eval()
+    blocks = contract.evidence(p.task, p.evaluation, p.data, n_resamples=args.resamples)
+    per = windows()
+    model = p.run.model.eval()
     losses = []
     with torch.inference_mode():  # per-token losses of the very windows `ember eval` scores
         for x, y in p.data:

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import ember
-from ember.deploy.distill import DistillationTask, distill, kd_loss
+from ember.deploy.distill import DistillationTask, distill
+from ember.tasks.classification import kd_loss
 from ember.track import RunStore
 
 
@@ -34,13 +35,35 @@ def test_task_uses_the_teacher_only_while_training() -> None:
     student = nn.Linear(4, 3)
     batch = (torch.randn(6, 4), torch.randint(0, 3, (6,)))
     out, target = task.forward(student.train(), batch)
-    assert isinstance(target, tuple) and len(calls) == 1
+    assert not isinstance(target, torch.Tensor) and len(calls) == 1  # the labels and the teacher's logits
     assert task.loss(out, target).requires_grad
     out, target = task.forward(student.eval(), batch)
     assert isinstance(target, torch.Tensor) and len(calls) == 1
     assert not any(p.requires_grad for p in teacher.parameters())
     with pytest.raises(ValueError, match="alpha"):
         DistillationTask(teacher, alpha=1.5)
+
+
+def test_any_task_with_a_distill_loss_distills_and_others_say_why_not() -> None:
+    from ember import tasks
+    from ember.tasks.spec import NotApplicable
+
+    teacher = nn.Linear(4, 1)
+    task = DistillationTask(teacher, task=tasks.create("regression"), alpha=0.5)
+    student = nn.Linear(4, 1)
+    batch = (torch.randn(6, 4), torch.randn(6))
+    out, target = task.forward(student.train(), batch)
+    loss = task.loss(out, target)
+    flat = out.reshape(-1)
+    expected = 0.5 * F.mse_loss(flat, teacher(batch[0]).reshape(-1)) + 0.5 * F.mse_loss(flat, batch[1])
+    assert loss.requires_grad and float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert task.headline == "mse" and task.evaluation() is not None
+
+    class NoKD:
+        headline, mode = "loss", "min"
+
+    with pytest.raises(NotApplicable, match="int8 or prune"):
+        DistillationTask(teacher, task=NoKD())
 
 
 def test_distill_trains_a_smaller_student(

@@ -535,3 +535,37 @@ def test_openapi_documents_generate_and_the_cli_generates_from_a_bundle(
         capsys, "generate", str(gpt_bundle), "--prompt", "ROMEO", "--max-new-tokens", "12", "--seed", "1"
     )
     assert out.startswith("ROMEO") and len(out.strip()) > len("ROMEO")
+
+
+# --------------------------------------------------------------------------- compress and plan
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW else f for f in FAMILIES]
+)
+def test_family_compresses_and_plans(
+    family: str, trained: Callable[[str], str], space: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every variant is scored on the metric the run's task protects, in its own units, and timed in
+    the task's export form; the plan measures the same form; what does not apply says why."""
+    run_id = trained(family)
+    runs = str(space.runs)
+    loaded = load_run(run_id, runs_dir=runs, data=False)
+    metric, _ = contract.protected_metric(loaded.task)
+    timing = ("--threads", "1", "--rounds", "1", "--round-s", "0.005")
+    out = _ember(capsys, "compress", run_id, "--try", "int8,prune", "--runs-dir", runs, "--json", *timing)
+    report = json.loads(out)
+    assert report["metric"] == metric
+    variants = {v["variant"]: v for v in report["variants"]}
+    assert {"fp32", "prune-magnitude-50"} <= set(variants), (variants, report["skipped"])
+    for name in ("int8-dynamic", "onnx", "prune-channels-50"):  # built, or skipped with the reason
+        assert any(v.startswith(name) for v in variants) or report["skipped"].get(name), (name, report)
+    assert variants["fp32"]["score"] is not None and np.isfinite(variants["fp32"]["score"])
+    assert all(set(v["latency"]) == {"1", "64"} for v in variants.values())
+    out = _ember(
+        capsys, "plan", run_id, "--backends", "eager,int8-dynamic,onnxruntime", "--batch-sizes", "1,4",
+        "--runs-dir", runs, "--json", *timing,
+    )  # fmt: skip
+    plan = json.loads(out)
+    assert plan["backend"] in {"eager", "int8-dynamic", "onnxruntime"} and plan["max_batch"] in (1, 4)
+    assert {m["backend"] for m in plan["measurements"]} >= {"eager"}

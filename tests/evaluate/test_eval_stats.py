@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 
 from ember import metrics as M
 from ember.evaluate import stats as S
+from ember.metrics import statistics as MS
 
 
 def test_bootstrap_interval_equals_scipy_percentile() -> None:
@@ -56,7 +57,7 @@ def test_classification_statistics_point_values_equal_the_metrics(seed: int, n: 
         logits[:5] = torch.tensor([50.0] + [0.0] * (k - 1))  # confidence exactly 1.0 in float32: the edge bin
         y[50:] = torch.where(y[50:] == k - 1, 0, y[50:])  # and a class missing from the targets
     probs = logits.double().softmax(1)
-    stats = S.classification_statistics(probs.numpy(), y.numpy(), top_k=3)
+    stats = MS.classification_statistics(probs.numpy(), y.numpy(), top_k=3)
     point = {name: float(v[0]) for name, v in stats(np.ones((1, n))).items()}
     assert point["accuracy"] == pytest.approx(M.accuracy(logits, y), abs=1e-6)
     assert point["precision_macro"] == pytest.approx(M.precision(logits, y), abs=1e-6)
@@ -73,7 +74,7 @@ def test_classification_statistics_point_values_equal_the_metrics(seed: int, n: 
 def test_classification_statistics_on_resamples_equal_sklearn_on_resampled_data() -> None:
     logits, y = _classifier_case(4, 90, 4)
     probs, t = logits.double().softmax(1).numpy(), y.numpy()
-    stats = S.classification_statistics(probs, t, top_k=2)
+    stats = MS.classification_statistics(probs, t, top_k=2)
     idx = np.random.default_rng(0).integers(0, 90, (3, 90))
     values = stats(S.multiplicities(idx, 90))
     for row, i in enumerate(idx):
@@ -101,7 +102,7 @@ def test_regression_statistics_match_sklearn() -> None:
     rng = np.random.default_rng(2)
     t = 50 + rng.normal(size=(70, 2)) * [1.0, 5.0]
     p = t + rng.normal(size=(70, 2))
-    stats = S.regression_statistics(p, t)
+    stats = MS.regression_statistics(p, t)
     point = {k: float(v[0]) for k, v in stats(np.ones((1, 70))).items()}
     assert point == pytest.approx(
         {"mse": skm.mean_squared_error(t, p), "mae": skm.mean_absolute_error(t, p), "r2": skm.r2_score(t, p)}

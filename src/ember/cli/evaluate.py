@@ -8,15 +8,17 @@ from typing import Any
 
 from ember.cli._format import fmt, table
 
-HELP = """Rebuild a run's data (the same saved splits) and final model, and print its metrics on one split:
-each with a bootstrap confidence interval, beside a trivial and a classical baseline fitted on the run's
-training split and scored on the same examples, and the model's margin over each baseline with its
-interval and paired-bootstrap p-value.
+HELP = """Rebuild a run's data (the same saved splits; a run trained from Python reads the splits it kept)
+and final model, and print its metrics on one split, or on given arrays: each with a bootstrap
+confidence interval, beside a trivial and a classical baseline fitted on the run's training split and
+scored on the same examples, and the model's margin over each baseline with its interval and
+paired-bootstrap p-value.
 
-what is resampled, and the baselines, by task:
+what is resampled, and the baselines, by task (each task's own answer):
   classification   examples; majority class, logistic regression
   regression       examples; training mean, gradient boosting
   language_model   blocks of text (the split's chunks); add-alpha unigram and bigram
+  seq2seq          sentence pairs (BLEU, chrF); copy, word by word
   detection        images (COCO mAP); class-prior boxes, connected components + logistic regression
   segmentation     images (mIoU); all background, threshold + components + logistic regression
 
@@ -24,6 +26,7 @@ examples:
   ember eval latest --split test
   ember eval digits-cnn-2026 --split val --json
   ember eval latest --resamples 5000 --no-baselines
+  ember eval RUN --data new.npz          # arrays x (inputs) and y (targets) of the run's shapes
 """
 
 
@@ -38,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="which split (default test)"
     )
+    p.add_argument(
+        "--data", metavar="NPZ", help="evaluate on these arrays instead of a split (.npz with 'x' and 'y')"
+    )
     p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ember.evaluate import run_predictions, scorecard
     from ember.track import RunStore
 
-    predictions = run_predictions(args.run, args.split, runs_dir=args.runs_dir)
+    predictions = run_predictions(args.run, args.split, runs_dir=args.runs_dir, data=args.data)
     card = scorecard(
         predictions,
         baselines=not args.no_baselines,
@@ -59,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         seed=args.seed,
     )
-    log = RunStore(args.runs_dir).open(card.run_id)
-    log.log({f"eval/{args.split}/{k}": v for k, v in card.metrics.items()}, step=0)
-    log.flush()
+    if args.data is None:  # figures on a split are the run's; on outside arrays they are not logged
+        log = RunStore(args.runs_dir).open(card.run_id)
+        log.log({f"eval/{args.split}/{k}": v for k, v in card.metrics.items()}, step=0)
+        log.flush()
     print(json.dumps(card.to_dict(), indent=2) if args.json else render(card))
     return 0
 

@@ -194,18 +194,19 @@ def _paired_test(args: argparse.Namespace, a_id: str, b_id: str) -> str:
     """The paired bootstrap and McNemar section of ``ember runs compare``, or why there is none."""
     from ember.evaluate import comparable, compare, run_predictions
     from ember.evaluate.scorecard import fmt_p
+    from ember.tasks.spec import NotApplicable
 
     try:
         pa = run_predictions(a_id, args.split, runs_dir=args.runs_dir)
         pb = run_predictions(b_id, args.split, runs_dir=args.runs_dir)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, NotApplicable) as e:
         return f"paired test skipped: {e}"
     reason = comparable(pa, pb)
     if reason is not None:
         return f"paired test skipped: {reason}"
     try:
         result = compare(pa, pb, n_resamples=args.resamples, seed=args.seed)
-    except ValueError as e:
+    except (ValueError, NotApplicable) as e:
         return f"paired test skipped: {e}"
     lines = [
         f"paired test on the {result.split} split ({result.n} {result.unit}, the same for both runs; "

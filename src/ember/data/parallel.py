@@ -220,6 +220,7 @@ class PairLoader(DataLoader):
             collate_fn=_as_batch,
         )
         self.batches = batches
+        self.data = data  # the split's pairs
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Make the next pass epoch ``epoch``, from batch ``start_batch`` (to resume)."""

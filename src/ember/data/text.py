@@ -305,6 +305,7 @@ class LMLoader(DataLoader):
             collate_fn=_as_batch,
         )
         self.windows = starts
+        self.data, self.block_size = data, block_size  # what the windows are cut from
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Make the next pass epoch ``epoch``, from batch ``start_batch`` (to resume)."""

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-Runner = Callable[[torch.Tensor], Any]
+Runner = Callable[..., Any]
 
 
 @dataclass
@@ -80,15 +80,22 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def batch_of(example: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """A batch of ``batch_size`` rows cycled from ``example`` (contiguous, so no variant pays a copy)."""
-    reps = math.ceil(batch_size / len(example))
-    return example.repeat(reps, *([1] * (example.dim() - 1)))[:batch_size].contiguous()
+def batch_of(example: Inputs, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """The model's arguments for ``batch_size`` rows cycled from ``example`` (a tensor, or a tuple of
+    them for a model of several inputs); contiguous, so no variant pays a copy."""
+    parts = example if isinstance(example, tuple) else (example,)
+    reps = math.ceil(batch_size / len(parts[0]))
+    return tuple(t.repeat(reps, *([1] * (t.dim() - 1)))[:batch_size].contiguous() for t in parts)
+
+
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+"""One input tensor ``(N, ...)``, or the tuple of a model's several inputs (a translator's source
+and target), each ``(N, ...)``."""
 
 
 def measure(
     variants: Mapping[str, Runner],
-    example: torch.Tensor,
+    example: Inputs,
     *,
     batch_sizes: Sequence[int] = (1, 64),
     baseline: str | None = None,
@@ -103,7 +110,8 @@ def measure(
     Args:
         variants: name → callable taking a batch (an ``nn.Module`` or anything like it). Modules
             are called under ``torch.inference_mode``.
-        example: input rows ``(N, ...)``; batches are cycled from them.
+        example: input rows ``(N, ...)`` (or a tuple of them, one per model input); batches are
+            cycled from them.
         batch_sizes: the batch sizes to time.
         baseline: the variant ratios are taken against (default: the first).
         rounds: rounds of turns (the order rotated each round); ratios are medians over rounds.
@@ -130,7 +138,7 @@ def measure(
             for name in names:
                 start = time.perf_counter()
                 for _ in range(max(1, warmup)):
-                    variants[name](x)
+                    variants[name](*x)
                 per_call = (time.perf_counter() - start) / max(1, warmup)
                 calls[name] = int(min(max_calls, max(3, round_s / max(per_call, 1e-6))))
             samples: dict[str, list[float]] = {n: [] for n in names}
@@ -141,7 +149,7 @@ def measure(
                     run, times = variants[name], []
                     for _ in range(calls[name]):
                         t0 = time.perf_counter()
-                        run(x)
+                        run(*x)
                         times.append(time.perf_counter() - t0)
                     samples[name] += times
                     medians[name].append(statistics.median(times))
@@ -183,13 +191,16 @@ def size_bytes(model: Any) -> int:
 
 @dataclass
 class Comparison:
-    """One variant of a model against the baseline: accuracy, size, latency, and the verdict."""
+    """One variant of a model against the baseline: its score on the protected metric, size,
+    latency, and the verdict."""
 
     variant: str
-    accuracy: float | None
-    """Top-1 accuracy on the labelled inputs (None without labels)."""
-    accuracy_drop: float | None
-    """Baseline accuracy minus this one (fraction; 0.005 is half a point)."""
+    score: float | None
+    """The protected metric on the held-out data (top-1 accuracy for labelled classifier inputs; the
+    task's metric when the caller scores variants itself); None when not scored."""
+    drop: float | None
+    """How much worse than the baseline's score (baseline minus this for a metric to maximize, this
+    minus baseline for one to minimize; 0.005 is half a point of accuracy)."""
     max_abs_error: float
     """Largest |output - baseline output| over the inputs."""
     size_bytes: int
@@ -200,6 +211,8 @@ class Comparison:
     faster: bool = False
     """Faster than the baseline at every measured batch size, by at least ``min_gain``."""
     verdict: str = ""
+    metric: str = "accuracy"
+    """What ``score`` is."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -209,9 +222,12 @@ class Comparison:
 
 def compare(
     variants: Mapping[str, Any],
-    x: torch.Tensor,
+    x: Inputs,
     y: torch.Tensor | None = None,
     *,
+    scores: Mapping[str, float | None] | None = None,
+    metric: str = "accuracy",
+    mode: str = "max",
     baseline: str | None = None,
     batch_sizes: Sequence[int] = (1, 64),
     threads: int | None = 1,
@@ -228,11 +244,16 @@ def compare(
 
     Args:
         variants: name → model (``nn.Module`` or an ONNX runner); the baseline among them.
-        x: held-out inputs ``(N, ...)`` (accuracy is computed on all of them; timing batches cycle them).
+        x: held-out inputs ``(N, ...)``, or a tuple of them for a model of several inputs (outputs
+            are compared on all of them; timing batches cycle them).
         y: their labels, or None (then only the error against the baseline is reported).
+        scores: each variant's score on ``metric``, computed by the caller (the task's own
+            evaluation); replaces the top-1 accuracy from ``y``.
+        metric, mode: what ``scores`` are, and whether higher (max) or lower (min) is better.
         baseline: the reference variant (default: the first).
         batch_sizes, threads, rounds, round_s: see :func:`measure`.
-        max_drop: largest accuracy loss (fraction) a "better" variant may have.
+        max_drop: largest loss on the metric a "better" variant may have (0.005: half a point of
+            accuracy).
         min_gain: smallest speed-up (fraction of latency saved) that counts as faster.
 
     Returns:
@@ -240,25 +261,32 @@ def compare(
     """
     names = list(variants)
     base = baseline or names[0]
+    parts = x if isinstance(x, tuple) else (x,)
     outputs = {}
     with torch_threads(threads), torch.inference_mode():
         for name in names:
             run = variants[name]
-            outputs[name] = torch.cat([torch.as_tensor(run(b)).float() for b in x.split(256)])
+            chunks = zip(*(t.split(256) for t in parts))
+            outputs[name] = torch.cat([first_output(run(*chunk)).float() for chunk in chunks])
     rows = measure(
         variants, x, batch_sizes=batch_sizes, baseline=base, threads=threads, rounds=rounds, round_s=round_s
     )
     reference = outputs[base]
-    base_acc = _accuracy(reference, y)
+    score = dict(scores) if scores is not None else {n: _accuracy(outputs[n], y) for n in names}
+    if scores is None:
+        metric, mode = "accuracy", "max"
+    sign = 1.0 if mode == "max" else -1.0
+    base_score = score.get(base)
     out = []
     for name in names:
-        acc = _accuracy(outputs[name], y)
+        got = score.get(name)
         same = outputs[name].shape == reference.shape
         out.append(
             Comparison(
                 variant=name,
-                accuracy=acc,
-                accuracy_drop=None if acc is None or base_acc is None else base_acc - acc,
+                score=got,
+                drop=None if got is None or base_score is None else sign * (base_score - got),
+                metric=metric,
                 max_abs_error=float((outputs[name] - reference).abs().max()) if same else float("inf"),
                 size_bytes=size_bytes(variants[name]),
                 latency={r.batch_size: r for r in rows if r.variant == name},
@@ -272,6 +300,13 @@ def compare(
     return out
 
 
+def first_output(out: Any) -> torch.Tensor:
+    """A model's first output tensor (a detector answers several maps)."""
+    while isinstance(out, tuple | list):
+        out = out[0]
+    return torch.as_tensor(out)
+
+
 def _accuracy(logits: torch.Tensor, y: torch.Tensor | None) -> float | None:
     if y is None or logits.dim() != 2 or logits.shape[1] < 2:
         return None
@@ -279,8 +314,8 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor | None) -> float | None:
 
 
 def _dominates(a: Comparison, b: Comparison) -> bool:
-    """``a`` is at least as good as ``b`` everywhere and better somewhere (accuracy, size, p50s)."""
-    pairs = [(-(a.accuracy or 0.0), -(b.accuracy or 0.0)), (a.size_bytes, b.size_bytes)]
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (score, size, p50s)."""
+    pairs = [(a.drop or 0.0, b.drop or 0.0), (a.size_bytes, b.size_bytes)]
     pairs += [(a.latency[k].p50_ms, b.latency[k].p50_ms) for k in a.latency if k in b.latency]
     return all(p <= q for p, q in pairs) and any(p < q for p, q in pairs)
 
@@ -297,18 +332,24 @@ def _verdict(c: Comparison, base: str, base_size: int, max_drop: float) -> str:
         if smaller > 0.95
         else f"{1 / smaller:.1f}x larger"
     )
-    drop = "" if c.accuracy_drop is None else f", {-100 * c.accuracy_drop:+.1f} pt"
+    points = c.metric in ("accuracy",) or c.metric.endswith(("accuracy", "_macro", "map", "iou"))
+    drop = (
+        "" if c.drop is None else (f", {-100 * c.drop:+.1f} pt" if points else f", {c.metric} {-c.drop:+.4g}")
+    )
     if not c.faster:
         return f"not faster here (latency {ratios}); {size}{drop}"
-    if c.accuracy_drop is not None and c.accuracy_drop > max_drop:
-        return f"faster (latency {ratios}) but loses {100 * c.accuracy_drop:.1f} pt; {size}"
+    if c.drop is not None and c.drop > max_drop:
+        lost = f"{100 * c.drop:.1f} pt" if points else f"{c.drop:.4g} of {c.metric}"
+        return f"faster (latency {ratios}) but loses {lost}; {size}"
     return f"better: latency {ratios}; {size}{drop}"
 
 
 __all__ = [
     "Comparison",
+    "Inputs",
     "Latency",
     "compare",
+    "first_output",
     "Runner",
     "batch_of",
     "measure",

@@ -1,7 +1,8 @@
 """Knowledge distillation: train a smaller student on a teacher's softened outputs, with the normal Trainer.
 
 Distillation is a task, not a second training loop: :class:`DistillationTask` runs the (frozen)
-teacher inside ``forward`` and mixes Hinton et al.'s KD loss with cross-entropy on the labels::
+teacher inside ``forward`` and asks the run's task for its ``distill_loss``; a classifier's mixes
+Hinton et al.'s KD loss with cross-entropy on the labels::
 
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, y)
 
@@ -22,32 +23,38 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from ember.tasks.base import split_batch
-from ember.tasks.classification import Classification, ClassificationEvaluation, kd_loss
+from ember._registry import accepted_kwargs
+from ember.tasks import contract
+from ember.tasks.classification import Classification
 
 
 class DistillationTask:
-    """A classification task whose training loss distills ``teacher`` into the model being trained.
+    """A task whose training loss distills ``teacher`` into the model being trained.
+
+    The run's own task does the forward pass and the evaluation; while training, the teacher's
+    outputs on the same batch go with the target to the task's ``distill_loss``
+    (`ember.tasks.contract`): Hinton's KD loss for a classifier, per token for a language model, per
+    pixel for a segmenter, a mix of squared errors for regression.
 
     Args:
         teacher: the trained model; kept frozen in eval mode.
-        temperature: softening T > 0 of both distributions (2-8 typical).
+        task: the run's task (default: classification with ``label_smoothing``).
+        temperature: softening T > 0 of both distributions (2-8 typical), for tasks that soften.
         alpha: weight of the soft (teacher) term in [0, 1]; the labels get ``1 - alpha``.
-        label_smoothing: for the hard term and for evaluation.
+        label_smoothing: of the default classification task.
     """
-
-    headline = "accuracy"
-    mode: Literal["max", "min"] = "max"
 
     def __init__(
         self,
         teacher: nn.Module,
         *,
+        task: Any = None,
         temperature: float = 4.0,
         alpha: float = 0.9,
         label_smoothing: float = 0.0,
@@ -59,37 +66,49 @@ class DistillationTask:
         self.teacher = teacher.eval().requires_grad_(False)
         self.temperature = temperature
         self.alpha = alpha
-        self.classification = Classification(label_smoothing=label_smoothing)
+        self.task = task if task is not None else Classification(label_smoothing=label_smoothing)
+        contract.require(self.task, "distill_loss", "distillation", "compress it with int8 or prune instead")
+        self.headline = self.task.headline
+        self.mode = self.task.mode
         self._device: torch.device | None = None
 
-    def forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, Any]:
-        """(student logits, target); while training the target also carries the teacher's logits."""
-        inputs, target = split_batch(batch)
-        logits = model(inputs)
+    def forward(self, model: nn.Module, batch: Any) -> tuple[Any, Any]:
+        """(student outputs, target); while training the target also carries the teacher's outputs."""
+        out, target = self.task.forward(model, batch)
         if not model.training:
-            return logits, target
-        if isinstance(inputs, torch.Tensor) and inputs.device != self._device:
-            self.teacher.to(inputs.device)  # follow the student to the Trainer's device
-            self._device = inputs.device
+            return out, target
+        device = next(model.parameters()).device
+        if device != self._device:
+            self.teacher.to(device)  # follow the student to the Trainer's device
+            self._device = device
         with torch.no_grad():
-            teacher_logits = self.teacher(inputs)
-        return logits, (target, teacher_logits)
+            taught, _ = self.task.forward(self.teacher, batch)
+        return out, _Taught(target, taught)
 
-    def loss(self, output: torch.Tensor, target: Any) -> torch.Tensor:
-        if isinstance(target, tuple):
-            labels, teacher_logits = target
-            return kd_loss(
-                output,
-                teacher_logits,
-                labels,
-                temperature=self.temperature,
-                alpha=self.alpha,
-                label_smoothing=self.classification.label_smoothing,
-            )
-        return self.classification.loss(output, target)
+    def loss(self, output: Any, target: Any) -> torch.Tensor:
+        if isinstance(target, _Taught):
+            own = self.task.distill_loss
+            options = {"temperature": self.temperature, "alpha": self.alpha}
+            takes = accepted_kwargs(own)
+            kwargs = {k: v for k, v in options.items() if takes is None or k in takes}
+            return own(output, target.teacher, target.target, **kwargs)
+        return self.task.loss(output, target)
 
-    def evaluation(self) -> ClassificationEvaluation:
-        return self.classification.evaluation()
+    def evaluation(self) -> Any:
+        return self.task.evaluation()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the contract is the run's task's
+        if name == "task":
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+
+@dataclass(frozen=True)
+class _Taught:
+    """A training batch's target and the teacher's outputs on it."""
+
+    target: Any
+    teacher: Any
 
 
 def distill(
@@ -125,4 +144,4 @@ def distill(
     return student
 
 
-__all__ = ["DistillationTask", "distill", "kd_loss"]
+__all__ = ["DistillationTask", "distill"]

@@ -141,7 +141,7 @@ class _Candidate:
 
 def plan(
     model: nn.Module,
-    example_batch: torch.Tensor,
+    example_batch: bench.Inputs,
     *,
     p99_ms: float | None = None,
     memory_mb: float | None = None,
@@ -161,8 +161,9 @@ def plan(
     """Measure the backends available here and choose the serving configuration.
 
     Args:
-        model: the trained model (one tensor in, one tensor out); not modified.
-        example_batch: input rows ``(N, ...)``; timing batches are cycled from them.
+        model: the trained model, tensors in and tensors out (a task's ``export_module``); not modified.
+        example_batch: input rows ``(N, ...)``, or a tuple of them for a model of several inputs
+            (ONNX backends then are not tried); timing batches are cycled from them.
         p99_ms: latency budget for one request (batch p99 plus the batching wait).
         memory_mb: budget for the weights as stored (int8 stores a quarter of fp32).
         backends: which of ``BACKENDS`` to try (default: all; unavailable ones are skipped).
@@ -290,7 +291,7 @@ def runner(chosen: Plan | Mapping[str, Any], model: nn.Module, *, folder: str | 
 
 def _build(
     model: nn.Module,
-    example: torch.Tensor,
+    example: bench.Inputs,
     wanted: list[str],
     thread_counts: list[int],
     folder: Path,
@@ -312,6 +313,13 @@ def _build(
             rejected["int8-dynamic"] = str(e)
     onnx_wanted = [b for b in wanted if b.startswith("onnxruntime")]
     if not onnx_wanted:
+        return out
+    if isinstance(example, tuple):
+        for b in onnx_wanted:
+            rejected[b] = (
+                "the plan's ONNX backends take one input and this model takes several; `ember export "
+                "--format onnx` writes and verifies its graph for ONNX Runtime"
+            )
         return out
     if not _onnx.available():
         for b in onnx_wanted:
@@ -343,14 +351,14 @@ def _build(
     return out
 
 
-def _compiled(model: nn.Module, example: torch.Tensor, threads: int) -> Callable[[torch.Tensor], Any]:
+def _compiled(model: nn.Module, example: bench.Inputs, threads: int) -> Callable[[torch.Tensor], Any]:
     import warnings
 
     with bench.torch_threads(threads), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         compiled = torch.compile(model, dynamic=True)
         with torch.inference_mode():
-            compiled(bench.batch_of(example, 2))  # compile now, not inside the timing
+            compiled(*bench.batch_of(example, 2))  # compile now, not inside the timing
     return compiled
 
 
@@ -358,24 +366,28 @@ def _compiled(model: nn.Module, example: torch.Tensor, threads: int) -> Callable
 
 
 def _split_heldout(
-    heldout: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None, example: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if heldout is None:
+    heldout: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None, example: bench.Inputs
+) -> tuple[bench.Inputs, torch.Tensor | None]:
+    if heldout is None or isinstance(example, tuple):  # a model of several inputs: checked on its example
         return example, None
     if isinstance(heldout, tuple | list):
         return heldout[0], heldout[1]
     return heldout, None
 
 
-def _outputs(run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
+def _outputs(run: Callable[..., Any], x: bench.Inputs) -> torch.Tensor:
+    """The model's (first) output over ``x``, 256 rows at a time."""
+    parts = x if isinstance(x, tuple) else (x,)
     with torch.inference_mode():
-        return torch.cat([torch.as_tensor(run(b)).float() for b in x.split(256)])
+        return torch.cat(
+            [bench.first_output(run(*chunk)).float() for chunk in zip(*(t.split(256) for t in parts))]
+        )
 
 
 def _check_quality(
     model: nn.Module,
     candidates: list[_Candidate],
-    x: torch.Tensor,
+    x: bench.Inputs,
     y: torch.Tensor | None,
     atol: float,
     max_drop: float,
@@ -393,7 +405,7 @@ def _check_quality(
         q: dict[str, Any] = {
             "max_abs_error": err,
             "size_mb": bench.size_bytes(c.run) / 2**20,
-            "checked_on": len(x),
+            "checked_on": len(x[0] if isinstance(x, tuple) else x),
         }
         if classify and got.shape == reference.shape:
             pred = got.argmax(1)

@@ -95,6 +95,10 @@ def magnitude(
     targets = [(m, "weight") for m in pruned.modules() if isinstance(m, tuple(layers))]
     if not targets:
         raise ValueError(f"magnitude found no {', '.join(t.__name__ for t in layers)} layer to prune")
+    for module, name in targets:  # channels-last convolutions: torch's pruning views weights flat
+        weight = getattr(module, name)
+        if not weight.is_contiguous():
+            weight.data = weight.data.contiguous()
     if per_layer:
         for module, name in targets:
             torch_prune.l1_unstructured(module, name, amount=amount)

@@ -1,14 +1,15 @@
-"""ember.evaluate: evaluation that can be trusted.
+"""ember.evaluate: evaluation that can be trusted, for every task through its contract.
 
+- :func:`run_predictions`: a finished run's evaluation pass on one of its splits (or given arrays),
+  read through :func:`ember.recipe.load_run`, so recipe runs and Python runs alike.
 - :mod:`~ember.evaluate.stats`: bootstrap intervals, the paired bootstrap, McNemar's test.
-- :mod:`~ember.evaluate.baselines`: majority / mean, logistic regression, gradient boosting, n-grams.
-- :func:`run_predictions`: a finished run's outputs and targets on one of its splits.
 - :func:`scorecard`: metrics with intervals beside the baselines and the margin over each;
-  :func:`compare`: is run B really better than run A?
-- :mod:`~ember.evaluate.language_model`, :mod:`~ember.evaluate.detection`,
-  :mod:`~ember.evaluate.segmentation`: what those tasks resample (blocks of text, images) and their
-  baselines (n-grams; class-prior boxes, all background; connected components + logistic regression).
-- :func:`write_report`: one self-contained HTML page about a run.
+  :func:`compare`: is run B really better than run A? What is resampled and which baselines are
+  fitted is the task's answer (``evidence``, ``baselines`` in `ember.tasks.contract`; the pieces in
+  :mod:`ember.metrics`).
+- :func:`write_report`: one self-contained HTML page about a run (the task's ``report_items``).
+- :mod:`~ember.evaluate.checks`: overfitting, leakage, shift and imbalance, as the task allows.
+- :mod:`~ember.evaluate.human`: blinded rating sheets and their analysis.
 
 The metrics themselves are pure functions in :mod:`ember.metrics`, lower in the layers (tasks use
 them too).
@@ -24,8 +25,7 @@ Example:
     '4.5000 [2.7000, 6.3000]'
 """
 
-from ember.evaluate import baselines, stats
-from ember.evaluate.baselines import Baseline
+from ember.evaluate import stats
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.report import write_report
 from ember.evaluate.scorecard import BaselineScore, Comparison, Scorecard, comparable, compare, scorecard
@@ -40,7 +40,6 @@ from ember.evaluate.stats import (
 )
 
 __all__ = [
-    "Baseline",
     "BaselineScore",
     "Comparison",
     "Interval",
@@ -48,7 +47,6 @@ __all__ = [
     "PairedTest",
     "RunPredictions",
     "Scorecard",
-    "baselines",
     "bootstrap",
     "bootstrap_ci",
     "comparable",

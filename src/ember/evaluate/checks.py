@@ -4,8 +4,9 @@ Every check returns :class:`Finding` objects: a name, a severity (``info`` when 
 ``warning`` for something to look at, ``error`` for a result that should not be trusted as is), one
 sentence, and the evidence behind it (numbers, indices, p-values) as plain JSON-ready data.
 
-:func:`run_checks` runs them all on a finished run: it rebuilds the run's splits and final model
-(:func:`ember.recipe.load_run_model`), reads its loss curves from the run store, and checks
+:func:`run_checks` runs those the run's task takes on a finished run (a recipe's or one trained
+from Python): it reads the run's splits and final model through :func:`ember.recipe.load_run`, its
+loss curves from the run store, and checks
 
 - **overfitting**: the gap between the final model's training and validation scores, and the shape
   of the validation-loss curve (the rule of the :class:`~ember.train.callbacks.OverfitWarning`
@@ -32,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ember.evaluate.leakage import Duplicates, feature_leakage, find_duplicates
 from ember.evaluate.shift import ShiftResult, shift_test
@@ -41,6 +43,7 @@ Severity = Literal["info", "warning", "error"]
 SEVERITIES = ("info", "warning", "error")
 CHECKS = ("overfitting", "leakage", "shift", "imbalance")
 MAX_EXAMPLES = 20_000  # per split: larger file-backed splits are checked on a seeded sample
+GAP_EXAMPLES = 5_000  # the final model's training score is measured on at most this many (seeded sample)
 
 
 @dataclass
@@ -84,7 +87,10 @@ def run_checks(
     near: str = "auto",
     seed: int = 0,
 ) -> list[Finding]:
-    """Check a finished run for overfitting, leakage, shift and class imbalance.
+    """Check a finished run for overfitting, leakage, shift and class imbalance, as its task allows.
+
+    A check the run's task does not take (``applicable_checks`` in `ember.tasks.contract`) gives one
+    ``info`` finding saying so and why, with ``"applicable": False`` in its evidence.
 
     Args:
         run_ref: a run id, unique prefix, or ``latest``.
@@ -100,54 +106,83 @@ def run_checks(
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {unknown}; expected some of {', '.join(CHECKS)}")
-    from ember.recipe import build_task, load_run_model
-    from ember.track import RunStore
+    from ember.recipe import load_run
 
-    prep, record = load_run_model(run_ref, runs_dir=runs_dir)
-    task = build_task(prep.config, prep.bundle)
-    # the checks a task declines (its ``checks`` member), said in one line with what to do instead
-    skipped = contract.inapplicable_checks(task) if getattr(task, "checks", None) is not None else {}
-    splits: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    for name, data in (("train", prep.train), ("val", prep.val), ("test", prep.test)):
-        if data is not None:
-            splits[name] = _arrays(data, seed)
+    run = load_run(run_ref, runs_dir=runs_dir)
+    skipped = contract.inapplicable_checks(run.task)
+    arrays = _Splits(run, seed)
     findings: list[Finding] = []
     for check in checks:
         if check in skipped:
-            findings.append(Finding(check, "info", f"not applicable: {skipped[check]}", {}))
+            findings.append(_not_applicable(check, skipped[check]))
         elif check == "overfitting":
-            curve = _curves(RunStore(runs_dir), record.id)
-            found = check_overfitting(curve, _final_scores(prep, task, runs_dir))
+            found = check_overfitting(_curves(run.store, run.id), _final_scores(run, seed))
             findings += found or [
                 Finding("overfitting.gap", "info", "no validation split: overfitting cannot be judged", {})
             ]
         elif check == "leakage":
-            embed = _embedder(prep.model) if near == "embedding" else None
-            findings += check_leakage(splits, near=near, embed=embed, seed=seed)
+            findings += _leakage(run, arrays, near, seed)
         elif check == "shift":
-            other = "test" if "test" in splits else "val" if "val" in splits else None
-            if other is None:
-                findings.append(Finding("shift", "info", "no held-out split to compare with train", {}))
-                continue
-            (x_ref, y_ref), (x_cur, y_cur) = splits["train"], splits[other]
-            findings.append(
-                check_shift(
-                    x_ref, x_cur, y_reference=y_ref, y_current=y_cur, names=("train", other), seed=seed
-                )
-            )
+            findings.append(_shift(run, arrays, seed))
         elif check == "imbalance":
-            labels = splits["train"][1]
+            labels = arrays.get("train")[1]
             if labels is None or labels.dtype.kind not in "iub":
                 findings.append(
-                    Finding("imbalance", "info", "not a classification run: no classes to count", {})
+                    _not_applicable("imbalance", "the training split has no integer class labels")
                 )
                 continue
-            findings.append(
-                check_imbalance(labels, num_classes=prep.bundle.num_classes, classes=prep.bundle.classes)
-            )
+            findings.append(check_imbalance(labels, num_classes=run.num_classes, classes=run.classes))
     for f in findings:
-        f.evidence.setdefault("run", record.id)
+        f.evidence.setdefault("run", run.id)
     return findings
+
+
+def _not_applicable(check: str, reason: str) -> Finding:
+    return Finding(check, "info", f"not applicable: {reason}", {"applicable": False, "reason": reason})
+
+
+class _Splits:
+    """The run's splits as ``(x, y)`` arrays, read once each (see :func:`_arrays`)."""
+
+    def __init__(self, run: Any, seed: int) -> None:
+        self.run, self.seed, self.cache = run, seed, {}  # type: ignore[var-annotated]
+
+    def names(self) -> list[str]:
+        return self.run.available_splits()
+
+    def get(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        if name not in self.cache:
+            self.cache[name] = _arrays(self.run.split(name), self.seed)
+        return self.cache[name]
+
+
+def _leakage(run: Any, arrays: _Splits, near: str, seed: int) -> list[Finding]:
+    names = arrays.names()
+    if "train" not in names or len(names) < 2:
+        return [
+            _not_applicable("leakage", f"the run has splits {', '.join(names) or 'none'}: nothing to compare")
+        ]
+    splits = {name: arrays.get(name) for name in names}
+    if run.spec.inputs.kind == "tokens":  # token ids: exact copies only (a near id is not a near text)
+        found = check_leakage(splits, near="none", features=False, seed=seed)
+        why = "token ids are no features: exact copies are searched, near copies and single features are not"
+        return [*found, Finding("leakage.tokens", "info", why, {})]
+    embed = _embedder(run.model) if near == "embedding" else None
+    return check_leakage(splits, near=near, embed=embed, seed=seed)
+
+
+def _shift(run: Any, arrays: _Splits, seed: int) -> Finding:
+    names = arrays.names()
+    other = "test" if "test" in names else "val" if "val" in names else None
+    if "train" not in names or other is None:
+        return _not_applicable(
+            "shift",
+            f"the run has splits {', '.join(names) or 'none'}: no held-out split to compare with train",
+        )
+    if run.spec.inputs.kind == "tokens":
+        return _not_applicable("shift", "token ids are not features whose distributions can be compared")
+    (x_ref, y_ref), (x_cur, y_cur) = arrays.get("train"), arrays.get(other)
+    return check_shift(x_ref, x_cur, y_reference=y_ref, y_current=y_cur, names=("train", other), seed=seed)
 
 
 # --------------------------------------------------------------------------- overfitting
@@ -254,24 +289,36 @@ def _curves(store: Any, run_id: str) -> dict[str, list[Any]] | None:
     return curve if curve["val_loss"] else None
 
 
-def _final_scores(prep: Any, task: Any, runs_dir: str | Path | None) -> dict[str, Any] | None:
-    if prep.val is None:
+def _final_scores(run: Any, seed: int = 0) -> dict[str, Any] | None:
+    """The final model's headline and loss on the training and validation splits (one pass each, over
+    at most :data:`GAP_EXAMPLES` examples of each: a seeded sample of a larger split)."""
+    if "val" not in run.available_splits() or "train" not in run.available_splits():
         return None
-    from ember.train.trainer import Trainer
+    from ember.evaluate.predictions import evaluation_pass
+    from ember.train.loop import computed
 
-    trainer = Trainer(prep.model, task=task, config=prep.config, runs_dir=runs_dir, progress=False)
-    train = trainer.validate(prep.train)
-    val = trainer.validate(prep.val)
-    metric = trainer.task.headline
+    task = run.task
+    train, val = (
+        computed(evaluation_pass(run, run.eval_split(s, limit=GAP_EXAMPLES, seed=seed), task)[0])
+        for s in ("train", "val")
+    )
+    metric, mode = task.headline, task.mode
+    if metric not in train or metric not in val:  # not scored in this pass (a translation left undecoded)
+        metric, mode = "loss", "min"
     return {
         "metric": metric,
-        "mode": trainer.task.mode,
+        "mode": mode,
         "train": float(train[metric]),
         "val": float(val[metric]),
-        "n_val": len(prep.val),
+        "n_val": min(_size(run.split("val")), GAP_EXAMPLES),
         "train_loss": float(train["loss"]),
         "val_loss": float(val["loss"]),
     }
+
+
+def _size(data: Any) -> int:
+    sized: Any = data.dataset if isinstance(data, DataLoader) else data
+    return len(sized)
 
 
 # --------------------------------------------------------------------------- leakage
@@ -282,6 +329,7 @@ def check_leakage(
     *,
     near: str = "auto",
     embed: Any = None,
+    features: bool = True,
     seed: int = 0,
 ) -> list[Finding]:
     """Duplicates across every pair of splits, and label-revealing features in the first split.
@@ -289,8 +337,10 @@ def check_leakage(
     Args:
         splits: name → ``(x, y)``; ``y`` may be None. The first one is taken as training data.
         near: near-duplicate method for :func:`find_duplicates` (``auto``, ``pixel``, ``phash``,
-            ``embedding``).
+            ``embedding``), or ``none``: exact copies only.
         embed: ``x -> (N, E)`` embeddings, needed for ``near="embedding"``.
+        features: also look for single features that give away the label (not for token ids,
+            whose positions are no features).
 
     Returns:
         One ``leakage.duplicates`` finding per pair of splits, then one ``leakage.feature``.
@@ -301,10 +351,11 @@ def check_leakage(
         for second in names[i + 1 :]:
             (xa, ya), (xb, yb) = splits[first], splits[second]
             embeddings = (embed(xa), embed(xb)) if near == "embedding" and embed is not None else None
-            found = find_duplicates(xa, xb, method=near, embeddings=embeddings)  # type: ignore[arg-type]
+            method: Any = near if near != "none" else "auto"
+            found = find_duplicates(xa, xb, near=near != "none", method=method, embeddings=embeddings)
             findings.append(_duplicate_finding(found, (first, second), ya, yb))
     x_train, y_train = splits[names[0]]
-    if y_train is not None:
+    if y_train is not None and features:
         leaks = feature_leakage(x_train, y_train, seed=seed)
         if leaks:
             top = leaks[0]
@@ -465,8 +516,12 @@ def _arrays(data: Any, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     )
     items = [data[int(i)] for i in index]
     xs = torch.stack([torch.as_tensor(item[0]) for item in items]).numpy()
-    ys = np.asarray([np.asarray(item[1]) for item in items])
-    return xs, ys if ys.ndim == 1 else None
+    targets = [item[1] for item in items]
+    labels = all(  # one number per example (a class, a value), not boxes or masks
+        isinstance(t, int | float | np.number) or (isinstance(t, torch.Tensor | np.ndarray) and t.ndim == 0)
+        for t in targets
+    )
+    return xs, np.asarray([np.asarray(t) for t in targets]) if labels and targets else None
 
 
 def _embedder(model: torch.nn.Module) -> Any:

@@ -238,55 +238,55 @@ def run_items(
 ) -> tuple[list[HumanItem], dict[str, str]]:
     """Items of ``split`` with each run's output as text (systems labelled A, B, ...).
 
-    Classification outputs read ``"<class> (<confidence>%)"``; regression outputs the value. The
-    runs must have been evaluated on identical data (same split fingerprint).
+    The texts are the task's (``human_texts`` in `ember.tasks.contract`): a class and its confidence,
+    predicted values, a translation beside its source. A task whose outputs have no text form is
+    refused with what to do instead. The runs must have been evaluated on identical data.
 
     Returns:
         ``(items, {"A": run_id, ...})``.
     """
-    import torch
+    from ember.evaluate.predictions import run_predictions
+    from ember.tasks import contract
 
-    from ember.data import fingerprint_dataset
-    from ember.recipe import load_run_model
-    from ember.train.trainer import Trainer
-
-    outputs: dict[str, list[str]] = {}
+    texts: dict[str, list[dict[str, str]]] = {}
     systems: dict[str, str] = {}
-    data: Any = None
-    classes: list[str] | None = None
-    reference_print = None
+    first: Any = None
     for label, ref in zip("ABCDEFGH", refs):
-        prep, record = load_run_model(ref, runs_dir=runs_dir)
-        part = {"train": prep.train, "val": prep.val, "test": prep.test}.get(split)
-        if part is None:
-            raise ValueError(f"run {record.id} has no '{split}' split")
-        digest = fingerprint_dataset(part)
-        if reference_print is not None and digest != reference_print:
+        p = run_predictions(ref, split, runs_dir=runs_dir)
+        if first is not None and _data_key(p) != _data_key(first):
             raise ValueError(
-                f"run {record.id} has different {split} data than run {systems['A']}; "
+                f"run {p.record.id} has different {split} data than run {systems['A']}; "
                 "human ratings compare outputs on the same examples, so train both on the same data and split"
             )
-        reference_print, data, classes = digest, part, prep.bundle.classes
-        trainer = Trainer(prep.model, config=prep.config, runs_dir=runs_dir, progress=False)
-        raw = trainer.predict(part)  # (N, K) logits or (N,) / (N, D) values
-        if prep.bundle.task == "classification" and raw.ndim == 2:
-            probs = torch.softmax(raw.float(), dim=1)
-            conf, pred = probs.max(dim=1)
-            names = classes or [str(i) for i in range(raw.shape[1])]
-            outputs[label] = [f"{names[int(p)]} ({float(c):.0%})" for p, c in zip(pred, conf)]
-        else:
-            flat = raw.reshape(len(raw), -1)
-            outputs[label] = [", ".join(f"{float(v):.4g}" for v in row) for row in flat]
-        systems[label] = record.id
+        first = first or p
+        texts[label] = contract.human_texts(p.task, p.evaluation, p.spec)
+        systems[label] = p.record.id
     items = []
-    for i in range(len(data)):
-        x, y = data[i]
-        image = _png_uri(x) if hasattr(x, "ndim") and x.ndim == 3 else None
-        text = "" if image else _describe(x)
-        target = int(y) if classes is not None and getattr(y, "ndim", 0) == 0 else None
-        reference = classes[target] if classes is not None and target is not None else _describe(y)
-        items.append(HumanItem(f"{split}:{i}", text, {k: v[i] for k, v in outputs.items()}, image, reference))
+    for i, shown in enumerate(texts["A"]):
+        image, text = None, shown.get("input")
+        if text is None:
+            image, text = _input(first, i)
+        outputs = {k: v[i]["output"] for k, v in texts.items()}
+        items.append(HumanItem(f"{split}:{i}", text, outputs, image, shown.get("reference")))
     return items, systems
+
+
+def _data_key(p: Any) -> str:
+    """What identifies a run's evaluated examples: its data hash (data and splits), else the data's."""
+    from ember.data import fingerprint_dataset
+
+    return str(p.record.data_sha256 or fingerprint_dataset(p.data))
+
+
+def _input(p: Any, i: int) -> tuple[str | None, str]:
+    """Example ``i`` of the evaluated data, as an image (PNG data URI) or as text."""
+    x = p.data[i][0]
+    if p.spec.inputs.kind == "image":
+        return _png_uri(x), ""
+    if p.spec.inputs.kind == "tokens" and p.run.tokenizer is not None:
+        pad = p.spec.inputs.pad_id
+        return None, str(p.run.tokenizer.decode([int(t) for t in x.tolist() if t != pad]))
+    return None, _describe(x)
 
 
 def _describe(value: Any) -> str:

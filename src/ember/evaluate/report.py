@@ -2,12 +2,13 @@
 
 Sections (each a ``<section id=...>``): ``summary``, ``metrics`` (with intervals, beside the
 baselines), ``baselines`` (what they are, the margin with its interval and p-value), ``curves`` (loss
-and validation metrics), ``learning-rate``, ``confusion`` (or ``residuals`` for regression),
-``calibration`` (reliability diagram), ``per-class``, ``mistakes`` (the most confident errors, as
-images when the inputs are images), ``samples`` (a grid of a generative model's images, through
-the task contract's ``report_samples``), ``checks`` (from :mod:`ember.evaluate.checks` when it is there)
-and ``facts`` (config, data hash, source, environment, files). A section that does not apply to the
-task says so instead of disappearing.
+and validation metrics), ``learning-rate``, then the task's own items (``report_items`` in
+`ember.tasks.contract`, kinds in `ember.tasks.items`) in ``confusion`` (a confusion matrix, or
+predictions against the truth), ``calibration``, ``per-class`` and ``mistakes`` (the worst
+examples), ``samples`` (a grid of the images a generative model makes, the contract's
+``report_samples``), then ``checks`` (from :mod:`ember.evaluate.checks` when it is there) and ``facts``
+(config, data hash, source, environment, files). The report draws the items without knowing the
+family; a section the task has nothing for says so instead of disappearing.
 
 Example:
     >>> import ember, tempfile
@@ -25,17 +26,17 @@ import html
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from ember import metrics as M
 from ember.evaluate import report_plots as plots
 from ember.evaluate.predictions import RunPredictions, run_predictions
 from ember.evaluate.scorecard import Scorecard, fmt_p, scorecard
-from ember.tasks import contract
+from ember.tasks import contract, items
 from ember.tasks.spec import NotApplicable
 from ember.track import RunStore
 
@@ -80,9 +81,11 @@ def write_report(
     runs_dir: str | Path | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    data: str | Path | None = None,
 ) -> Path:
-    """Write the report of run ``ref`` on ``split`` to ``out`` (default ``<run folder>/report.html``)."""
-    predictions = run_predictions(ref, split, runs_dir=runs_dir)
+    """Write the report of run ``ref`` on ``split`` (or on the ``.npz`` arrays ``data``) to ``out``
+    (default ``<run folder>/report.html``)."""
+    predictions = run_predictions(ref, split, runs_dir=runs_dir, data=data)
     page = render(predictions, runs_dir=runs_dir, n_resamples=n_resamples, seed=seed)
     path = Path(out) if out is not None else predictions.record.folder / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,36 +99,33 @@ def render(
     runs_dir: str | Path | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
-    max_mistakes: int = 12,
 ) -> str:
-    """The report's HTML for already collected predictions (see :func:`write_report`)."""
+    """The report's HTML for an already evaluated run (see :func:`write_report`)."""
     p = predictions
     card = scorecard(p, n_resamples=n_resamples, seed=seed)
     store = RunStore(runs_dir)
     history = store.metrics(p.record.id)
-    classify = p.task_name == "classification" and len(p.targets) > 0
-    regress = p.task_name == "regression" and len(p.targets) > 0
     body: dict[str, str] = {
         "summary": _summary(p, card),
         "metrics": _metrics(card),
         "baselines": _baselines(card),
         "curves": _curves(history),
         "learning-rate": _learning_rate(history),
-        "confusion": _confusion(p) if classify else _residuals(p) if regress else _not_applicable(p),
-        "calibration": _calibration(p) if classify else _not_applicable(p),
-        "per-class": _per_class(p) if classify else _not_applicable(p),
-        "mistakes": _mistakes(p, max_mistakes)
-        if classify or regress
-        else _translation_mistakes(p, max_mistakes)
-        if p.task_name == "seq2seq"
-        else _not_applicable(p),
-        "samples": _samples(p.task, p.prepared.model, p.prepared.spec, p.task_name),
+        "samples": _samples(p.task, p.run.model, p.spec, p.task_name),
         "checks": _checks(p.record.id, runs_dir),
-        "facts": _facts(p, store),
+        "facts": _facts(p),
     }
     titles = dict(SECTIONS)
-    if regress:
-        titles["confusion"] = "Predicted against true"
+    try:
+        shown = contract.report_items(p.task, p.evaluation, p.data, p.spec)
+    except NotApplicable as e:
+        shown, body["mistakes"] = [], _note(f"the task's report items are not available: {e}")
+    for key, html_part, heading in _drawn(shown):
+        body[key] = body.get(key, "") + html_part
+        if heading and titles[key] == dict(SECTIONS)[key]:
+            titles[key] = heading
+    for key, _ in SECTIONS:
+        body.setdefault(key, _note(f"not applicable to the {p.task_name} task, or not available for it yet"))
     nav = "".join(f'<a href="#{key}">{html.escape(titles[key])}</a>' for key, _ in SECTIONS)
     sections = "".join(
         f'<section id="{key}"><h2>{html.escape(titles[key])}</h2>{body[key]}</section>' for key, _ in SECTIONS
@@ -181,10 +181,6 @@ def _ci(ci: Any) -> str:
 
 def _note(text: str) -> str:
     return f"<p class=note>{html.escape(text)}</p>"
-
-
-def _not_applicable(p: RunPredictions) -> str:
-    return _note(f"not applicable to the {p.task_name} task, or not available for it yet")
 
 
 def _summary(p: RunPredictions, card: Scorecard) -> str:
@@ -333,37 +329,58 @@ def _samples(task: Any, model: Any, spec: Any, task_name: str) -> str:
     return _img(png_bytes(grid(images, nrow=nrow), scale=scale), f"samples: {caption}") + _note(caption)
 
 
-def _class_names(p: RunPredictions, k: int) -> list[str]:
-    names = p.classes or []
-    return [names[i] if i < len(names) else str(i) for i in range(k)]
+def _drawn(shown: Sequence[Any]) -> Iterator[tuple[str, str, str]]:
+    """``(section, html, heading)`` of every item, in order (a confusion matrix gives two parts)."""
+    for item in shown:
+        heading = getattr(item, "heading", "")
+        if isinstance(item, items.Confusion):
+            yield item.section, _confusion(item), heading
+            yield item.per_class_section, _per_class(item), ""
+        elif isinstance(item, items.Calibration):
+            yield item.section, _calibration(item), heading
+        elif isinstance(item, items.Scatter):
+            png = plots.scatter(item.x, item.y, title=item.title, xlabel=item.xlabel, ylabel=item.ylabel)
+            yield item.section, _img(png, item.title) + (_note(item.note) if item.note else ""), heading
+        elif isinstance(item, items.ImageGrid):
+            png = plots.image_grid(list(item.images), list(item.captions), title=item.title)
+            yield item.section, _img(png, item.title), heading
+        elif isinstance(item, items.Table):
+            table = _table(item.headers, item.rows, set(item.numeric)) if item.rows else ""
+            yield item.section, (_note(item.note) if item.note else "") + table, heading
+        else:
+            raise TypeError(f"a report item is one of ember.tasks.items' kinds; got {type(item).__name__}")
 
 
-def _labels(p: RunPredictions) -> torch.Tensor:
-    return p.targets.argmax(dim=1) if p.targets.ndim == 2 else p.targets
-
-
-def _confusion(p: RunPredictions) -> str:
-    k = p.outputs.shape[1]
-    cm = M.confusion_matrix(p.outputs, _labels(p), num_classes=k).numpy()
-    return _img(plots.confusion(cm, _class_names(p, k)), "confusion matrix") + _note(
-        "rows: true class; colour: share of the row; numbers: counts."
+def _confusion(item: items.Confusion) -> str:
+    note = item.note or f"rows: true class; colour: share of the row; numbers: counts of {item.unit}."
+    return _img(plots.confusion(np.asarray(item.matrix), list(item.classes)), "confusion matrix") + _note(
+        note
     )
 
 
-def _residuals(p: RunPredictions) -> str:
-    pred = p.outputs.squeeze(1) if p.outputs.ndim == 2 and p.outputs.shape[1] == 1 else p.outputs
-    x = p.targets.reshape(len(pred), -1)[:, 0].double().numpy()
-    y = pred.reshape(len(pred), -1)[:, 0].double().numpy()
-    png = plots.scatter(
-        x, y, title="Predicted against true (first output)", xlabel="true", ylabel="predicted"
-    )
-    return _img(png, "predictions against true values") + _note("on the diagonal: exact predictions.")
+def _per_class(item: items.Confusion) -> str:
+    m = np.asarray(item.matrix, dtype=np.float64)
+    tp, support, predicted = np.diag(m), m.sum(axis=1), m.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 where undefined, as torchmetrics gives it
+        values = {
+            "precision": np.where(predicted > 0, tp / predicted, 0.0),
+            "recall": np.where(support > 0, tp / support, 0.0),
+            "f1": np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0),
+        }
+        if item.iou:
+            union = support + predicted - tp
+            values["iou"] = np.where(union > 0, tp / union, np.nan)
+    names = [str(c) for c in item.classes]
+    headers = ["class", *(k if k != "f1" else "F1" for k in values), f"support ({item.unit})"]
+    rows = [[names[i], *(float(v[i]) for v in values.values()), int(support[i])] for i in range(len(names))]
+    png = plots.bars({k: np.nan_to_num(v).tolist() for k, v in values.items()}, names,
+                     title="Per-class " + ", ".join(values), ylabel="score")  # fmt: skip
+    return _table(headers, rows, set(range(1, len(headers)))) + _img(png, "per-class metrics")
 
 
-def _calibration(p: RunPredictions) -> str:
-    y = _labels(p)
-    rel = M.reliability(p.outputs, y)
-    ece = M.calibration_error(p.outputs, y)
+def _calibration(item: items.Calibration) -> str:
+    rel = M.reliability(item.scores, item.target)
+    ece = M.calibration_error(item.scores, item.target)
     png = plots.reliability(
         rel.edges.numpy(), rel.confidence.numpy(), rel.accuracy.numpy(), rel.count.numpy(), ece=ece
     )
@@ -371,92 +388,6 @@ def _calibration(p: RunPredictions) -> str:
         "bars: accuracy of the examples whose top-1 confidence falls in each bin; a calibrated model follows the "
         f"diagonal. ECE (15 bins) = {ece:.4f}."
     )
-
-
-def _per_class(p: RunPredictions) -> str:
-    k = p.outputs.shape[1]
-    table = M.per_class(p.outputs, _labels(p), num_classes=k)
-    names = _class_names(p, k)
-    rows = [
-        [
-            names[i],
-            float(table["precision"][i]),
-            float(table["recall"][i]),
-            float(table["f1"][i]),
-            int(table["support"][i]),
-        ]
-        for i in range(k)
-    ]
-    values = {m: table[m].tolist() for m in ("precision", "recall", "f1")}
-    png = plots.bars(values, names, title="Per-class precision, recall and F1", ylabel="score")
-    return _table(["class", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}) + _img(
-        png, "per-class metrics"
-    )
-
-
-def _mistakes(p: RunPredictions, limit: int) -> str:
-    if p.task_name == "classification":
-        probs = M.probabilities(p.outputs)
-        conf, pred = probs.max(dim=1)
-        y = _labels(p)
-        wrong = torch.nonzero(pred != y).flatten()
-        if len(wrong) == 0:
-            return _note("no mistakes on this split")
-        order = wrong[conf[wrong].argsort(descending=True)][:limit].tolist()
-        names = _class_names(p, probs.shape[1])
-        captions = [
-            f"#{i} true {names[int(y[i])]}\npred {names[int(pred[i])]} ({float(conf[i]):.2f})" for i in order
-        ]
-        rows = [
-            [i, names[int(y[i])], names[int(pred[i])], float(conf[i]), float(probs[i, y[i]])] for i in order
-        ]
-        headers = ["example", "true", "predicted", "confidence", "p(true)"]
-        what = f"the {len(order)} most confident of {len(wrong)} mistakes"
-    else:
-        pred = p.outputs.squeeze(1) if p.outputs.ndim == 2 and p.outputs.shape[1] == 1 else p.outputs
-        err = (pred.double() - p.targets.double()).reshape(len(pred), -1).abs().mean(dim=1)
-        order = err.argsort(descending=True)[:limit].tolist()
-        captions = [f"#{i} error {float(err[i]):.3g}" for i in order]
-        rows = [[i, _short(p.targets[i]), _short(pred[i]), float(err[i])] for i in order]
-        headers, what = ["example", "true", "predicted", "|error|"], f"the {len(order)} largest errors"
-    inputs = [p.data[i][0] for i in order]
-    parts = [_note(f"{what}; example = index in the {p.split} split.")]
-    if inputs and _is_image(inputs[0]):
-        grid = plots.image_grid([torch.as_tensor(x).float().numpy() for x in inputs], captions, title=what)
-        parts.append(_img(grid, "worst mistakes"))
-    else:
-        headers = [*headers, "input (first values)"]
-        rows = [[*row, _short(x)] for row, x in zip(rows, inputs)]
-    parts.append(_table(headers, rows, {0, 3, 4}))
-    return "".join(parts)
-
-
-def _translation_mistakes(p: RunPredictions, limit: int) -> str:
-    """The decoded sentences with the lowest sentence chrF: source, reference and translation."""
-    ev = p.per_example
-    if ev is None or not getattr(ev, "hypotheses", None):
-        return _note("no sentences were decoded in this pass")
-    from sacrebleu.metrics import CHRF
-
-    chrf = CHRF()
-    scores = [chrf.sentence_score(h, [r]).score for h, r in zip(ev.hypotheses, ev.references)]
-    order = sorted(range(len(scores)), key=lambda i: scores[i])[:limit]
-    source = ev.sources if len(ev.sources) == len(scores) else [""] * len(scores)
-    rows = [[i, scores[i], source[i], ev.references[i], ev.hypotheses[i]] for i in order]
-    what = f"the {len(order)} of {len(scores)} translations with the lowest sentence chrF"
-    parts = [_note(f"{what}; sentence = position in the evaluation order (length-sorted batches).")]
-    parts.append(_table(["sentence", "chrF", "source", "reference", "translation"], rows, {0, 1}))
-    return "".join(parts)
-
-
-def _is_image(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.ndim == 3 and x.shape[0] in (1, 3) and min(x.shape[1:]) >= 4
-
-
-def _short(x: Any) -> str:
-    values = torch.as_tensor(x).flatten().tolist()
-    text = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values[:8])
-    return text + (", ..." if len(values) > 8 else "")
 
 
 def _checks(run_id: str, runs_dir: str | Path | None) -> str:
@@ -491,8 +422,8 @@ def _evidence(evidence: dict[str, Any]) -> str:
     return text
 
 
-def _facts(p: RunPredictions, store: RunStore) -> str:
-    r = p.record
+def _facts(p: RunPredictions) -> str:
+    r, store = p.record, p.run.store
     env = r.environment or {}
     packages = env.get("packages", {})
     rows: list[list[Any]] = [
@@ -500,8 +431,8 @@ def _facts(p: RunPredictions, store: RunStore) -> str:
         ["created", time.ctime(r.created)],
         ["duration", "-" if r.duration_s is None else f"{r.duration_s:.1f} s"],
         ["data sha256 (data + splits)", r.data_sha256 or "-"], ["config sha256", r.config_sha256 or "-"],
-        ["seed", r.seed], ["dataset", p.prepared.bundle.name],
-        ["split sizes", ", ".join(f"{k} {len(v)}" for k, v in p.prepared.splits.items())],
+        ["seed", r.seed], *([k, v] for k, v in p.run.data_facts().items()),
+        ["model", p.spec.model or p.spec.entry_point or "a user's module"], ["task", p.task_name],
         ["source", f"git {r.source.get('git')} dirty={r.source.get('dirty')} source sha256 {r.source.get('source_sha256')}"],
         ["python", env.get("python")], ["platform", env.get("platform")],
         ["cpu / gpu", f"{env.get('cpu_count')} CPUs; GPUs: {', '.join(env.get('gpus') or []) or 'none'}"],

@@ -6,11 +6,10 @@ margin over each baseline with its interval and p-value. :func:`compare` answers
 than A?" for two runs evaluated on the same split: a paired bootstrap on every metric and, for
 classification, McNemar's test.
 
-Classification and regression resample examples. Language models, detection, segmentation and
-translation resample what their own modules say (:mod:`~ember.evaluate.language_model`: blocks of
-text; :mod:`~ember.evaluate.detection`, :mod:`~ember.evaluate.segmentation`: images;
-:mod:`~ember.evaluate.translation`: sentence pairs), and each brings its baselines; the card, its
-text and its JSON are the same for every task.
+What is resampled, and the baselines, are the task's answer (``evidence`` and ``baselines`` in
+`ember.tasks.contract`): classification and regression resample examples, language models blocks of
+text, detection and segmentation images, translation sentence pairs. The card, its text and its
+JSON are the same for every task; a task without evidence gets its metrics without intervals.
 
 Example:
     >>> import ember, tempfile
@@ -29,57 +28,18 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 
-from ember import metrics as M
-from ember.evaluate import detection, language_model, segmentation, translation
-from ember.evaluate.baselines import Baseline, default_baselines
 from ember.evaluate.predictions import RunPredictions
-from ember.evaluate.stats import (
-    BaselineEvidence,
-    Interval,
-    McNemar,
-    PairedTest,
-    Statistics,
-    bootstrap,
-    classification_statistics,
-    mcnemar,
-    paired_bootstrap,
-    regression_statistics,
-)
+from ember.evaluate.stats import Interval, McNemar, PairedTest, bootstrap, mcnemar, paired_bootstrap
+from ember.metrics.statistics import BaselineEvidence, Evidence, Statistics
+from ember.tasks import contract
+from ember.tasks.spec import NotApplicable
 
-STATISTICAL_TASKS = ("classification", "regression", "language_model", "detection", "segmentation", "seq2seq")
-FAMILIES: dict[str, ModuleType] = {
-    "language_model": language_model,
-    "detection": detection,
-    "segmentation": segmentation,
-    "seq2seq": translation,
-}
-"""Tasks whose module gives ``model_evidence(p)`` and ``baseline_evidence(p, seed=...)``."""
 FEW = 20  # resampled units below which the card warns that its intervals are rough
-AUROC_BUDGET = 5e7  # examples x classes x resamples above which AUROC gets no interval (its cost: seconds)
-
-
-def statistics_for(
-    task: str, outputs: torch.Tensor, targets: torch.Tensor, *, top_k: int = 5, with_auroc: bool = True
-) -> Statistics | None:
-    """The task's metrics as weighted statistics of ``outputs`` (None for a task without them yet)."""
-    if task == "classification":
-        y = targets.argmax(dim=1) if targets.ndim == 2 else targets
-        probs = outputs.double().softmax(dim=1).numpy()
-        return classification_statistics(probs, y.numpy(), top_k=top_k, with_auroc=with_auroc)
-    if task == "regression":
-        out = (
-            outputs.squeeze(1)
-            if outputs.ndim == 2 and outputs.shape[1] == 1 and targets.ndim == 1
-            else outputs
-        )
-        return regression_statistics(out.double().numpy(), targets.double().numpy())
-    return None
 
 
 @dataclass
@@ -152,7 +112,7 @@ def _interval_dict(ci: Interval) -> dict[str, float]:
 def scorecard(
     predictions: RunPredictions,
     *,
-    baselines: bool | list[Baseline] = True,
+    baselines: bool | list[BaselineEvidence] = True,
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -161,108 +121,75 @@ def scorecard(
 
     Args:
         predictions: from :func:`~ember.evaluate.run_predictions`.
-        baselines: True for the task's own (classification and regression:
-            :func:`~ember.evaluate.baselines.default_baselines`; the others: their module's
-            ``baseline_evidence``), all fitted on the run's training split; False for none; or a
-            list of your own (:class:`~ember.evaluate.baselines.Baseline` outputs for classification
-            and regression, :class:`~ember.evaluate.stats.BaselineEvidence` for the others).
+        baselines: True for the task's own (``baselines`` in `ember.tasks.contract`, fitted on the
+            run's training split); False for none; or a list of your own
+            :class:`~ember.metrics.statistics.BaselineEvidence` scored on the same units.
         n_resamples, confidence, seed: of the bootstrap; model and baselines share its resamples.
     """
     p = predictions
-    task, headline = p.task_name, p.task.headline
-    n = len(p.targets) or len(p.data)
     card = Scorecard(
-        run_id=p.record.id, split=p.split, n=n, task=task, headline=headline, mode=p.task.mode,
-        metrics=dict(p.metrics), intervals={}, confidence=confidence, n_resamples=n_resamples,
+        run_id=p.record.id, split=p.split, n=_size(p.data), task=p.task_name, headline=p.task.headline,
+        mode=p.task.mode, metrics=dict(p.metrics), intervals={}, confidence=confidence, n_resamples=n_resamples,
     )  # fmt: skip
     options: dict[str, Any] = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
-    if task in FAMILIES and p.per_example is not None:
-        return _family_card(card, FAMILIES[task], p, baselines, options)
-    top_k = int(getattr(p.task, "top_k", 5))
-    auroc = _auroc_affordable(p.outputs, n_resamples)
-    stats = (
-        statistics_for(task, p.outputs, p.targets, top_k=top_k, with_auroc=auroc) if len(p.targets) else None
-    )
-    if stats is None:
+    try:
+        evidence = contract.evidence(p.task, p.evaluation, p.data, n_resamples=n_resamples)
+    except NotApplicable as e:
+        card.notes.append(f"no intervals or baselines: {e}")
+        return card
+    if evidence is None:
         advice = (getattr(p.task, "instead", None) or {}).get("eval")  # the task's word on what else to run
         card.notes.append(
-            f"no intervals or baselines for task '{task}' yet: its metrics are shown as they are"
-            + (f"; {advice}" if advice else "")
+            f"no intervals or baselines for task '{card.task}': it gives no evidence (see ember.tasks.contract); "
+            "its metrics are shown as they are" + (f"; {advice}" if advice else "")
         )
         return card
-    card.intervals = bootstrap(stats, n, **options)
-    if task == "classification" and not auroc:
-        card.intervals["auroc"] = _point(M.auroc(p.outputs, p.targets), confidence)
-        card.notes.append(
-            "AUROC is shown without an interval: examples x classes x resamples is over its budget"
-        )
-    chosen = (
-        baselines
-        if isinstance(baselines, list)
-        else default_baselines(
-            task,
-            p.train_data,
-            p.data,
-            num_classes=p.num_classes,
-            seed=seed,
-            encoder=getattr(p.prepared.bundle, "encoder", None),
-        )  # fmt: skip
-        if baselines
-        else []
-    )
-    # the margin needs only the headline: both sides without the costly AUROC, on the same resamples
-    light = statistics_for(task, p.outputs, p.targets, top_k=top_k, with_auroc=False)
-    for base in chosen:
-        full = statistics_for(task, base.outputs, p.targets, top_k=top_k, with_auroc=auroc)
-        base_light = statistics_for(task, base.outputs, p.targets, top_k=top_k, with_auroc=False)
-        assert full is not None and base_light is not None and light is not None
-        intervals = bootstrap(full, n, **options)
-        if task == "classification" and not auroc:
-            intervals["auroc"] = _point(M.auroc(base.outputs, p.targets), confidence)
-        margin = paired_bootstrap(base_light, light, n, **options).get(headline)
-        card.baselines.append(BaselineScore(base.name, base.description, intervals, margin))
-    if p.split == "train":
-        card.notes.append(
-            "scored on the training split: the model and the baselines have seen these examples"
-        )
-    return card
-
-
-def _family_card(
-    card: Scorecard, family: ModuleType, p: RunPredictions, baselines: Any, options: dict[str, Any]
-) -> Scorecard:
-    """The scorecard of a task whose module resamples its own units (see the module docstring)."""
-    evidence = family.model_evidence(p)
     model = _memo(evidence.statistics)  # the paired bootstraps rescore the model on the same resamples
     card.n, card.unit = evidence.n, evidence.unit
     card.intervals = bootstrap(model, evidence.n, **options)
+    card.intervals.update({k: _point(v, confidence) for k, v in evidence.points.items()})
     if evidence.note:
         card.notes.append(evidence.note)
     if evidence.n < FEW:
         card.notes.append(
             f"only {evidence.n} {evidence.unit}: a bootstrap interval over so few is rough; evaluate on more"
         )
-    chosen: list[BaselineEvidence] = (
-        list(baselines)
-        if isinstance(baselines, list)
-        else family.baseline_evidence(p, seed=options["seed"])
-        if baselines
-        else []
+    chosen = (
+        baselines if isinstance(baselines, list) else _own_baselines(p, card, options) if baselines else []
     )
     for base in chosen:
         if not isinstance(base, BaselineEvidence):
             raise TypeError(
-                f"baselines for task '{card.task}' are BaselineEvidence (name, description, statistics), "
-                f"got {type(base).__name__}"
+                f"baselines are BaselineEvidence (name, description, statistics), got {type(base).__name__}"
             )
         tests = paired_bootstrap(base.statistics, model, evidence.n, **options)
         intervals = {k: t.a for k, t in tests.items()}
+        intervals.update({k: _point(v, confidence) for k, v in base.points.items()})
         card.baselines.append(BaselineScore(base.name, base.description, intervals, tests.get(card.headline)))
     if p.split == "train":
         card.notes.append(
             "scored on the training split: the model and the baselines have seen these examples"
         )
     return card
+
+
+def _own_baselines(p: RunPredictions, card: Scorecard, options: dict[str, Any]) -> list[BaselineEvidence]:
+    """The task's baselines; when it cannot fit them (no training split kept, say), a note says why."""
+    try:
+        return contract.baselines(
+            p.task, p.train_data, p.data, p.evaluation, p.spec, seed=options["seed"],
+            n_resamples=options["n_resamples"],
+        )  # fmt: skip
+    except (NotApplicable, ValueError) as e:
+        card.notes.append(f"no baselines: {e}")
+        return []
+
+
+def _size(data: Any) -> int:
+    try:
+        return len(data.dataset) if hasattr(data, "dataset") else len(data)
+    except TypeError:
+        return 0
 
 
 def _memo(statistics: Statistics) -> Statistics:
@@ -276,10 +203,6 @@ def _memo(statistics: Statistics) -> Statistics:
         return seen[key]
 
     return remembered
-
-
-def _auroc_affordable(outputs: torch.Tensor, n_resamples: int) -> bool:
-    return outputs.ndim == 2 and outputs.shape[0] * outputs.shape[1] * n_resamples <= AUROC_BUDGET
 
 
 def _point(value: float, confidence: float) -> Interval:
@@ -330,6 +253,8 @@ def comparable(a: RunPredictions, b: RunPredictions) -> str | None:
     ra, rb = a.record, b.record
     if a.task_name != b.task_name:
         return f"the runs learn different tasks ({a.task_name} vs {b.task_name})"
+    if a.split != b.split:
+        return f"the runs were evaluated on different data ({a.split} vs {b.split})"
     if not ra.data_sha256 or not rb.data_sha256:
         return "a run has no data hash recorded, so its examples cannot be matched"
     if ra.data_sha256 != rb.data_sha256:
@@ -337,7 +262,7 @@ def comparable(a: RunPredictions, b: RunPredictions) -> str | None:
             f"the runs used different data or splits (data hashes {ra.data_sha256[:12]} vs {rb.data_sha256[:12]}); "
             "a paired test needs the same examples: train both with the same data and split_seed"
         )
-    if a.targets.shape != b.targets.shape or not torch.equal(a.targets, b.targets):
+    if a.targets.numel() and (a.targets.shape != b.targets.shape or not torch.equal(a.targets, b.targets)):
         return f"the '{a.split}' targets of the two runs differ, although their data hashes match"
     return None
 
@@ -350,7 +275,8 @@ def compare(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Comparison:
-    """Paired bootstrap on every metric (B - A) and McNemar on right/wrong (classification).
+    """Paired bootstrap on every metric (B - A) over the task's units, and McNemar's test on right /
+    wrong answers where the task gives them (classification).
 
     Raises:
         ValueError: the runs cannot be paired (the message says why; see :func:`comparable`).
@@ -358,29 +284,28 @@ def compare(
     reason = comparable(a, b)
     if reason is not None:
         raise ValueError(f"cannot pair {a.record.id} and {b.record.id}: {reason}")
-    top_k = int(getattr(a.task, "top_k", 5))
-    auroc = _auroc_affordable(a.outputs, n_resamples)
-    n, unit = len(a.targets), "examples"
-    if a.task_name in FAMILIES and a.per_example is not None and b.per_example is not None:
-        ea, eb = FAMILIES[a.task_name].model_evidence(a), FAMILIES[a.task_name].model_evidence(b)
-        if ea.n != eb.n:
-            raise ValueError(f"cannot pair {a.record.id} and {b.record.id}: {ea.n} vs {eb.n} {ea.unit}")
-        sa, sb, n, unit = ea.statistics, eb.statistics, ea.n, ea.unit
-    else:
-        sa = statistics_for(a.task_name, a.outputs, a.targets, top_k=top_k, with_auroc=auroc)
-        sb = statistics_for(b.task_name, b.outputs, b.targets, top_k=top_k, with_auroc=auroc)
-    if sa is None or sb is None:
+    ea, eb = (contract.evidence(p.task, p.evaluation, p.data, n_resamples=n_resamples) for p in (a, b))
+    if not isinstance(ea, Evidence) or not isinstance(eb, Evidence):
         raise ValueError(
-            f"no paired tests for task '{a.task_name}' yet (classification, regression, language models, "
-            "detection and segmentation have them)"
+            f"no paired tests for task '{a.task_name}': it gives no evidence (see ember.tasks.contract)"
         )
-    tests = paired_bootstrap(sa, sb, n, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    test = None
-    if a.task_name == "classification":
-        y = a.targets.argmax(dim=1) if a.targets.ndim == 2 else a.targets
-        test = mcnemar((a.outputs.argmax(dim=1) == y).numpy(), (b.outputs.argmax(dim=1) == y).numpy())
+    if ea.n != eb.n:
+        raise ValueError(f"cannot pair {a.record.id} and {b.record.id}: {ea.n} vs {eb.n} {ea.unit}")
+    tests = paired_bootstrap(
+        ea.statistics, eb.statistics, ea.n, n_resamples=n_resamples, confidence=confidence, seed=seed
+    )
+    test = mcnemar(ea.correct, eb.correct) if ea.correct is not None and eb.correct is not None else None
     return Comparison(
-        a.record.id, b.record.id, a.split, n, a.task.headline, a.task.mode, tests, test, confidence, unit
+        a.record.id,
+        b.record.id,
+        a.split,
+        ea.n,
+        a.task.headline,
+        a.task.mode,
+        tests,
+        test,
+        confidence,
+        ea.unit,
     )
 
 
@@ -399,5 +324,4 @@ __all__ = [
     "compare",
     "fmt_p",
     "scorecard",
-    "statistics_for",
 ]

@@ -1,9 +1,19 @@
-"""ember.metrics: metrics as pure functions, over torchmetrics, sacrebleu and pycocotools.
+"""ember.metrics: metrics and baselines as pure functions, over torchmetrics, sacrebleu and pycocotools.
 
-Low in the layers, so that tasks (their validation metrics) and the evaluation stage (scorecards,
-reports, statistics) use the same functions. Tensors in, floats (or small tensors) out; see
-:mod:`ember.metrics.functional` for the conventions. torchmetrics, sacrebleu and pycocotools load
-inside the functions that use them.
+Low in the layers, so that tasks (their validation metrics, their evaluation's evidence and
+baselines, see `ember.tasks.contract`) and the evaluation stage (bootstrap, scorecards, reports)
+use the same pieces. Tensors in, floats (or small tensors) out:
+
+- :mod:`~ember.metrics.functional`: the metric functions (re-exported here);
+- :mod:`~ember.metrics.statistics`: :class:`~ember.metrics.statistics.Evidence`, the classification
+  and regression metrics as weighted statistics (what the bootstrap resamples);
+- :mod:`~ember.metrics.baselines`: majority / mean, logistic regression, gradient boosting, n-grams;
+- :mod:`~ember.metrics.lm`, :mod:`~ember.metrics.detection`, :mod:`~ember.metrics.segmentation`,
+  :mod:`~ember.metrics.translation`: what those families resample (blocks of text, images,
+  sentences) and their baselines; :mod:`~ember.metrics.components` the connected-components
+  baseline they share; :mod:`~ember.metrics.coco`: COCO box mAP by pycocotools.
+
+torchmetrics, scikit-learn, scipy, pycocotools and sacrebleu load inside the functions that use them.
 
 Example:
     >>> import torch

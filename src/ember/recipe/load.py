@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from ember.config import Config, load_config, parse_yaml
-from ember.data import load_splits
+from ember.data import ArrayData, load_splits
 from ember.data.csv_table import PREPROCESS
+from ember.data.text import TextBundle
 from ember.data.tokenizers import load_tokenizer
 from ember.recipe.build import Prepared, prepare, task_for
 from ember.recipe.train import final_task
@@ -97,7 +100,10 @@ class LoadedRun:
         """The data of split ``name`` (a dataset, ``ArrayData`` or a ready loader); ValueError naming
         the splits the run has when it has not this one."""
         if name not in SPLITS:
-            raise ValueError(f"unknown split '{name}'; a run's splits are {', '.join(SPLITS)}")
+            have = ", ".join(self.available_splits()) or "none"
+            raise ValueError(
+                f"unknown split '{name}' (a run's splits are {', '.join(SPLITS)}); it has: {have}"
+            )
         if name in self._splits:
             return self._splits[name]
         if self.prepared is not None:
@@ -120,6 +126,40 @@ class LoadedRun:
         self._splits[name] = data
         return data
 
+    def data_facts(self) -> dict[str, str]:
+        """Where the run's data came from and how large each split is, as text (for reports)."""
+        if self.prepared is not None:
+            sizes = ", ".join(f"{k} {len(v)}" for k, v in self.prepared.splits.items())
+            return {"dataset": self.prepared.bundle.name, "split sizes": sizes}
+        kept = recorded_splits(self.store, self.id)
+        sizes = ", ".join(
+            f"{k} {len(self.split(k))}" if why == "saved" else f"{k} not kept ({why})"
+            for k, why in kept.items()
+        )
+        return {"dataset": "given to Trainer.fit from Python", "split sizes": sizes or "none kept"}
+
+    def eval_split(self, name: str, *, limit: int | None = None, seed: int = 0) -> Any:
+        """Split ``name`` as an evaluation pass reads it: every example once, in a fixed order. The
+        same as :meth:`split` except for a text recipe's training split, whose loader otherwise draws
+        random windows (language models) or shuffles its batches (translation).
+
+        With ``limit``, at most that many examples (a text recipe's: chunks or sentence pairs), a
+        seeded random subset kept in order; a loader given from Python is read whole.
+        """
+        data = self.split(name)
+        prep = self.prepared
+        if prep is not None and isinstance(prep.bundle, TextBundle) and (name == "train" or limit):
+            pool: Any = (
+                prep.bundle.test if name == "test" and prep.bundle.test is not None else prep.bundle.train
+            )
+            index = prep.splits[name] if pool is prep.bundle.train else np.arange(len(pool))
+            pool = pool.subset(_sample(index, limit, seed))
+            return prep.bundle.loader(pool, batch_size=self.config.data.eval_batch_size, train=False)
+        if limit is None or isinstance(data, DataLoader) or len(data) <= limit:
+            return data
+        index = _sample(np.arange(len(data)), limit, seed)
+        return data.subset(index) if isinstance(data, ArrayData) else Subset(data, index.tolist())
+
     @property
     def train(self) -> Any:
         return self.split("train")
@@ -127,6 +167,13 @@ class LoadedRun:
     def scoring_task(self, split: str) -> Task:
         """The task as it scores ``split``: the test split with a translation task's final beam."""
         return final_task(self.task) if split == "test" else self.task
+
+
+def _sample(index: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most ``limit`` entries of ``index``, a seeded random choice kept in order."""
+    if limit is None or len(index) <= limit:
+        return index
+    return np.sort(np.random.default_rng(seed).choice(index, size=limit, replace=False))
 
 
 def load_run(

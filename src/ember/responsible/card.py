@@ -329,10 +329,14 @@ def card_of_run(
     card = scorecard(p, n_resamples=n_resamples)
     findings = run_checks(record.id, runs_dir=runs_dir) if checks else None
     fairness = load_fairness(record.folder)
-    splits = {k: len(v) for k, v in p.prepared.splits.items()}
-    if p.prepared.test is not None and "test" not in splits:
-        splits["test"] = len(p.prepared.test)
-    parameters = sum(t.numel() for t in p.prepared.model.parameters())
+    prep = p.run.prepared  # a recipe run: its split indices; a Python run: the splits it kept
+    if prep is not None:
+        splits = {k: len(v) for k, v in prep.splits.items()}
+        if prep.bundle.test is not None and "test" not in splits:
+            splits["test"] = len(prep.bundle.test)  # type: ignore[arg-type]
+    else:
+        splits = {k: len(p.run.split(k)) for k in p.run.available_splits()}
+    parameters = sum(t.numel() for t in p.run.model.parameters())
     sections = [
         intended_use(cfg, p.classes),
         data_section(cfg, record.data_sha256, splits),

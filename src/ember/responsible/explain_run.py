@@ -162,11 +162,11 @@ def explain_run(
     max_batch: int = A.MAX_BATCH,
 ) -> RunExplanations:
     """Explain run ``ref``'s predictions on examples ``indices`` of ``split``."""
-    from ember.evaluate.predictions import split_data
-    from ember.recipe import load_run_model
+    from ember.recipe import load_run
 
-    prep, record = load_run_model(ref, runs_dir=runs_dir)
-    data = split_data(prep, split, record.id)
+    loaded = load_run(ref, runs_dir=runs_dir)
+    record = loaded.record
+    data = loaded.split(split)
     size = len(data)
     bad = [i for i in indices if not 0 <= i < size]
     if bad:
@@ -174,20 +174,21 @@ def explain_run(
     items = [data[i] for i in indices]
     inputs = torch.stack([torch.as_tensor(x) for x, _ in items]).cpu()
     labels = torch.stack([torch.as_tensor(y) for _, y in items]).cpu()
-    model = prep.model.cpu().eval()
+    model = loaded.model.cpu().eval()
     kind, methods, notes = explain(model, inputs, steps=steps, sanity=sanity, max_batch=max_batch)
     with torch.no_grad():
         probs = model(inputs).float().softmax(1)
-    classes = prep.bundle.classes or [str(c) for c in range(probs.shape[1])]
+    classes = loaded.classes or [str(c) for c in range(probs.shape[1])]
     result = RunExplanations(
         record.id, kind, list(indices), inputs, labels, probs.argmax(1), probs.max(1).values, classes, methods,
         notes=notes,
     )  # fmt: skip
     if kind == "table":
-        names = available(data) or getattr(prep.bundle, "feature_names", None)
+        encoder = loaded.spec.row_encoder()  # a table run's encoded features have names
+        names = available(data) or (encoder.feature_names if encoder is not None else None)
         if names is not None and len(names) == inputs.shape[1]:
             result.feature_names = list(names)
-    tokenizer = getattr(prep.bundle, "tokenizer", None)
+    tokenizer = loaded.tokenizer
     if kind == "tokens" and tokenizer is not None:
         result.tokens = [[tokenizer.decode([int(t)]) for t in row] for row in inputs]
     return result

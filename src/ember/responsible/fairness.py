@@ -6,7 +6,7 @@ per-group metric and each gap its percentile interval, and the all-ones row give
 
 Per group: ``count``, ``accuracy``, ``selection_rate`` (share predicted positive), ``tpr`` (recall
 of the positive class), ``fpr``, and calibration: ``ece`` (15 equal-width bins of top-class
-confidence, as :func:`ember.evaluate.metrics.calibration_error`) and, for two classes,
+confidence, as :func:`ember.metrics.calibration_error`) and, for two classes,
 ``calibration_gap`` (mean predicted probability of the positive class minus its observed rate).
 
 Gaps, with Fairlearn's definitions (``fairlearn.metrics``): ``demographic_parity_difference`` (largest

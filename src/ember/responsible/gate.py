@@ -203,14 +203,15 @@ def _latency_rule(run_id: str, policy: Policy, runs_dir: str | Path | None, plan
     import torch
 
     from ember.deploy.bench import measure
-    from ember.evaluate.predictions import split_data
-    from ember.recipe import load_run_model
+    from ember.recipe import load_run
 
-    prep, record = load_run_model(run_id, runs_dir=runs_dir)
-    data = split_data(prep, policy.split, record.id)
+    loaded = load_run(run_id, runs_dir=runs_dir)
+    data = loaded.split(policy.split)
     rows = [data[i][0] for i in range(min(len(data), max(8, policy.latency_batch)))]
     example = torch.stack([torch.as_tensor(r) for r in rows])
-    latency = measure({"model": prep.model.eval()}, example, batch_sizes=(policy.latency_batch,), rounds=5)[0]
+    latency = measure({"model": loaded.model.eval()}, example, batch_sizes=(policy.latency_batch,), rounds=5)[
+        0
+    ]
     return _at_most(
         "p99 latency (ms)",
         latency.p99_ms,

@@ -26,6 +26,18 @@ member              what it answers                                          wit
 ``checks``          names of the run checks that apply                        ``("overfitting",)``
 ``distill_loss``    ``(student_out, teacher_out, target) -> loss`` for        NotApplicable
                     distillation
+``evaluation``      ``(keep=True)``: an evaluation that also keeps what       ``task.evaluation()``
+                    ``evidence`` and ``report_items`` read
+``evidence``        ``(evaluation, data, *, n_resamples) -> Evidence``: the   None: metrics without
+                    metrics as weighted statistics over the units the         intervals
+                    bootstrap resamples (examples, images, blocks of text)
+``baselines``       ``(train, data, evaluation, spec, *, seed, n_resamples)`` ``[]``
+                    ``-> [BaselineEvidence]`` fitted on ``train``, scored on
+                    the evaluated units
+``report_items``    ``(evaluation, data, spec) -> [ReportItem]`` (`ember.     ``[]``
+                    tasks.items`): what the report shows beyond metrics
+``human_texts``     ``(evaluation, spec) -> [{"output", "reference"[,         NotApplicable
+                    "input"]}]`` per evaluated example, for rating sheets
 ``sample``          ``(model, n, *, labels, prompt, generator, **options)``   NotApplicable
                     ``-> (n, C, H, W)`` images in [0, 1] (``/v1/generate``
                     as PNG, ``ember generate``, the report's sample grid)
@@ -38,6 +50,10 @@ member              what it answers                                          wit
                     apply (``"check.<name>"`` for a check; ``"eval"``: what
                     else measures the model, said beside its metrics)
 =================== ======================================================= =========================
+
+``data`` is the evaluated split as the run gives it (`ember.recipe.LoadedRun.split`): a dataset,
+``ArrayData`` or a ready loader, in the order the evaluation saw it; ``train`` the run's training
+split. A member that cannot answer for the data at hand raises :class:`NotApplicable` with why.
 
 Example:
     >>> from ember.tasks import create
@@ -52,6 +68,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,11 +80,19 @@ from ember.tasks.spec import ModelSpec, NotApplicable
 
 CHECKS = ("overfitting", "leakage", "shift", "imbalance")
 """Every run check ember has (``ember check``); a task's ``checks`` names those that apply to it."""
+CHECK_NEEDS = {
+    "overfitting": "a headline metric on the training and validation splits",
+    "leakage": "inputs compared example by example across splits (images, tables, windows of tokens)",
+    "shift": "inputs of one fixed shape whose distributions two splits can be tested for",
+    "imbalance": "one class label per example",
+}
+"""What each check needs of a task's data: the reason given where a task does not take it."""
 
 
 def task_name(task: Any) -> str:
     """The task's registered name when it has one, else its class name (for messages)."""
-    return str(getattr(task, "name", None) or type(task).__name__)
+    origin = getattr(task, "_ember_origin", None)  # noted by ember.tasks.create
+    return str(getattr(task, "name", None) or (origin[0] if origin else None) or type(task).__name__)
 
 
 def require(task: Any, member: str, stage: str, instead: str = "") -> Any:
@@ -144,6 +169,18 @@ def applicable_checks(task: Any) -> tuple[str, ...]:
     """The run checks (:data:`CHECKS`) that apply to ``task``."""
     own = getattr(task, "checks", None)
     return tuple(own) if own is not None else ("overfitting",)
+
+
+def inapplicable_checks(task: Any) -> dict[str, str]:
+    """The checks of :data:`CHECKS` that do not apply to ``task``, each with the reason (the task's
+    own ``instead["check.<name>"]`` when it gives one)."""
+    applies = applicable_checks(task)
+    own = getattr(task, "instead", None) or {}
+    return {
+        c: own.get(f"check.{c}") or f"task '{task_name(task)}' does not take it (it needs {CHECK_NEEDS[c]})"
+        for c in CHECKS
+        if c not in applies
+    }
 
 
 NO_IMAGES = "its model does not make images; use /v1/predict (or /v1/generate for a text model)"
@@ -234,25 +271,57 @@ def report_samples(
     return generate_images(task, model, 64, seed=seed), 8, f"64 samples; seed {seed}"
 
 
-CHECK_NEEDS = {
-    "overfitting": "a headline metric on the training and validation splits",
-    "leakage": "inputs compared example by example across splits (images, tables, windows of tokens)",
-    "shift": "inputs of one fixed shape whose distributions two splits can be tested for",
-    "imbalance": "one class label per example",
-}
-"""What each check needs of a task's data: the reason given where a task does not take it."""
+def evaluation(task: Any, *, keep: bool = False) -> Any:
+    """A fresh evaluation of ``task``; ``keep`` asks it to also keep what :func:`evidence`,
+    :func:`baselines` and :func:`report_items` read (a task whose ``evaluation`` takes no ``keep``
+    keeps what it always keeps)."""
+    make = task.evaluation
+    if keep and "keep" in inspect.signature(make).parameters:
+        return make(keep=True)
+    return make()
 
 
-def inapplicable_checks(task: Any) -> dict[str, str]:
-    """The checks of :data:`CHECKS` that do not apply to ``task``, each with the reason (the task's
-    own ``instead["check.<name>"]`` when it gives one)."""
-    applies = applicable_checks(task)
-    own = getattr(task, "instead", None) or {}
-    return {
-        c: own.get(f"check.{c}") or f"task '{task_name(task)}' does not take it (it needs {CHECK_NEEDS[c]})"
-        for c in CHECKS
-        if c not in applies
-    }
+def evidence(task: Any, evaluation: Any, data: Any, *, n_resamples: int = 1000) -> Any:
+    """The evaluation as :class:`~ember.metrics.statistics.Evidence` (statistics over resampling
+    units), or None when the task gives none: its metrics are then shown without intervals.
+
+    ``n_resamples`` is how often the units will be redrawn, so a costly statistic can stand aside.
+    """
+    own = getattr(task, "evidence", None)
+    return own(evaluation, data, n_resamples=n_resamples) if own is not None else None
+
+
+def baselines(
+    task: Any,
+    train: Any,
+    data: Any,
+    evaluation: Any,
+    spec: ModelSpec,
+    *,
+    seed: int = 0,
+    n_resamples: int = 1000,
+) -> list[Any]:
+    """The task's baselines (:class:`~ember.metrics.statistics.BaselineEvidence`), fitted on the
+    ``train`` split and scored on the units of ``evaluation``; ``[]`` when the task has none."""
+    own = getattr(task, "baselines", None)
+    if own is None:
+        return []
+    return list(own(train, data, evaluation, spec, seed=seed, n_resamples=n_resamples))
+
+
+def report_items(task: Any, evaluation: Any, data: Any, spec: ModelSpec) -> list[Any]:
+    """What the report shows of the evaluation beyond its metrics (`ember.tasks.items`); ``[]``."""
+    own = getattr(task, "report_items", None)
+    return list(own(evaluation, data, spec)) if own is not None else []
+
+
+def human_texts(task: Any, evaluation: Any, spec: ModelSpec) -> list[dict[str, str]]:
+    """Per evaluated example, its ``output`` (and ``reference``, optionally ``input``) as text for a
+    rating sheet; without ``input`` the sheet shows the example's own input."""
+    own = require(
+        task, "human_texts", "human rating", "its outputs have no text form to rate; rate its report instead"
+    )
+    return list(own(evaluation, spec))
 
 
 def distill_loss(task: Any, student: Any, teacher: Any, target: Any) -> torch.Tensor:
@@ -266,12 +335,14 @@ def distill_loss(task: Any, student: Any, teacher: Any, target: Any) -> torch.Te
 __all__ = [
     "CHECKS",
     "CHECK_NEEDS",
-    "inapplicable_checks",
     "NO_TEXT",
     "answers_prompt",
     "applicable_checks",
+    "baselines",
     "decode",
     "distill_loss",
+    "evaluation",
+    "evidence",
     "example_inputs",
     "export_module",
     "generate_images",
@@ -282,7 +353,10 @@ __all__ = [
     "report_samples",
     "sample_options",
     "NO_IMAGES",
+    "human_texts",
+    "inapplicable_checks",
     "protected_metric",
+    "report_items",
     "require",
     "task_name",
 ]

@@ -22,24 +22,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
-import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember._io import require
+from ember.metrics.coco import Detections, mean_average_precision
 from ember.models.detector import STRIDE, decode
 from ember.tasks.base import LossMean, registry
 from ember.tasks.spec import ModelSpec
 
-__all__ = ["Detection", "DetectionEvaluation", "centernet_targets", "mean_average_precision"]
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
-Detections = list[dict[str, torch.Tensor]]
+__all__ = ["Detection", "DetectionEvaluation", "centernet_targets", "mean_average_precision"]
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -146,7 +144,10 @@ class Detection:
 
     headline = "map50"
     mode: Literal["max", "min"] = "max"
-    checks = ("overfitting", "shift")
+    checks = ("overfitting", "leakage", "shift")
+    instead = {
+        "check.imbalance": "its labels are boxes, several per image; `ember report` shows every class's AP"
+    }
     min_score = 0.05
     """Served detections scoring below this are left out of the answer (COCO scoring keeps all)."""
 
@@ -189,6 +190,45 @@ class Detection:
     def export_module(self, model: nn.Module, spec: ModelSpec) -> nn.Module:
         """The detector returning its maps as a tuple (ONNX and the server take no dicts)."""
         return MapsAsTuple(model)
+
+    def evidence(self, evaluation: DetectionEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
+        """The detections and truth as :class:`Evidence` over images (`ember.metrics.detection`)."""
+        from ember.metrics.detection import detection_evidence
+
+        return detection_evidence(evaluation.preds, evaluation.targets, max_detections=self.max_detections)
+
+    def baselines(
+        self, train: Any, data: Any, evaluation: DetectionEvaluation, spec: ModelSpec, *, seed: int = 0,
+        n_resamples: int = 1000, max_train: int = 2000,
+    ) -> list[BaselineEvidence]:  # fmt: skip
+        """``class prior`` and ``components`` on the evaluated images, fitted on at most ``max_train``
+        training images (a seeded random subset)."""
+        from ember.metrics import components
+        from ember.metrics.detection import detection_baselines, true_boxes
+
+        fit = [(x, true_boxes(t)) for x, t in components.items(train, limit=max_train, seed=seed)]
+        images = [x for x, _ in components.items(data)]
+        k = (
+            len(spec.classes)
+            if spec.classes
+            else 1 + max((int(t["labels"].max()) for _, t in fit if len(t["labels"])), default=0)
+        )
+        return detection_baselines(
+            fit, images, evaluation.targets, num_classes=k, max_detections=self.max_detections, seed=seed
+        )
+
+    def report_items(self, evaluation: DetectionEvaluation, data: Any, spec: ModelSpec) -> list[ReportItem]:
+        """Per class: AP at IoU 0.5, AP over 0.50:0.95 and recall (COCO's per-category figures)."""
+        from ember.metrics.detection import per_class_ap
+        from ember.tasks import items
+
+        found = per_class_ap(evaluation.preds, evaluation.targets, max_detections=self.max_detections)
+        names = spec.classes or []
+        rows = [[names[c["class"]] if c["class"] < len(names) else c["class"], c["ap50"], c["ap"], c["recall"],
+                 sum(int((t["labels"] == c["class"]).sum()) for t in evaluation.targets)] for c in found]  # fmt: skip
+        note = "per class with true boxes in the split: COCO's AP and recall (100 detections per image)"
+        return [items.Table(["class", "AP@.5", "AP@[.5:.95]", "recall", "true boxes"], rows, note=note,
+                            section="per-class", numeric=(1, 2, 3, 4))]  # fmt: skip
 
     def decode(self, outputs: Any, spec: ModelSpec) -> dict[str, Any]:
         """Per image: its detections, ``{"box": [x0, y0, x1, y1], "label", "class", "score"}``."""
@@ -263,73 +303,6 @@ class DetectionEvaluation:
             "loss": self.loss.compute(),
             **mean_average_precision(self.preds, self.targets, self.max_detections),
         }
-
-
-def coco_evaluated(preds: Detections, targets: Detections, max_detections: int = 100) -> Any:
-    """``COCOeval`` after ``evaluate()`` (per-image matching done, nothing accumulated) on the
-    records of :func:`mean_average_precision`; None without true boxes or without detections."""
-    COCO = require("pycocotools.coco", "metrics", what="mAP").COCO
-    COCOeval = require("pycocotools.cocoeval", "metrics", what="mAP").COCOeval
-    images: list[dict[str, Any]] = []
-    truth: list[dict[str, Any]] = []
-    found: list[dict[str, Any]] = []
-    classes: set[int] = set()
-    for image_id, (pred, target) in enumerate(zip(preds, targets, strict=True)):
-        images.append({"id": image_id})
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
-            w, h = box[2] - box[0], box[3] - box[1]
-            truth.append({"id": len(truth) + 1, "image_id": image_id, "category_id": label,
-                          "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
-            classes.add(label)
-        order = pred["scores"].argsort(descending=True)[:max_detections]
-        for box, score, label in zip(
-            pred["boxes"][order].tolist(), pred["scores"][order].tolist(), pred["labels"][order].tolist()
-        ):
-            found.append({"image_id": image_id, "category_id": label, "score": score,
-                          "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})  # fmt: skip
-            classes.add(label)
-    if not truth or not found:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
-        gt = COCO()
-        gt.dataset = {
-            "images": images,
-            "annotations": truth,
-            "categories": [{"id": c} for c in sorted(classes)],
-        }
-        gt.createIndex()
-        coco = COCOeval(gt, gt.loadRes(found), iouType="bbox")
-        coco.evaluate()
-    return coco
-
-
-def mean_average_precision(
-    preds: Detections, targets: Detections, max_detections: int = 100
-) -> dict[str, float]:
-    """COCO box mAP of detections against the truth, by pycocotools' ``COCOeval``.
-
-    Args:
-        preds: per image, ``boxes`` (n, 4) ``xyxy``, ``scores`` (n,), ``labels`` (n,).
-        targets: per image, ``boxes`` (m, 4) ``xyxy`` and ``labels`` (m,).
-        max_detections: the most detections per image that count (the highest scoring); COCOeval
-            itself then keeps its standard limits (1, 10, 100 per image and class).
-
-    Returns:
-        ``map`` (AP@[.5:.95]), ``map50``, ``map75``, ``mar100`` (recall at 100 detections);
-        NaN where there is no true box at all. Every class present in the truth or the detections is
-        a COCO category; classes without truth count for nothing, as in COCOeval.
-    """
-    names = ("map", "map50", "map75", "mar100")
-    if not any(len(t["boxes"]) for t in targets):
-        return dict.fromkeys(names, math.nan)
-    coco = coco_evaluated(preds, targets, max_detections)
-    if coco is None:  # true boxes but no detection at all
-        return dict.fromkeys(names, 0.0)
-    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints its progress
-        coco.accumulate()
-        coco.summarize()
-    stats = np.asarray(coco.stats, dtype=np.float64)
-    return {name: float(stats[i]) for name, i in zip(names, (0, 1, 2, 8))}
 
 
 @registry.register("detection")

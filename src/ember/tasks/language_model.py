@@ -22,15 +22,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember.data.text import LMLoader
 from ember.tasks.base import registry, split_batch
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec, NotApplicable
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 IGNORE_INDEX = -100
 
@@ -45,6 +51,15 @@ class LanguageModel:
 
     headline = "loss"
     mode: Literal["max", "min"] = "min"
+    instead = {
+        "check.leakage": "its splits are whole chunks of one token stream, disjoint by construction; "
+        "repeated passages across chunks are not searched",
+        "check.shift": "token windows have no fixed feature distribution to test; compare the splits' "
+        "perplexities (ember eval --split val / test) instead",
+        "check.imbalance": "its targets are next tokens, not classes",
+        "human rating": "its outputs are continuations of text: sample some with `ember generate RUN --prompt ...` "
+        "and rate those",
+    }
 
     def __init__(self, *, token_bytes: Sequence[int] | None = None, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= label_smoothing < 1.0:
@@ -67,8 +82,9 @@ class LanguageModel:
             label_smoothing=self.label_smoothing,
         )
 
-    def evaluation(self) -> LanguageModelEvaluation:
-        return LanguageModelEvaluation(self.token_bytes, exact_loss=self.label_smoothing == 0.0)
+    def evaluation(self, *, keep: bool = False) -> LanguageModelEvaluation:
+        """Token-weighted sums; ``keep`` also keeps every window's nats, tokens and bytes."""
+        return LanguageModelEvaluation(self.token_bytes, exact_loss=self.label_smoothing == 0.0, keep=keep)
 
     # ------------------------------------------------------------------ lifecycle (tasks.contract)
 
@@ -86,6 +102,71 @@ class LanguageModel:
         options.setdefault("eos_id", getattr(tokenizer, "eos_id", None))
         return stream_text(model, tokenizer, prompt, **options)
 
+    def evidence(
+        self, evaluation: LanguageModelEvaluation, data: Any, *, n_resamples: int = 1000
+    ) -> Evidence:
+        """The windows' sums as :class:`Evidence` over blocks of text (`ember.metrics.lm`): the split's
+        chunks for a recipe's windows, each window alone for windows given as arrays."""
+        from ember.metrics.lm import lm_statistics
+        from ember.metrics.statistics import Evidence
+
+        per = evaluation.windows()
+        units = _units(data, len(per))
+        nats, tokens, n_bytes = (units.per_block(per[:, j]) for j in range(3))
+        note = units.note + f" ({int(tokens.sum()):,} tokens scored)"
+        return Evidence(lm_statistics(nats, tokens, n_bytes), units.n, units.unit, note)
+
+    def baselines(
+        self, train: Any, data: Any, evaluation: LanguageModelEvaluation, spec: ModelSpec, *, seed: int = 0,
+        n_resamples: int = 1000,
+    ) -> list[BaselineEvidence]:  # fmt: skip
+        """Add-alpha unigram and bigram models fitted on the training split's tokens, scored on the
+        very windows the model was scored on (see `ember.metrics.lm`)."""
+        from ember.metrics.lm import lm_statistics, ngram_baselines
+        from ember.metrics.statistics import BaselineEvidence
+
+        per = evaluation.windows()
+        units = _units(data, len(per))
+        if units.windows is None:
+            raise NotApplicable(
+                "the windows' targets are not their inputs shifted by one: no token stream to fit"
+            )
+        if not np.array_equal(per[:, 1], np.full(len(per), float(units.windows.shape[1] - 1))):
+            raise NotApplicable(
+                "n-gram baselines score every target of a window; this split has unscored targets"
+            )
+        vocab = int(spec.inputs.vocab_size or units.windows.max() + 1)
+        tokens, n_bytes = units.per_block(per[:, 1]), units.per_block(per[:, 2])
+        return [
+            BaselineEvidence(name, text, lm_statistics(units.per_block(nats), tokens, n_bytes))
+            for name, text, nats in ngram_baselines(_train_tokens(train), units.windows, vocab_size=vocab)
+        ]
+
+    def report_items(
+        self, evaluation: LanguageModelEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
+    ) -> list[ReportItem]:
+        """The hardest and the easiest resampled units by loss."""
+        from ember.tasks import items
+
+        per = evaluation.windows()
+        units = _units(data, len(per))
+        nats, tokens = units.per_block(per[:, 0]), units.per_block(per[:, 1])
+        loss = np.divide(nats, tokens, out=np.full_like(nats, np.nan), where=tokens > 0)
+        order = np.argsort(-np.nan_to_num(loss, nan=-np.inf), kind="stable")
+        one = units.unit.removesuffix("s")
+        row = lambda i: [int(i), int(tokens[i]), float(loss[i]), float(loss[i]) / math.log(2)]  # noqa: E731
+        shown: list[list[Any]] = [row(i) for i in order[:limit]]
+        note = f"the {len(shown)} hardest of {len(order)} {units.unit} by loss"
+        if len(order) > limit + 3:
+            shown += [["...", "", "", ""]] + [row(i) for i in order[-3:]]
+            note += ", then the 3 easiest"
+        headers = [one, "tokens", "loss (nats per token)", "bits per token"]
+        return [
+            items.Table(
+                headers, shown, note=f"{note}; {one} = position in the evaluated split", numeric=(0, 1, 2, 3)
+            )
+        ]
+
     def distill_loss(
         self,
         student: torch.Tensor,
@@ -99,17 +180,98 @@ class LanguageModel:
         return kd_loss(student, teacher, target, temperature=temperature, alpha=alpha)
 
 
-class LanguageModelEvaluation:
-    """Sums of nats, tokens and bytes kept on the device (no host sync until ``compute``)."""
+class _Units:
+    """How a split's evaluated windows group into the units the bootstrap resamples."""
 
-    def __init__(self, token_bytes: torch.Tensor | None, *, exact_loss: bool = True) -> None:
+    def __init__(self, windows: np.ndarray | None, block: np.ndarray, unit: str, note: str) -> None:
+        self.windows = windows  # (N, T + 1) token ids: a window's inputs, then its last target
+        self.block = block  # (N,) the unit of each window, 0 .. n - 1
+        self.n = int(block.max(initial=-1)) + 1
+        self.unit, self.note = unit, note
+
+    def per_block(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.block, weights=values, minlength=self.n)
+
+
+def _units(data: Any, scored: int) -> _Units:
+    """Blocks of a recipe's windows (`LMLoader`: the split's chunks), else each window its own unit."""
+    if isinstance(data, LMLoader):
+        starts = torch.cat(list(data.windows)) if len(data.windows) else torch.zeros(0, dtype=torch.long)
+        windows = data.data.tokens[starts[:, None] + torch.arange(data.block_size + 1)].numpy()
+        chunk = int(data.data.chunk_size)
+        _, block = np.unique(starts.numpy() // chunk, return_inverse=True)
+        note = (
+            f"unit: a block of {chunk:,} tokens (one of the split's chunks) with its {len(starts):,} windows of "
+            f"{data.block_size} tokens; whole blocks are resampled because neighbouring tokens' losses are "
+            "correlated"
+        )
+        units = _Units(windows, block.reshape(-1), "blocks", note)
+    else:
+        x, y = _window_arrays(data)
+        shifted = x.shape == y.shape and bool((x[:, 1:] == y[:, :-1]).all())
+        joined = np.concatenate([x, y[:, -1:]], axis=1) if shifted else None
+        note = (
+            f"unit: a window of {x.shape[1]} tokens as the run kept it (not a chunk of a corpus); windows "
+            "are resampled whole, so the interval is narrower than one over longer blocks would be"
+        )
+        units = _Units(joined, np.arange(len(x)), "windows", note)
+    if len(units.block) != scored:
+        raise ValueError(
+            f"{scored} scored windows but the data has {len(units.block)}: the pass did not match"
+        )
+    return units
+
+
+def _window_arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` (N, T) token ids of windows given as arrays (a Python run's kept split)."""
+    x, y = getattr(data, "x", None), getattr(data, "y", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.ndim != 2:
+        raise NotApplicable(
+            f"a language model's evidence reads (N, T) token windows; got {type(data).__name__}. "
+            "Evaluate on the run's own splits or on an .npz of x and y (N, T) token ids"
+        )
+    return x.long().numpy(), y.long().numpy()
+
+
+def _train_tokens(train: Any) -> np.ndarray:
+    """The training split's tokens in order (a recipe's chunks, or a Python run's windows joined)."""
+    if isinstance(train, LMLoader):
+        from ember.metrics.lm import chunk_tokens
+
+        return chunk_tokens(train.data)
+    x, y = _window_arrays(train)
+    shifted = x.shape == y.shape and bool((x[:, 1:] == y[:, :-1]).all())
+    return np.concatenate([x, y[:, -1:]], axis=1).ravel() if shifted else x.ravel()
+
+
+class LanguageModelEvaluation:
+    """Sums of nats, tokens and bytes kept on the device (no host sync until ``compute``); with
+    ``keep``, also every window's (`ember.metrics.lm.WindowNats`)."""
+
+    def __init__(
+        self, token_bytes: torch.Tensor | None, *, exact_loss: bool = True, keep: bool = False
+    ) -> None:
         self.token_bytes = token_bytes
         self.exact_loss = exact_loss  # the batch loss is the plain mean of nats (no label smoothing)
         self.nats: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
         self.bytes: torch.Tensor | None = None
+        self.window_sums: Any = None
+        if keep:
+            from ember.metrics.lm import WindowNats
+
+            self.window_sums = WindowNats(token_bytes)
+
+    def windows(self) -> np.ndarray:
+        """``(N, 3)``: nats, tokens and bytes of every window of the pass (an evaluation made with
+        ``keep``)."""
+        if self.window_sums is None:
+            raise ValueError("this evaluation kept no windows: make it with evaluation(keep=True)")
+        return self.window_sums.result()
 
     def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        if self.window_sums is not None:
+            self.window_sums.update(output, target)
         flat = target.flatten()
         scored = flat != IGNORE_INDEX
         tokens = scored.sum()

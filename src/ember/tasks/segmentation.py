@@ -23,8 +23,9 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +33,10 @@ from torch import nn
 from ember.tasks.base import LossMean, registry, split_batch
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 __all__ = ["Segmentation", "SegmentationEvaluation", "dice_loss"]
 
@@ -77,7 +82,10 @@ class Segmentation:
 
     headline = "miou"
     mode: Literal["max", "min"] = "max"
-    checks = ("overfitting", "shift")
+    checks = ("overfitting", "leakage", "shift")
+    instead = {
+        "check.imbalance": "its labels are per pixel; `ember report` shows every class's IoU and pixels"
+    }
 
     def __init__(
         self, *, dice_weight: float = 0.0, background_weight: float = 1.0, ignore_index: int = -100
@@ -108,14 +116,49 @@ class Segmentation:
             loss = loss + self.dice_weight * dice_loss(output, target, target != self.ignore_index)
         return loss
 
-    def evaluation(self) -> SegmentationEvaluation:
-        return SegmentationEvaluation(ignore_index=self.ignore_index)
+    def evaluation(self, *, keep: bool = False) -> SegmentationEvaluation:
+        """A running IoU; ``keep`` also keeps every image's confusion matrix."""
+        return SegmentationEvaluation(ignore_index=self.ignore_index, keep=keep)
 
     # ------------------------------------------------------------------ lifecycle (tasks.contract)
 
     def decode(self, outputs: torch.Tensor, spec: ModelSpec) -> dict[str, Any]:
         """Per image: the (H, W) map of predicted class indices, as nested lists."""
         return {"masks": outputs.detach().argmax(dim=1).to(torch.int16).cpu().numpy()}
+
+    def evidence(self, evaluation: SegmentationEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
+        """Every image's confusion matrix as :class:`Evidence` over images (`ember.metrics.segmentation`)."""
+        from ember.metrics.segmentation import segmentation_evidence
+
+        return segmentation_evidence(evaluation.per_image())
+
+    def baselines(
+        self, train: Any, data: Any, evaluation: SegmentationEvaluation, spec: ModelSpec, *, seed: int = 0,
+        n_resamples: int = 1000, max_train: int = 2000,
+    ) -> list[BaselineEvidence]:  # fmt: skip
+        """``majority`` and ``components`` on the evaluated images, fitted on at most ``max_train``
+        training images (a seeded random subset)."""
+        from ember.metrics import components
+        from ember.metrics.segmentation import segmentation_baselines
+
+        k = int(evaluation.per_image().shape[1])
+        fit = [(x, np.asarray(m)) for x, m in components.items(train, limit=max_train, seed=seed)]
+        evaluated = [(x, np.asarray(m)) for x, m in components.items(data)]
+        return segmentation_baselines(
+            fit, evaluated, num_classes=k, ignore_index=self.ignore_index, classes=spec.classes
+        )
+
+    def report_items(
+        self, evaluation: SegmentationEvaluation, data: Any, spec: ModelSpec
+    ) -> list[ReportItem]:
+        """The pixels' confusion matrix, with each class's precision, recall, F1 and IoU."""
+        from ember.tasks import items
+
+        matrix = evaluation.per_image().sum(axis=0)
+        names = spec.classes or []
+        classes = [names[i] if i < len(names) else str(i) for i in range(len(matrix))]
+        note = "pixels of the split: rows true class, columns predicted; colour: share of the row."
+        return [items.Confusion(matrix, classes, unit="pixels", iou=True, note=note)]
 
     def distill_loss(
         self,
@@ -135,10 +178,21 @@ class Segmentation:
 class SegmentationEvaluation:
     """Running per-class IoU over one pass (torchmetrics' confusion matrix; see the module docstring)."""
 
-    def __init__(self, *, ignore_index: int = -100) -> None:
+    def __init__(self, *, ignore_index: int = -100, keep: bool = False) -> None:
         self.ignore_index = ignore_index
         self.metric: Any = None  # built at the first batch, when the number of classes is known
         self.loss = LossMean()
+        self.image_counts: Any = None
+        if keep:
+            from ember.metrics.segmentation import ConfusionPerImage
+
+            self.image_counts = ConfusionPerImage(ignore_index=ignore_index)
+
+    def per_image(self) -> np.ndarray:
+        """``(N, K, K)`` truth x prediction pixel counts of every image (an evaluation made with ``keep``)."""
+        if self.image_counts is None:
+            raise ValueError("this evaluation kept no per-image counts: make it with evaluation(keep=True)")
+        return self.image_counts.result()
 
     def update(self, output: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
         if self.metric is None:
@@ -147,6 +201,8 @@ class SegmentationEvaluation:
             self.metric = MulticlassJaccardIndex(
                 output.shape[1], average="none", zero_division=math.nan, validate_args=False
             ).to(output.device)
+        if self.image_counts is not None:
+            self.image_counts.update(output, target)
         pred = output.argmax(dim=1)
         keep = target != self.ignore_index
         self.metric.update(pred[keep], target[keep])

@@ -30,15 +30,20 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ember.data.parallel import PairLoader
 from ember.tasks.base import registry
 from ember.tasks.classification import kd_loss
 from ember.tasks.spec import ModelSpec, NotApplicable
+
+if TYPE_CHECKING:  # the evaluation stage's pieces load when a stage asks, not with `import ember`
+    from ember.metrics.statistics import BaselineEvidence, Evidence
+    from ember.tasks.items import ReportItem
 
 IGNORE_INDEX = -100
 
@@ -85,6 +90,11 @@ class Seq2Seq:
     headline = "bleu"
     mode: Literal["max", "min"] = "max"
     answers_prompt = True  # generate_text answers the prompt with its translation
+    instead = {
+        "check.leakage": "its inputs are sentences of varying length; the recipe holds out whole books",
+        "check.shift": "token sequences of varying length have no fixed feature distribution to test",
+        "check.imbalance": "its targets are sentences, not classes",
+    }
 
     def __init__(
         self,
@@ -224,6 +234,63 @@ class Seq2Seq:
         )  # fmt: skip
         yield text
 
+    def evidence(self, evaluation: Seq2SeqEvaluation, data: Any, *, n_resamples: int = 1000) -> Evidence:
+        """The decoded sentences as :class:`Evidence` over sentence pairs (`ember.metrics.translation`)."""
+        from ember.metrics.translation import translation_evidence
+
+        ev = evaluation
+        return translation_evidence(
+            ev.hypotheses, ev.references, nats=ev.sentence_nats, tokens=ev.sentence_tokens
+        )
+
+    def baselines(
+        self, train: Any, data: Any, evaluation: Seq2SeqEvaluation, spec: ModelSpec, *, seed: int = 0,
+        n_resamples: int = 1000,
+    ) -> list[BaselineEvidence]:  # fmt: skip
+        """``copy`` and ``word by word`` on the evaluated sentences, the lexicon from ``train``'s pairs."""
+        from ember.metrics.translation import translation_baselines
+
+        pairs = train.data if isinstance(train, PairLoader) else train  # a loader's pairs, in split order
+        texts = [[self.detokenize(side.tolist()) for side in pairs[i]] for i in range(len(pairs))]
+        sources, targets = [s for s, _ in texts], [t for _, t in texts]
+        ev = evaluation
+        return translation_baselines(ev.sources, ev.references, train_sources=sources, train_targets=targets)
+
+    def report_items(
+        self, evaluation: Seq2SeqEvaluation, data: Any, spec: ModelSpec, *, limit: int = 12
+    ) -> list[ReportItem]:
+        """The decoded sentences with the lowest sentence chrF: source, reference and translation."""
+        from sacrebleu.metrics import CHRF
+
+        from ember.tasks import items
+
+        ev = evaluation
+        if not ev.hypotheses:
+            return [items.Table([], [], note="no sentences were decoded in this pass")]
+        chrf = CHRF()
+        scores = [chrf.sentence_score(h, [r]).score for h, r in zip(ev.hypotheses, ev.references)]
+        order = sorted(range(len(scores)), key=lambda i: scores[i])[:limit]
+        source = ev.sources if len(ev.sources) == len(scores) else [""] * len(scores)
+        rows = [[i, scores[i], source[i], ev.references[i], ev.hypotheses[i]] for i in order]
+        note = (
+            f"the {len(order)} of {len(scores)} translations with the lowest sentence chrF; sentence = position "
+            "in the evaluation order (length-sorted batches)"
+        )
+        return [
+            items.Table(
+                ["sentence", "chrF", "source", "reference", "translation"], rows, note=note, numeric=(0, 1)
+            )
+        ]
+
+    def human_texts(self, evaluation: Seq2SeqEvaluation, spec: ModelSpec) -> list[dict[str, str]]:
+        """Each decoded sentence: its source, its translation, and the reference translation."""
+        ev = evaluation
+        sources = ev.sources if len(ev.sources) == len(ev.hypotheses) else [""] * len(ev.hypotheses)
+        return [
+            {"input": s, "output": h, "reference": r}
+            for s, h, r in zip(sources, ev.hypotheses, ev.references)
+        ]
+
     def distill_loss(
         self,
         student: Any,
@@ -249,7 +316,7 @@ class Seq2SeqEvaluation:
     """Plain cross-entropy sums (on the device) and the decoded sentences of one pass.
 
     For every decoded sentence it also keeps the source text and the sentence's summed nats and
-    target tokens (``sentence_nats``, ``sentence_tokens``): what `ember.evaluate.translation`
+    target tokens (``sentence_nats``, ``sentence_tokens``): what `ember.metrics.translation`
     resamples for its intervals.
     """
 

@@ -141,6 +141,14 @@ class ModelSpec:
         if self.entry_point is not None and ":" not in self.entry_point:
             raise SpecError(f"spec.entry_point must be 'package.module:callable'; got {self.entry_point!r}")
 
+    def row_encoder(self) -> Any:
+        """The table's fitted `~ember.data.tabular.RowEncoder` when ``preprocess`` is one, else None."""
+        if not self.preprocess or self.preprocess.get("kind") != "row-encoder":
+            return None
+        from ember.data.tabular import RowEncoder
+
+        return RowEncoder.from_spec(self.preprocess)
+
     @property
     def rebuildable(self) -> bool:
         """The model can be rebuilt from code (zoo or entry point), so weights alone restore it."""

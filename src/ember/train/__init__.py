@@ -5,7 +5,7 @@ from ember.train import finetune
 from ember.train.callbacks import Callback, EarlyStopping, ProgressBar
 from ember.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from ember.train.finetune import LoadReport, freeze, load_pretrained, unfreeze
-from ember.train.loop import NonFiniteLossError, evaluate, fit, predict
+from ember.train.loop import NonFiniteLossError, evaluate, evaluate_pass, fit, predict
 from ember.train.optim import build_optimizer, build_schedule, optimizers, schedules
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.sealed import WeightsError
@@ -28,6 +28,7 @@ __all__ = [
     "build_optimizer",
     "build_schedule",
     "evaluate",
+    "evaluate_pass",
     "finetune",
     "fit",
     "freeze",

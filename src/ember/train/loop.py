@@ -1,4 +1,4 @@
-"""The training loop: :func:`fit`, plus :func:`evaluate` and :func:`predict`.
+"""The training loop: :func:`fit`, plus :func:`evaluate` (:func:`evaluate_pass`) and :func:`predict`.
 
 One loop serves every model and task. What varies is passed in: the ``task`` (how a batch becomes a
 loss), the ``callbacks`` (what happens around steps), the ``checkpointer``. The only host syncs are
@@ -26,7 +26,7 @@ from torch import nn
 
 from ember.config import TrainerConfig
 from ember.data.loader import TensorLoader
-from ember.tasks.base import Task
+from ember.tasks.base import Evaluation, Task
 from ember.train.callbacks import CallbackList
 from ember.train.signals import raise_if_interrupted, stop_on_signals
 from ember.train.state import TrainState
@@ -288,11 +288,34 @@ def evaluate(
     precision: Any = None,
 ) -> dict[str, float]:
     """The task's metrics (and mean loss) over ``loader`` in eval mode; training mode is restored."""
+    return computed(evaluate_pass(model, loader, task, state=state, device=device, precision=precision))
+
+
+def computed(evaluation: Evaluation) -> dict[str, float]:
+    """An evaluation's metrics as :func:`evaluate` returns them: undefined (NaN) ones left out, but the loss."""
+    metrics = evaluation.compute()
+    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v) and k != "loss")}
+
+
+@torch.inference_mode()
+def evaluate_pass(
+    model: nn.Module,
+    loader: Iterable[Any],
+    task: Task,
+    *,
+    evaluation: Evaluation | None = None,
+    state: TrainState | None = None,
+    device: torch.device | None = None,
+    precision: Any = None,
+) -> Evaluation:
+    """One pass of ``model`` over ``loader`` in eval mode, fed to ``evaluation`` (default: a fresh
+    ``task.evaluation()``), which is returned: its ``compute()`` gives :func:`evaluate`'s metrics and
+    the stages read what it kept (see ``ember.tasks.contract.evaluation``)."""
     device = device or (state.device if state else torch.device("cpu"))
     precision = precision or (state.precision if state else None)
     was_training = model.training
     model.eval()
-    ev = task.evaluation()
+    ev = evaluation if evaluation is not None else task.evaluation()
     for batch in loader:
         batch = to_device(batch, device)
         with precision.autocast() if precision is not None else contextlib.nullcontext():
@@ -300,8 +323,7 @@ def evaluate(
             loss = task.loss(output, target)
         ev.update(output, target, loss)
     model.train(was_training)
-    metrics = ev.compute()
-    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v) and k != "loss")}
+    return ev
 
 
 @torch.inference_mode()

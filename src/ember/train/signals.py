@@ -65,6 +65,31 @@ def stop_on_signals(state: TrainState, signums: tuple[int, ...] = (signal.SIGTER
             signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
+    """A signal in ``signums`` while the block runs (a fit's final writes: the weights, the run's
+    status) waits for the block to end, then raises :class:`Interrupted`: the writes finish and the
+    run says ``completed`` rather than dying half-way. The training loop's own handler
+    (:func:`stop_on_signals`) takes over inside it. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signums
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        name = signal.Signals(received[0]).name
+        raise Interrupted(
+            f"stopped by {name} as the run completed (its final writes were finished first)", received[0]
+        )
+
+
 def raise_if_interrupted(state: TrainState) -> None:
     """Raise :class:`Interrupted` when a signal stopped the fit (called once its final checkpoint is written)."""
     if state.interrupted:

@@ -61,6 +61,7 @@ from ember.train.precision import resolve_device, resolve_precision
 from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
 from ember.train.run_logger import RunLogger
+from ember.train.signals import deferred_signals
 from ember.train.state import TrainState
 
 # Trainer keyword → (config section, field). Every TrainerConfig field is accepted under its own name too.
@@ -351,6 +352,18 @@ class Trainer:
             callbacks.append(compile_timer)
         callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
         callbacks += build_loggers(cfg, run.dir, run.id)  # TensorBoard, MLflow: imported only when chosen
+        with deferred_signals():  # SIGTERM after the loop: the final writes finish, then it stops
+            return self._fit_to_end(
+                state, loader, callbacks, cfg, val_loader, checkpointer, writer, run, model, optimizer,
+                monitor, started, compile_timer, profiler,
+            )  # fmt: skip
+
+    def _fit_to_end(
+        self, state: Any, loader: Any, callbacks: list[Any], cfg: Any, val_loader: Any, checkpointer: Any,
+        writer: Any, run: Any, model: Any, optimizer: Any, monitor: Any, started: float,
+        compile_timer: Any, profiler: Any,
+    ) -> FitResult:  # fmt: skip
+        """The loop, then the run's final writes (see :meth:`fit`)."""
         try:
             with fallback_to_eager(cfg.trainer.compile):
                 fit(

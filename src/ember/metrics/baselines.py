@@ -1,4 +1,6 @@
-"""Baselines: what a model must beat, fitted on the run's training split and scored on the same split.
+"""Baselines: what a model must beat, fitted on a run's training split and scored on the evaluated split.
+
+The tasks pick theirs (``baselines`` in `ember.tasks.contract`); these are the pieces they use.
 
 - :func:`majority_class` / :func:`mean_value`: the trivial predictor (the most frequent training class,
   with the training class frequencies as its probabilities; the training mean).
@@ -245,36 +247,6 @@ def table_baselines(
     return out
 
 
-def default_baselines(
-    task: str, train: Any, evaluated: Any, *, num_classes: int | None, seed: int = 0, encoder: Any = None
-) -> list[Baseline]:
-    """The trivial and the classical baselines for ``task`` (``classification`` or ``regression``).
-
-    With a table's ``encoder`` (`~ember.data.tabular.RowEncoder`), the classical ones are
-    :func:`table_baselines`: logistic regression and gradient boosting, each fed the table its way.
-    """
-    n = len(evaluated)
-    train_y = as_arrays(train)[1]
-    if encoder is not None and task in ("classification", "regression"):
-        trivial = (
-            majority_class(train_y, n, num_classes=num_classes)
-            if task == "classification" and num_classes is not None
-            else mean_value(train_y, n)
-        )
-        classes = num_classes if task == "classification" else None
-        return [trivial, *table_baselines(train, evaluated, encoder, num_classes=classes, seed=seed)]
-    if task == "classification":
-        if num_classes is None:
-            raise ValueError("classification baselines need num_classes")
-        return [
-            majority_class(train_y, n, num_classes=num_classes),
-            logistic_regression(train, evaluated, num_classes=num_classes, seed=seed),
-        ]
-    if task == "regression":
-        return [mean_value(train_y, n), gradient_boosting(train, evaluated, seed=seed)]
-    raise ValueError(f"no baselines for task '{task}' yet; ember has them for classification and regression")
-
-
 def ngram_nll(
     train_tokens: torch.Tensor | np.ndarray,
     eval_tokens: torch.Tensor | np.ndarray,
@@ -316,7 +288,6 @@ def ngram_nll(
 __all__ = [
     "Baseline",
     "as_arrays",
-    "default_baselines",
     "features",
     "gradient_boosting",
     "logistic_regression",

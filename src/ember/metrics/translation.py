@@ -1,4 +1,4 @@
-"""Translation's BLEU, chrF and loss with sentence-bootstrap intervals, beside copy and word-by-word baselines.
+"""Translation's BLEU, chrF and loss as weighted statistics over sentences, and copy and word-by-word baselines.
 
 The unit the bootstrap resamples is a **sentence pair** of the evaluated split. Corpus BLEU and chrF
 are not means of sentence scores: each is a function of *sums* over the corpus (BLEU: n-gram
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.evaluate.stats import BaselineEvidence, Evidence, Statistics
+from ember.metrics.statistics import BaselineEvidence, Evidence, Statistics
 
 WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 MIN_DICE = 0.05  # below this association a source word is copied rather than translated
@@ -148,51 +148,54 @@ def _join(tokens: list[str]) -> str:
     return re.sub(r" ([.,;:!?)\]»])", r"\1", re.sub(r"([(\[¿¡«]) ", r"\1", text))
 
 
-def _kept(p: Any) -> Any:
-    ev = p.per_example
-    if ev is None or not getattr(ev, "hypotheses", None):
+def translation_evidence(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    *,
+    nats: Sequence[float] | None = None,
+    tokens: Sequence[int] | None = None,
+) -> Evidence:
+    """Decoded sentences (and their nats and tokens) as :class:`Evidence` over sentence pairs."""
+    if not hypotheses:
         raise ValueError(
             "the pass decoded no sentences: translation intervals need every evaluated pair decoded"
         )
-    return ev
-
-
-def model_evidence(p: Any) -> Evidence:
-    """The decoded split's sentences (``p.per_example``: the task's evaluation) as :class:`Evidence`."""
-    ev = _kept(p)
-    stats = translation_statistics(
-        ev.hypotheses, ev.references, nats=ev.sentence_nats, tokens=ev.sentence_tokens
-    )
     note = (
         "unit: a sentence pair; corpus BLEU and chrF are rescored by sacrebleu from the drawn sentences' "
         "summed n-gram statistics (Koehn 2004)"
     )
-    return Evidence(stats, len(ev.hypotheses), "sentences", note)
+    stats = translation_statistics(hypotheses, references, nats=nats, tokens=tokens)
+    return Evidence(stats, len(hypotheses), "sentences", note)
 
 
-def baseline_evidence(p: Any, *, seed: int = 0) -> list[BaselineEvidence]:
-    """``copy`` and ``word by word`` on the evaluated sentences (``seed`` unused: nothing is random)."""
-    ev = _kept(p)
-    if len(ev.sources) != len(ev.hypotheses):
+def translation_baselines(
+    sources: Sequence[str],
+    references: Sequence[str],
+    *,
+    train_sources: Sequence[str],
+    train_targets: Sequence[str],
+) -> list[BaselineEvidence]:
+    """``copy`` and ``word by word`` translations of ``sources``, the lexicon learnt from the training pairs."""
+    if len(sources) != len(references):
         raise ValueError("the pass kept no source sentences: the baselines translate the sources")
-    prep = p.prepared  # the parallel bundle's pool of pairs, cut to the run's training split
-    pairs = prep.bundle.train.subset(prep.splits["train"])
-    detok = p.task.detokenize
-    rows = [int(r) for r in pairs.rows]
-    lexicon = WordByWord(
-        [detok(pairs.src[r].tolist()) for r in rows], [detok(pairs.tgt[r].tolist()) for r in rows]
-    )
-    copy = translation_statistics(ev.sources, ev.references)
-    word = translation_statistics([lexicon.translate(s) for s in ev.sources], ev.references)
+    lexicon = WordByWord(train_sources, train_targets)
+    copy = translation_statistics(sources, references)
+    word = translation_statistics([lexicon.translate(s) for s in sources], references)
     return [
         BaselineEvidence("copy", "the source sentence as its own translation", copy),
         BaselineEvidence(
             "word by word",
-            f"each word replaced by its most associated target word over {len(rows):,} training pairs "
+            f"each word replaced by its most associated target word over {len(train_sources):,} training pairs "
             f"(Dice; {len(lexicon.lexicon):,} words known, others copied)",
             word,
         ),
     ]
 
 
-__all__ = ["WordByWord", "baseline_evidence", "model_evidence", "translation_statistics", "words"]
+__all__ = [
+    "WordByWord",
+    "translation_baselines",
+    "translation_evidence",
+    "translation_statistics",
+    "words",
+]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ember.evaluate.detection import NAMES, class_prior, components_detector, detection_statistics
 from ember.evaluate.stats import bootstrap
-from ember.tasks.detection import mean_average_precision
+from ember.metrics.coco import mean_average_precision
+from ember.metrics.detection import NAMES, class_prior, components_detector, detection_statistics
 
 
 def _scenes(n: int, seed: int, *, k: int = 4, junk: int = 6) -> tuple[list, list]:

@@ -13,7 +13,7 @@ split drew, so they are the data's own sampling unit. Each metric is a ratio of 
 
 Baselines, fitted on the tokens of the run's *training* split and scored on the very windows the
 model was scored on: an add-alpha **unigram** and **bigram** model
-(:func:`ember.evaluate.baselines.ngram_nll`). The bigram's context for a window's first target is the
+(:func:`ember.metrics.baselines.ngram_nll`). The bigram's context for a window's first target is the
 window's first input token, as the model's. ``alpha`` is chosen from :data:`ALPHAS` by the likelihood
 of the last 10% of the training tokens under a model fitted on the first 90%, then the model is
 refitted on all of them; the evaluated split is never looked at. The training chunks are joined in
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ember.evaluate.baselines import ngram_nll
-from ember.evaluate.stats import BaselineEvidence, Evidence, Statistics
+from ember.metrics.baselines import ngram_nll
+from ember.metrics.statistics import Statistics
 
 IGNORE_INDEX = -100
 ALPHAS = (1.0, 0.3, 0.1, 0.03, 0.01)
@@ -150,85 +150,35 @@ def ngram_window_nats(
     return nll.reshape(windows.shape)[:, 1:].sum(axis=1)
 
 
-def _split_chunks(p: Any) -> Any:
-    """The run's ``TokenChunks`` of the evaluated split."""
-    prep, bundle = p.prepared, p.prepared.bundle
-    if p.split == "test" and bundle.test is not None:
-        return bundle.test
-    return bundle.train.subset(prep.splits[p.split])
+def ngram_baselines(
+    train_tokens: np.ndarray, windows: np.ndarray, *, vocab_size: int, alpha: float | None = None
+) -> list[tuple[str, str, np.ndarray]]:
+    """The unigram and bigram baselines: ``(name, description, (N,) summed nats of each window)``.
 
-
-def _blocks(p: Any) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Window starts, the block (0..n-1) of each window, the number of blocks, and the chunk size."""
-    loader = p.data
-    starts = torch.cat(list(loader.windows)).numpy() if len(loader.windows) else np.zeros(0, np.int64)
-    chunk_size = int(_split_chunks(p).chunk_size)
-    _, block = np.unique(starts // chunk_size, return_inverse=True)
-    return starts, block, int(block.max(initial=-1)) + 1, chunk_size
-
-
-def _per_block(values: np.ndarray, block: np.ndarray, n: int) -> np.ndarray:
-    return np.bincount(block, weights=values, minlength=n)
-
-
-def model_evidence(p: Any) -> Evidence:
-    """The model's per-block sums from :class:`WindowNats` (``p.per_example``) as :class:`Evidence`."""
-    per = np.asarray(p.per_example, np.float64)
-    starts, block, n, chunk_size = _blocks(p)
-    if len(starts) != len(per):
-        raise ValueError(
-            f"{len(per)} scored windows but the loader has {len(starts)}: the pass did not match"
-        )
-    nats, tokens, n_bytes = (_per_block(per[:, j], block, n) for j in range(3))
-    block_size = int(p.prepared.bundle.block_size)
-    note = (
-        f"unit: a block of {chunk_size:,} tokens (one of the split's chunks) with its {len(per):,} windows of "
-        f"{block_size} tokens ({int(tokens.sum()):,} tokens scored); whole blocks are resampled because "
-        "neighbouring tokens' losses are correlated"
-    )
-    return Evidence(lm_statistics(nats, tokens, n_bytes), n, "blocks", note)
-
-
-def baseline_evidence(p: Any, *, alpha: float | None = None, seed: int = 0) -> list[BaselineEvidence]:
-    """Unigram and bigram baselines on the model's windows, fitted on the training split's tokens.
-
-    ``alpha``: the smoothing of both (None: each chooses its own, see :func:`choose_alpha`); ``seed``
-    is unused (nothing here is random) and taken for the same call as the other task families.
+    Args:
+        train_tokens: the training split's tokens, in order.
+        windows: ``(N, T + 1)`` evaluated windows (see :func:`ngram_window_nats`).
+        alpha: the smoothing of both (None: each chooses its own, see :func:`choose_alpha`).
     """
-    per = np.asarray(p.per_example, np.float64)
-    starts, block, n, _ = _blocks(p)
-    bundle = p.prepared.bundle
-    tokens = _split_chunks(p).tokens  # the stream the windows were cut from
-    block_size = int(bundle.block_size)
-    windows = tokens[torch.as_tensor(starts)[:, None] + torch.arange(block_size + 1)].numpy()
-    train = _split_chunks_tokens(bundle.train.subset(p.prepared.splits["train"]))
-    vocab = int(bundle.num_classes)
-    n_tokens = _per_block(per[:, 1], block, n)
-    n_bytes = _per_block(per[:, 2], block, n)
-    if not np.array_equal(per[:, 1], np.full(len(per), float(block_size))):
-        raise ValueError("n-gram baselines score every target of a window; this split has unscored targets")
     out = []
     for order, name in ((1, "unigram"), (2, "bigram")):
-        a = alpha if alpha is not None else choose_alpha(train, vocab_size=vocab, order=order)
-        nats = ngram_window_nats(train, windows, vocab_size=vocab, order=order, alpha=a)
+        a = alpha if alpha is not None else choose_alpha(train_tokens, vocab_size=vocab_size, order=order)
+        nats = ngram_window_nats(train_tokens, windows, vocab_size=vocab_size, order=order, alpha=a)
         what = "P(token)" if order == 1 else "P(token | previous token)"
         how = (
             "given"
             if alpha is not None
             else f"chosen from {', '.join(f'{x:g}' for x in ALPHAS)} on held-out training tokens"
         )
-        out.append(
-            BaselineEvidence(
-                name,
-                f"add-{a:g} {name} {what} fitted on the {len(train):,} training-split tokens (alpha {how}), "
-                f"vocabulary {vocab:,}",
-                lm_statistics(_per_block(nats, block, n), n_tokens, n_bytes),
-            )
+        description = (
+            f"add-{a:g} {name} {what} fitted on the {len(train_tokens):,} training-split tokens (alpha {how}), "
+            f"vocabulary {vocab_size:,}"
         )
+        out.append((name, description, nats))
     return out
 
 
-def _split_chunks_tokens(chunks: Any) -> np.ndarray:
+def chunk_tokens(chunks: Any) -> np.ndarray:
     """Every token of a ``TokenChunks`` split, its chunks joined in order."""
     starts, lengths = chunks.spans()
     if len(starts) == 0:
@@ -240,9 +190,9 @@ def _split_chunks_tokens(chunks: Any) -> np.ndarray:
 __all__ = [
     "ALPHAS",
     "WindowNats",
-    "baseline_evidence",
     "choose_alpha",
+    "chunk_tokens",
     "lm_statistics",
-    "model_evidence",
+    "ngram_baselines",
     "ngram_window_nats",
 ]

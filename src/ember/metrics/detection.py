@@ -1,11 +1,11 @@
-"""Detection's COCO mAP with bootstrap intervals over images, beside a trivial and a classical baseline.
+"""Detection's COCO mAP, as a weighted statistic over images for bootstrap intervals, and its baselines.
 
 :func:`detection_statistics` makes pycocotools' ``COCOeval`` a weighted statistic. ``evaluate()``
 runs once, matching every detection to the truth of its image (greedy, by score, per IoU threshold);
 a resample then only re-weights images: each detection and true box counts as often as its image was
 drawn, and ``accumulate()``'s precision-recall curves and 101-point interpolation are recomputed from
 weighted cumulative sums, for every resample at once. With every weight 1 it reproduces ``COCOeval``'s
-``stats`` exactly (tested against `ember.tasks.detection.mean_average_precision`); a weight of ``k``
+``stats`` exactly (tested against `ember.metrics.coco.mean_average_precision`); a weight of ``k``
 equals ``k`` copies of the image. Two exact shortcuts keep it fast: detections after a class's last
 true positive are dropped (they move neither precision at any reached recall nor the final recall),
 and consecutive detections with the same outcome at every threshold are merged into one step (a run of
@@ -21,7 +21,7 @@ Baselines, fitted on the run's training split and scored on the same images:
 - ``components``: 8-connected components of the inked pixels (above a threshold chosen on held-out
   training images) of at least ``min_pixels`` pixels give boxes; each box's crop is classified by
   logistic regression trained on crops of the training split's true boxes
-  (:mod:`ember.evaluate.components`), and the box is reported once per class, scored by that
+  (:mod:`ember.metrics.components`), and the box is reported once per class, scored by that
   class's probability (as a detector's per-class scores).
 
 Example:
@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.evaluate.components import CROP_SIZE, CropClassifier, crop_features, items, label_components
-from ember.evaluate.stats import BaselineEvidence, Evidence, Statistics
-from ember.tasks.detection import Detections, coco_evaluated
+from ember.metrics.coco import Detections, coco_evaluated, mean_average_precision
+from ember.metrics.components import CROP_SIZE, CropClassifier, crop_features, label_components
+from ember.metrics.statistics import BaselineEvidence, Evidence, Statistics
 
 NAMES = ("map50", "map", "map75", "mar100")
 MAX_CELLS = 1 << 22  # resamples x thresholds x steps held at once per class
@@ -173,7 +173,7 @@ def detection_statistics(preds: Detections, targets: Detections, *, max_detectio
 # --------------------------------------------------------------------------- baselines
 
 
-def _truth(target: Any) -> dict[str, torch.Tensor]:
+def true_boxes(target: Any) -> dict[str, torch.Tensor]:
     labels = torch.as_tensor(target["labels"])
     keep = labels >= 0
     return {"boxes": torch.as_tensor(target["boxes"]).float()[keep], "labels": labels[keep]}
@@ -237,8 +237,6 @@ def components_detector(
     clf = CropClassifier(num_classes).fit(crop_features(crops, side), np.asarray(labels))
     threshold, how = thresholds[0], "given"
     if chosen_on and len(thresholds) > 1:
-        from ember.tasks.detection import mean_average_precision
-
         truth = [t for _, t in chosen_on]
         scores = [
             mean_average_precision(_detect([x for x, _ in chosen_on], clf, t, min_pixels), truth)["map50"]
@@ -271,29 +269,58 @@ def _detect(images: list[np.ndarray], clf: CropClassifier, threshold: float, min
     return out
 
 
-def model_evidence(p: Any) -> Evidence:
-    """The model's detections and the truth (``p.per_example``) as :class:`Evidence`."""
-    preds, targets = p.per_example
-    max_det = int(getattr(p.task, "max_detections", 100))
-    return Evidence(detection_statistics(preds, targets, max_detections=max_det), len(targets), "images")
+def per_class_ap(
+    preds: Detections, targets: Detections, *, max_detections: int = 100
+) -> list[dict[str, Any]]:
+    """Per class with true boxes: ``{"class", "ap50", "ap", "recall"}`` (COCO's per-category figures).
+
+    Example:
+        >>> t = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([2])}]
+        >>> d = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "scores": torch.tensor([0.9]),
+        ...       "labels": torch.tensor([2])}]
+        >>> [{k: round(v, 6) for k, v in c.items()} for c in per_class_ap(d, t)]
+        [{'class': 2, 'ap50': 1.0, 'ap': 1.0, 'recall': 1.0}]
+    """
+    coco = coco_evaluated(preds, targets, max_detections)
+    if coco is None:
+        return []
+    p, ones = coco.params, np.ones((1, len(targets)))
+    at50 = np.where(p.iouThrs == 0.5)[0]
+    out = []
+    for k, category in enumerate(p.catIds):
+        ap, recall = _ap_and_recall(_class_steps(coco, k, len(targets)), ones, np.asarray(p.recThrs))
+        if not np.isnan(ap[0, 0]):
+            out.append({"class": int(category), "ap50": float(ap[0, at50].mean()), "ap": float(ap[0].mean()),
+                        "recall": float(recall[0].mean())})  # fmt: skip
+    return out
 
 
-def baseline_evidence(p: Any, *, seed: int = 0, max_train: int = 2000) -> list[BaselineEvidence]:
-    """``class prior`` and ``components`` on the evaluated images, fitted on at most ``max_train``
-    training images (a seeded random subset)."""
-    _, targets = p.per_example
-    max_det = int(getattr(p.task, "max_detections", 100))
-    k = int(p.num_classes)
-    train = [(x, _truth(t)) for x, t in items(p.train_data, limit=max_train, seed=seed)]
-    prior, prior_text = class_prior([t for _, t in train], len(targets), num_classes=k)
-    images = [x for x, _ in items(p.data)]
-    found, found_text = components_detector(train, images, num_classes=k, seed=seed)
+def detection_evidence(preds: Detections, targets: Detections, *, max_detections: int = 100) -> Evidence:
+    """Per-image detections and truth as :class:`Evidence` over images."""
+    return Evidence(
+        detection_statistics(preds, targets, max_detections=max_detections), len(targets), "images"
+    )
+
+
+def detection_baselines(
+    train: list[tuple[np.ndarray, dict[str, torch.Tensor]]],
+    images: list[np.ndarray],
+    targets: Detections,
+    *,
+    num_classes: int,
+    max_detections: int = 100,
+    seed: int = 0,
+) -> list[BaselineEvidence]:
+    """``class prior`` and ``components`` on the evaluated ``images`` (with their ``targets``), fitted
+    on the ``(image (H, W), truth)`` pairs of ``train``."""
+    prior, prior_text = class_prior([t for _, t in train], len(targets), num_classes=num_classes)
+    found, found_text = components_detector(train, images, num_classes=num_classes, seed=seed)
     return [
         BaselineEvidence(
-            "class prior", prior_text, detection_statistics(prior, targets, max_detections=max_det)
+            "class prior", prior_text, detection_statistics(prior, targets, max_detections=max_detections)
         ),
         BaselineEvidence(
-            "components", found_text, detection_statistics(found, targets, max_detections=max_det)
+            "components", found_text, detection_statistics(found, targets, max_detections=max_detections)
         ),
     ]
 
@@ -301,9 +328,11 @@ def baseline_evidence(p: Any, *, seed: int = 0, max_train: int = 2000) -> list[B
 __all__ = [
     "NAMES",
     "THRESHOLDS",
-    "baseline_evidence",
     "class_prior",
     "components_detector",
+    "detection_baselines",
+    "detection_evidence",
     "detection_statistics",
-    "model_evidence",
+    "per_class_ap",
+    "true_boxes",
 ]

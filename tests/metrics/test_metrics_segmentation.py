@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ember.evaluate.segmentation import (
+from ember.evaluate.stats import bootstrap
+from ember.metrics.segmentation import (
     choose_threshold,
     components_confusion,
     confusion_per_image,
     majority_confusion,
     segmentation_statistics,
 )
-from ember.evaluate.stats import bootstrap
 from ember.tasks.segmentation import Segmentation
 
 

@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ember.data import ArrayData
-from ember.evaluate import baselines as B
+from ember.metrics import baselines as B
 
 
 def _blobs(seed: int, n: int, k: int = 3, d: int = 6) -> ArrayData:
@@ -98,20 +98,6 @@ def test_gradient_boosting_regressor_equals_sklearn() -> None:
         base.outputs.numpy(), ref.predict(x[90:].double().numpy()), rtol=1e-5, atol=1e-6
     )
     assert base.outputs.shape == (30,)
-
-
-def test_default_baselines_by_task() -> None:
-    train, test = _blobs(7, 80), _blobs(8, 20)
-    assert [b.name for b in B.default_baselines("classification", train, test, num_classes=3)] == [
-        "majority",
-        "logistic regression",
-    ]
-    reg_train = ArrayData(train.x, train.x[:, 0].clone())
-    reg_test = ArrayData(test.x, test.x[:, 0].clone())
-    names = [b.name for b in B.default_baselines("regression", reg_train, reg_test, num_classes=None)]
-    assert names == ["mean", "gradient boosting"]
-    with pytest.raises(ValueError, match="no baselines for task 'detection'"):
-        B.default_baselines("detection", train, test, num_classes=None)
 
 
 def test_ngram_models_against_hand_counts() -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ember.evaluate.baselines import ngram_nll
-from ember.evaluate.language_model import WindowNats, choose_alpha, lm_statistics, ngram_window_nats
 from ember.evaluate.stats import bootstrap
+from ember.metrics.baselines import ngram_nll
+from ember.metrics.lm import WindowNats, choose_alpha, lm_statistics, ngram_window_nats
 from ember.tasks.language_model import LanguageModel
 
 

@@ -1,4 +1,4 @@
-"""Segmentation's mIoU with bootstrap intervals over images, beside a trivial and a classical baseline.
+"""Segmentation's mIoU as a weighted statistic over images (for bootstrap intervals), and its baselines.
 
 Every image contributes its own confusion matrix (truth x prediction pixel counts). A resample's
 metrics come from the sum of its images' matrices, each counted as often as it was drawn, exactly
@@ -12,7 +12,7 @@ Baselines, fitted on the run's training split and scored on the same images:
 - ``majority``: every pixel gets the most frequent pixel class of the training masks (background).
 - ``components``: pixels above a threshold (the one of 0.05, 0.10, ..., 0.95 that best separates
   object from background pixels in training masks) form 8-connected components; each is classified
-  from its crop by logistic regression (:mod:`ember.evaluate.components`) trained on the training
+  from its crop by logistic regression (:mod:`ember.metrics.components`) trained on the training
   images' components, labelled by the most frequent object class under them, and its pixels are
   painted with the predicted class.
 
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ember.evaluate.components import CROP_SIZE, CropClassifier, crop_features, items, label_components
-from ember.evaluate.stats import BaselineEvidence, Evidence, Statistics
+from ember.metrics.components import CROP_SIZE, CropClassifier, crop_features, label_components
+from ember.metrics.statistics import BaselineEvidence, Evidence, Statistics
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -171,24 +171,27 @@ def components_confusion(
     return out, description
 
 
-def model_evidence(p: Any) -> Evidence:
-    """The model's per-image confusion matrices (``p.per_example``) as :class:`Evidence`."""
-    confusion = np.asarray(p.per_example)
+def segmentation_evidence(confusion: np.ndarray) -> Evidence:
+    """Per-image ``(n, K, K)`` confusion matrices as :class:`Evidence` over images."""
+    confusion = np.asarray(confusion)
     return Evidence(segmentation_statistics(confusion), len(confusion), "images")
 
 
-def baseline_evidence(p: Any, *, seed: int = 0, max_train: int = 2000) -> list[BaselineEvidence]:
-    """``majority`` and ``components`` on the evaluated images, fitted on at most ``max_train``
-    training images (a seeded random subset)."""
-    k = int(np.asarray(p.per_example).shape[1])
-    ignore = int(getattr(p.task, "ignore_index", -100))
-    train = [(x, np.asarray(m)) for x, m in items(p.train_data, limit=max_train, seed=seed)]
-    evaluated = [(x, np.asarray(m)) for x, m in items(p.data)]
+def segmentation_baselines(
+    train: list[tuple[np.ndarray, np.ndarray]],
+    evaluated: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    num_classes: int,
+    ignore_index: int = -100,
+    classes: list[str] | None = None,
+) -> list[BaselineEvidence]:
+    """``majority`` and ``components`` on the ``evaluated`` ``(image, mask)`` pairs, fitted on ``train``."""
+    k = num_classes
     majority, top = majority_confusion(
-        [m for _, m in train], [m for _, m in evaluated], num_classes=k, ignore_index=ignore
+        [m for _, m in train], [m for _, m in evaluated], num_classes=k, ignore_index=ignore_index
     )
-    name = (p.classes or [])[top] if p.classes and top < len(p.classes) else f"class {top}"
-    classical, description = components_confusion(train, evaluated, num_classes=k, ignore_index=ignore)
+    name = classes[top] if classes and top < len(classes) else f"class {top}"
+    classical, description = components_confusion(train, evaluated, num_classes=k, ignore_index=ignore_index)
     return [
         BaselineEvidence(
             "majority",
@@ -202,11 +205,11 @@ def baseline_evidence(p: Any, *, seed: int = 0, max_train: int = 2000) -> list[B
 __all__ = [
     "THRESHOLDS",
     "ConfusionPerImage",
-    "baseline_evidence",
     "choose_threshold",
     "components_confusion",
     "confusion_per_image",
     "majority_confusion",
-    "model_evidence",
+    "segmentation_baselines",
+    "segmentation_evidence",
     "segmentation_statistics",
 ]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ember.evaluate.stats import bootstrap, paired_bootstrap
-from ember.evaluate.translation import WordByWord, translation_statistics
+from ember.metrics.translation import WordByWord, translation_statistics
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
