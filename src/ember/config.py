@@ -241,6 +241,13 @@ class TrainerConfig:
     with a warning when compiling fails. The compile time is recorded with the run."""
     profile: bool = False
     """Profile a few steps with torch.profiler: time by op category and MFU (profile.json in the run)."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Data parallelism under torchrun: ddp (a whole model on every rank, gradients averaged), fsdp
+    (torch's fully_shard: parameters, gradients and optimizer state sharded across ranks), auto
+    (ddp when WORLD_SIZE > 1, else one process). data.batch_size is the global batch."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (e.g. 0.999; 0: off): validated beside
+    the model (val/ema/*), kept in checkpoints, saved as ema.safetensors."""
     loggers: tuple[str, ...] = ()
     """Also log the run to: tensorboard (event files in the run folder), mlflow (a tracking store)."""
     mlflow_uri: str = ""

@@ -31,7 +31,7 @@ from ember.data import build_augment, load_splits, save_splits
 from ember.data.csv_table import PREPROCESS
 from ember.recipe.build import Prepared, build_task, prepare
 from ember.track import RunStore
-from ember.train import finetune, hooks
+from ember.train import distributed, finetune, hooks
 from ember.train.precision import resolve_device, resolve_precision
 from ember.train.records import write_spec
 from ember.train.trainer import FitResult, Trainer, new_run
@@ -64,6 +64,9 @@ def train(
     """
     cfg = load_config(config, overrides)
     store = RunStore(runs_dir)
+    main = distributed.is_main_process()  # in a torchrun job, rank 0 alone creates and writes the run
+    if resume is None:  # torchrun restarted this job's workers (--max-restarts): continue its run
+        resume = distributed.restarted_run(store)
     saved, resumed = None, None
     if resume is not None:
         resumed = store.get(resume).folder
@@ -88,7 +91,7 @@ def train(
             "`ember train` does); call it instead of ember.fit"
         )
     run = None
-    if resume is None:  # the run exists before training: the stages' files go in first
+    if resume is None and main:  # the run exists before training: the stages' files go in first
         precision = resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
         run = new_run(store, cfg, precision.name)
         save_splits(prep.splits, run.dir / "splits")
@@ -106,8 +109,7 @@ def train(
             atomic_write_bytes(run.dir / "pretrained.json", json.dumps(info, indent=1).encode())
             run.artifact(run.dir / "pretrained.json", "pretrained")
     folder = run.dir if run is not None else resumed
-    assert folder is not None
-    merge = finetune.MergeLoRA(folder / "adapters.safetensors")
+    merge = finetune.MergeLoRA(folder / "adapters.safetensors" if main and folder is not None else None)
     trainer = Trainer(
         prep.model,
         task=task,
@@ -123,7 +125,7 @@ def train(
     )
     trainer.data_sha256 = prep.data_sha256
     result = trainer.fit(prep.train, prep.val, resume=resume)
-    if merge.adapters is not None and merge.adapters.is_file() and trainer.run is not None:
+    if main and merge.adapters is not None and merge.adapters.is_file() and trainer.run is not None:
         trainer.run.artifact(merge.adapters, "adapters")
     if prep.test is not None and trainer.run is not None:
         trainer.task = final_task(task)

@@ -2,7 +2,8 @@
 rest of the training state as JSON in the file's metadata.
 
 A checkpoint holds the model weights, the optimizer state, the GradScaler state, the RNG states
-(torch, CUDA, numpy, Python) and the loop position (epoch, batch within the epoch, step), so a
+(torch, CUDA, numpy, Python), any extra training tensors (the weights' moving average, ``ema/*``)
+and the loop position (epoch, batch within the epoch, step), so a
 resumed run continues exactly, mid-epoch included. Writes are atomic: bytes go to a temporary file in
 the same folder, are fsynced, then renamed over the target, and the folder is fsynced; a crash at any
 point leaves the previous checkpoint as it was (and a ``.NAME.tmp-PID`` file that
@@ -140,13 +141,16 @@ def snapshot(
     optimizer: torch.optim.Optimizer | None = None,
     scaler: torch.amp.GradScaler | None = None,
     meta: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and JSON metadata of a checkpoint, taken now (RNG states included).
+    """The tensors and JSON metadata of a checkpoint, taken now (RNG states included); ``extra``
+    tensors are kept under their own keys (`Checkpoint.tensors` gives them back).
 
     The tensors are the live ones (moved to the CPU where they are elsewhere): serialize them
     (:func:`encode`) before training changes them in place.
     """
     tensors = {f"model/{k}": v for k, v in safetensors_ready(model.state_dict()).items()}
+    tensors.update(safetensors_ready(extra or {}))
     rng_tensors, rng_meta = rng_state()
     tensors.update(rng_tensors)
     info: dict[str, Any] = dict(meta or {})
@@ -181,14 +185,15 @@ def encode(
     optimizer: torch.optim.Optimizer | None = None,
     scaler: torch.amp.GradScaler | None = None,
     meta: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> bytes:
-    """A whole checkpoint as safetensors bytes, taken now.
+    """A whole checkpoint as safetensors bytes, taken now (``extra``: see `snapshot`).
 
     The bytes are the one copy a checkpoint needs: training may go on changing the live tensors
     while another thread writes them (:class:`BackgroundWriter`), which then holds the GIL only
     for the few Python lines around its system calls.
     """
-    tensors, info = snapshot(model=model, optimizer=optimizer, scaler=scaler, meta=meta)
+    tensors, info = snapshot(model=model, optimizer=optimizer, scaler=scaler, meta=meta, extra=extra)
     return serialize(tensors, metadata={"ember": json.dumps(info)})
 
 

@@ -74,7 +74,10 @@ class CheckpointManager:
         if reason == "epoch" and not improved and now - self.written < self.min_interval:
             return  # a short epoch: the next epoch end (or the last) writes one
         self.written = now
-        tensors, info = ckpt.snapshot(model=state.model, optimizer=state.optimizer, scaler=state.scaler)
+        extra = state.ema.tensors() if state.ema is not None else None  # the weights' moving average
+        tensors, info = ckpt.snapshot(
+            model=state.model, optimizer=state.optimizer, scaler=state.scaler, extra=extra
+        )
         bad = ckpt.nonfinite(tensors)
         if bad:
             state.should_stop, state.stop_reason = True, f"non-finite state at step {state.step}"

@@ -1,9 +1,10 @@
 """The training loop: :func:`fit`, plus :func:`evaluate` (:func:`evaluate_pass`) and :func:`predict`.
 
 One loop serves every model and task. What varies is passed in: the ``task`` (how a batch becomes a
-loss), the ``callbacks`` (what happens around steps), the ``checkpointer``. The only host syncs are
-every ``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device
-until then, which is what keeps ember's per-step overhead near a hand-written loop's.
+loss), the ``callbacks`` (what happens around steps), the ``checkpointer``, and in a data-parallel
+job the ``parallel`` context (`ember.train.distributed`). The only host syncs are every
+``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device until
+then, which is what keeps ember's per-step overhead near a hand-written loop's.
 
 Two optional task hooks vary the step itself (see `ember.tasks.base`): ``train_step(model, batch,
 optimizer, autocast=...)`` runs a whole optimizer step — forward, backward and ``optimizer.step()``,
@@ -28,8 +29,11 @@ from ember.config import TrainerConfig
 from ember.data.loader import TensorLoader
 from ember.tasks.base import Evaluation, Task
 from ember.train.callbacks import CallbackList
+from ember.train.distributed import Parallel
 from ember.train.signals import raise_if_interrupted, stop_on_signals
 from ember.train.state import TrainState
+
+_ALL_REDUCE = contextlib.nullcontext()  # a micro-batch whose gradients are all-reduced (or one process)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,8 +95,13 @@ def fit(
     cfg: TrainerConfig,
     val_loader: Iterable[Any] | None = None,
     checkpointer: Checkpointer | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainState:
     """Train ``state.model`` from ``state``'s position until the epochs or ``max_steps`` are done.
+
+    In a data-parallel job (``parallel``), steps call its DDP wrapper, micro-batches that only
+    accumulate skip the all-reduce, each rank's loss is weighted by its share of a global batch that
+    splits unevenly, and the logged loss and samples/s are every rank's.
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf; no checkpoint is written after that step.
@@ -100,7 +109,16 @@ def fit(
             ``on_fit_end``.
     """
     with stop_on_signals(state):  # SIGTERM stops after the current step, as should_stop does
-        _fit(state, loader, task, callbacks, cfg=cfg, val_loader=val_loader, checkpointer=checkpointer)
+        _fit(
+            state,
+            loader,
+            task,
+            callbacks,
+            cfg=cfg,
+            val_loader=val_loader,
+            checkpointer=checkpointer,
+            parallel=parallel,
+        )
     raise_if_interrupted(state)
     return state
 
@@ -114,8 +132,10 @@ def _fit(
     cfg: TrainerConfig,
     val_loader: Iterable[Any] | None,
     checkpointer: Checkpointer | None,
+    parallel: Parallel | None,
 ) -> None:
     model, optimizer, scaler = state.model, state.optimizer, state.scaler
+    step_model = model if parallel is None else parallel.train_module(model)  # DDP's wrapper in a job
     params = [p for group in optimizer.param_groups for p in group["params"]]
     groups = optimizer.param_groups
     accumulate = max(1, cfg.accumulate)
@@ -123,16 +143,20 @@ def _fit(
     step_callbacks = callbacks.has("on_step_end")
     task_step = getattr(task, "train_step", None)  # the task steps the optimizer itself (GANs)
     after_step = getattr(task, "after_step", None)
-    if task_step is not None and (accumulate > 1 or scaler is not None):
+    if task_step is not None and (accumulate > 1 or scaler is not None or parallel is not None):
         raise ValueError(
-            f"{type(task).__name__} runs its own optimizer steps: it takes trainer.accumulate=1 and "
-            f"no fp16 loss scaling (got accumulate={accumulate}, precision={state.precision.name})"
+            f"{type(task).__name__} runs its own optimizer steps: it takes trainer.accumulate=1, no fp16 "
+            f"loss scaling and one process (got accumulate={accumulate}, precision={state.precision.name}"
+            + (", a data-parallel job)" if parallel is not None else ")")
         )
     plain_step = scaler is None and not cfg.clip_grad_norm and not cfg.clip_grad_value
     autocast, full_precision = state.precision.autocast, state.precision.dtype is None
     log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every
     # ember's in-memory loader already yields batches on the device: skip the per-batch walk
     move = not (isinstance(loader, TensorLoader) and loader.device == state.device)
+    last_batch = _len(loader) - 1  # an epoch's last micro-batch all-reduces, even in a ragged group
+    weigh = getattr(loader, "shard_weight", None) if parallel is not None else None
+    vote = parallel.stop_vote() if parallel is not None else None  # ranks stop at the same step
     window: list[torch.Tensor] = []  # per-micro-batch losses since the last sync, on the device
     window_start = state.step
     window_samples = 0
@@ -144,7 +168,12 @@ def _fit(
         if not window:
             return
         losses = torch.stack(window).float()
-        mean = losses.mean().item()  # one host sync: a NaN/Inf anywhere makes the mean non-finite
+        if parallel is None:
+            mean, samples = losses.mean().item(), window_samples  # one host sync; NaN/Inf anywhere shows
+        else:  # every rank's mean and samples in one all-reduce: a NaN on any rank stops them all
+            mean_t = losses.mean()
+            total = parallel.sum(torch.stack([mean_t, mean_t.new_tensor(float(window_samples))])).tolist()
+            mean, samples = total[0] / parallel.world_size, total[1]
         if not math.isfinite(mean):
             nonfinite = (~torch.isfinite(losses)).nonzero()
             bad = int(nonfinite[0, 0]) if len(nonfinite) else int(losses.abs().argmax())  # or overflowed
@@ -156,7 +185,7 @@ def _fit(
                 "or precision=fp32."
             )
         now = time.perf_counter()
-        rate = window_samples / max(now - window_time, 1e-9)
+        rate = samples / max(now - window_time, 1e-9)
         metrics = {"train/loss": mean, "lr": state.lr, "samples_per_s": rate}
         if state.flops_per_sample and state.peak_flops:  # model FLOPs utilization (ember.train.flops)
             metrics["mfu"] = rate * state.flops_per_sample / state.peak_flops
@@ -168,8 +197,8 @@ def _fit(
     if state.schedule is not None:
         _set_lr(groups, state.schedule(state.step))
     while state.epoch < state.epochs and state.step < max_steps and not state.should_stop:
-        if not model.training:  # evaluate() restores the mode it found; a callback may not
-            model.train()
+        if not step_model.training:  # evaluate() restores the mode it found; a callback may not
+            step_model.train()
         micro = 0
         completed = False
         for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
@@ -177,25 +206,39 @@ def _fit(
                 batch = to_device(batch, state.device)
             if task_step is not None:  # forward, backward and the optimizer step(s), by the task
                 loss = task_step(
-                    model, batch, optimizer, autocast=contextlib.nullcontext if full_precision else autocast
+                    step_model,
+                    batch,
+                    optimizer,
+                    autocast=contextlib.nullcontext if full_precision else autocast,
                 )
+                window.append(loss.detach())
             else:
-                if full_precision:
-                    output, target = task.forward(model, batch)
-                    loss = task.loss(output, target)
-                else:
-                    with autocast():
-                        output, target = task.forward(model, batch)
+                hold = (
+                    parallel is not None
+                    and (micro + 1) % accumulate != 0
+                    and state.batch_in_epoch != last_batch
+                )
+                with parallel.hold_gradients(step_model) if hold else _ALL_REDUCE:  # type: ignore[union-attr]
+                    if full_precision:
+                        output, target = task.forward(step_model, batch)
                         loss = task.loss(output, target)
-                if accumulate > 1:
-                    loss = loss / accumulate
-                if micro % accumulate == 0:  # a new accumulation group: before backward, as a hand loop does
-                    optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            window.append(loss.detach() * accumulate if accumulate > 1 else loss.detach())
+                    else:
+                        with autocast():
+                            output, target = task.forward(step_model, batch)
+                            loss = task.loss(output, target)
+                    window.append(loss.detach())
+                    if weigh is not None and (share := weigh(state.batch_in_epoch)) != 1.0:
+                        loss = loss * share  # this rank's part of a global batch that splits unevenly
+                    if accumulate > 1:
+                        loss = loss / accumulate
+                    if (
+                        micro % accumulate == 0
+                    ):  # a new accumulation group: before backward, as a hand loop does
+                        optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
             n = _batch_size(batch)
             window_samples += n
             state.samples_seen += n
@@ -220,7 +263,7 @@ def _fit(
             if checkpoint_every and checkpointer is not None and state.step % checkpoint_every == 0:
                 sync()
                 checkpointer.save(state, reason="step")
-            if state.should_stop or state.step >= max_steps:
+            if (state.should_stop if vote is None else vote.step(state)) or state.step >= max_steps:
                 break
         else:
             completed = True
@@ -230,6 +273,8 @@ def _fit(
                     after_step(model)
                 state.step += 1
         sync()
+        if vote is not None:  # a stop one rank asked for (a callback, SIGTERM) is every rank's
+            vote.agree(state)
         if completed or 0 < _len(loader) <= state.batch_in_epoch:
             state.epoch += 1
             state.batch_in_epoch = 0

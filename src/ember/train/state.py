@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +43,8 @@ class TrainState:
     """Training FLOPs of one sample (forward + backward), for MFU (`ember.train.flops`)."""
     peak_flops: float | None = None
     """The device's measured matmul FLOP/s in the run's compute dtype, for MFU."""
+    ema: Any = None
+    """The moving average of the weights (`ember.train.ema.EMA`, ``trainer.ema``), checkpointed with them."""
     interrupted: str = ""
     """The signal that stopped the fit (``SIGTERM``), or empty."""
 

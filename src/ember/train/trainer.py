@@ -32,6 +32,7 @@ from ember._io import atomic_write_bytes
 from ember._registry import did_you_mean
 from ember.config import (
     Config,
+    ConfigError,
     DataConfig,
     ModelConfig,
     OptimConfig,
@@ -45,14 +46,17 @@ from ember.config import (
     to_dict,
 )
 from ember.data import ArrayData, fingerprint, make_loader
+from ember.data.sharding import shard_loader
 from ember.nn import checkpointing
 from ember.tasks.base import Task, split_batch
 from ember.tasks.spec import ModelSpec, infer_inputs, zoo_origin
 from ember.track import Run, RunStore, environment, seed_everything, set_deterministic, source_version
 from ember.train import checkpoint as ckpt
+from ember.train import distributed, fsdp
 from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
 from ember.train.checkpointer import CheckpointManager
 from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
+from ember.train.ema import EMA
 from ember.train.flops import matmul_peak, train_flops_per_sample
 from ember.train.loggers import build_loggers
 from ember.train.loop import evaluate, fit, predict
@@ -146,7 +150,7 @@ def compose_config(
 
 def new_run(store: RunStore, config: Config, precision: str) -> Run:
     """A run in ``store`` for ``config``: its resolved YAML, flattened params, seed, source version
-    and environment (with the precision ``auto`` resolved to)."""
+    and environment (with the precision ``auto`` resolved to, and a torchrun job's size and id)."""
     text = dump_yaml(config)
     return store.create(
         config.name or config.model.name,
@@ -155,7 +159,7 @@ def new_run(store: RunStore, config: Config, precision: str) -> Run:
         seed=config.trainer.seed,
         config_sha256=hashlib.sha256(text.encode()).hexdigest(),
         source=source_version(),
-        environment=environment() | {"precision": precision},
+        environment=environment() | {"precision": precision} | distributed.environment(),
     )
 
 
@@ -253,13 +257,21 @@ class Trainer:
         self.spec = spec
         self.record_data = record_data
         self.data_sha256: str | None = None  # set by the recipe (data + split hashes), else computed
+        self.parallel: distributed.Parallel | None = None  # set by fit in a torchrun job
 
     # ------------------------------------------------------------------ runs
 
     def start_run(self) -> Run:
-        """This trainer's run: created in the store on the first call (``fit`` calls it)."""
-        if self.run is None:
+        """This trainer's run: created in the store on the first call (``fit`` calls it). In a
+        torchrun job rank 0 creates it and the other ranks follow it (`distributed.FollowerRun`)."""
+        parallel = self.parallel
+        if self.run is None and (parallel is None or parallel.is_main):
             self.run = new_run(self.store, self.config, self.precision.name)
+        if parallel is not None:  # every rank calls this once; rank 0's run is the job's
+            run_id = parallel.broadcast_text(self.run.id if self.run is not None else "")
+            if not parallel.is_main:
+                self.run = distributed.FollowerRun(self.store, run_id)
+        assert self.run is not None
         return self.run
 
     def _resume_run(self, ref: str) -> tuple[Run, ckpt.Checkpoint | None]:
@@ -271,8 +283,27 @@ class Trainer:
                 f"--resume {record.id}: the config differs from the run's, so the result would not be the "
                 "run you started. Differences (run -> now):\n  " + "\n  ".join(changes)
             )
-        run = self.store.open(record.id, resuming=True)
+        # the process that trains it now (rank 0 of a job) marks it running under its pid
+        run = self.store.open(record.id, resuming=self.parallel is None or self.parallel.is_main)
         return run, ckpt.latest_checkpoint(run.dir / "checkpoints")
+
+    def _resume(self, ref: str, state: TrainState) -> Path | None:
+        """Continue run ``ref``: its newest checkpoint's state into ``state``; that checkpoint's path."""
+        self.run, last = self._resume_run(ref)
+        if self.parallel is not None and self.parallel.strategy == "fsdp":
+            path = fsdp.latest_sharded(self.run.dir / "checkpoints")
+            if path is not None:
+                fsdp.restore_sharded(path, state, self.parallel)
+            return path
+        if last is None:
+            return None
+        ckpt.restore(last, model=state.model, optimizer=state.optimizer, scaler=state.scaler)
+        state.load_position(last.meta["position"])
+        if state.ema is not None:
+            state.ema.load(last.tensors)
+        if self.parallel is not None:
+            self.parallel.reseed(state.step)
+        return last.path
 
     # ------------------------------------------------------------------ fit
 
@@ -288,10 +319,21 @@ class Trainer:
             A :class:`FitResult` with the run id, final and best metrics.
         """
         cfg = self.config
+        # one rank of a torchrun job joins its process group (gloo / NCCL); one process: None
+        parallel = self.parallel = distributed.setup(cfg.trainer.strategy, self.device, seed=cfg.trainer.seed)
+        self.device = distributed.rank_device(self.device, parallel)
+        main = parallel is None or parallel.is_main
+        if parallel is not None and self.transforms:
+            raise ConfigError(
+                f"training transforms (DP-SGD: privacy.*) run in one process; got a job of "
+                f"{parallel.world_size} ranks. Train without --nproc / torchrun"
+            )
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
         set_deterministic(cfg.trainer.deterministic)
         seed_everything(cfg.trainer.seed)
+        if parallel is not None:
+            parallel.reseed(0)  # dropout: each rank its own stream
         started = time.perf_counter()
         model = self.model.to(self.device)
         if cfg.trainer.activation_checkpointing:
@@ -299,6 +341,8 @@ class Trainer:
         loader = self._loader(train_data, train=True)
         val_loader = self._loader(val_data, train=False) if val_data is not None else None
         per_epoch, total = step_plan(len(loader), cfg.trainer)  # type: ignore[arg-type]
+        if parallel is not None:
+            distributed.wrap(model, parallel)  # DDP, or fully_shard in place: before the optimizer
         optimizer = build_optimizer(model, cfg.optim)
         for transform in self.transforms:
             model, optimizer, loader = transform(model, optimizer, loader, total_steps=total)
@@ -316,28 +360,20 @@ class Trainer:
             else build_schedule(cfg.schedule, total_steps=total, steps_per_epoch=per_epoch),
             scaler=self.precision.scaler(),
         )
-        resumed_from = None
-        if resume is not None:
-            self.run, last = self._resume_run(resume)
-            if last is not None:
-                ckpt.restore(last, model=model, optimizer=optimizer, scaler=state.scaler)
-                state.load_position(last.meta["position"])
-                resumed_from = last.path
+        if cfg.trainer.ema:
+            state.ema = EMA(model, cfg.trainer.ema, evaluate=self._evaluator(val_loader))
+        if resume is None and self.run is None:  # torchrun restarted this job's workers: go on
+            resume = distributed.restarted_run(self.store)
+        resumed_from = self._resume(resume, state) if resume is not None else None
         run = self.start_run()
-        self._record(run, train_data, val_data, loader)
+        if main:
+            self._record(run, train_data, val_data, loader)
         self._measure_mfu_inputs(state, loader)
         monitor, mode = self._monitor()
         writer = ckpt.BackgroundWriter()  # checkpoints and metric commits overlap the next steps
-        checkpointer = CheckpointManager(
-            run.dir / "checkpoints",
-            keep_last=cfg.trainer.keep_last,
-            monitor=monitor,
-            mode=mode,
-            resumed_from=resumed_from,
-            writer=writer,
-            min_interval=cfg.trainer.checkpoint_min_interval,
-        )
-        callbacks = list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
+        checkpointer = self._checkpointer(run, monitor, mode, resumed_from, writer)
+        callbacks = [state.ema] if state.ema is not None else []  # first: its metrics join the logged ones
+        callbacks += list(self.callbacks) + [t for t in self.transforms if t not in self.callbacks]
         if cfg.trainer.early_stopping_metric:
             callbacks.append(
                 EarlyStopping(cfg.trainer.early_stopping_metric, patience=cfg.trainer.early_stopping_patience)
@@ -348,10 +384,13 @@ class Trainer:
             callbacks.append(profiler)
         compile_timer = CompileTimer() if cfg.trainer.compile else None
         if compile_timer is not None:
-            compile_model(model)
+            compile_model(model if parallel is None else parallel.train_module(model))
             callbacks.append(compile_timer)
-        callbacks += [RunLogger(run, writer), ProgressBar(self.progress, headline=self.task.headline)]
-        callbacks += build_loggers(cfg, run.dir, run.id)  # TensorBoard, MLflow: imported only when chosen
+        if main:  # rank 0 alone writes the run
+            callbacks.append(RunLogger(run, writer))
+        callbacks.append(ProgressBar(self.progress if main else False, headline=self.task.headline))
+        if main:  # TensorBoard, MLflow: imported only when chosen
+            callbacks += build_loggers(cfg, run.dir, run.id)
         with deferred_signals():  # SIGTERM after the loop: the final writes finish, then it stops
             return self._fit_to_end(
                 state, loader, callbacks, cfg, val_loader, checkpointer, writer, run, model, optimizer,
@@ -364,6 +403,8 @@ class Trainer:
         compile_timer: Any, profiler: Any,
     ) -> FitResult:  # fmt: skip
         """The loop, then the run's final writes (see :meth:`fit`)."""
+        parallel = self.parallel
+        main = parallel is None or parallel.is_main
         try:
             with fallback_to_eager(cfg.trainer.compile):
                 fit(
@@ -374,6 +415,7 @@ class Trainer:
                     cfg=cfg.trainer,
                     val_loader=val_loader,
                     checkpointer=checkpointer,
+                    parallel=parallel,
                 )
         except BaseException as e:  # NaN loss, a bug, Ctrl-C: the run says so, the checkpoints stay
             with contextlib.suppress(Exception):  # the checkpoint being written is finished first
@@ -384,9 +426,7 @@ class Trainer:
             )
             raise
         writer.close()
-        weights = run.dir / "model.safetensors"
-        ckpt.save_weights(weights, model)
-        run.artifact(weights, "weights")
+        self._save_weights(run, state)
         seconds = time.perf_counter() - started
         summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
         run.update(headline=monitor, best=state.best)
@@ -396,7 +436,7 @@ class Trainer:
             "compile_s": compile_timer.seconds if compile_timer is not None else None,
             "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
         }
-        if profiler is not None and profiler.result is not None:
+        if main and profiler is not None and profiler.result is not None:
             path = run.dir / "profile.json"
             atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
             run.artifact(path, "profile")
@@ -413,6 +453,56 @@ class Trainer:
             seconds=seconds,
             stop_reason=state.stop_reason,
             profile=profiler.result if profiler is not None else None,
+        )
+
+    def _checkpointer(
+        self, run: Run, monitor: str, mode: str, resumed_from: Path | None, writer: ckpt.BackgroundWriter
+    ) -> Any:
+        """Rank 0 writes whole-model checkpoints (one process, DDP); under FSDP every rank its shards."""
+        trainer, folder = self.config.trainer, run.dir / "checkpoints"
+        if self.parallel is not None and self.parallel.strategy == "fsdp":
+            return fsdp.ShardedCheckpointer(
+                folder,
+                self.parallel,
+                keep_last=trainer.keep_last,
+                monitor=monitor,
+                mode=mode,
+                resumed_from=resumed_from,
+                min_interval=trainer.checkpoint_min_interval,
+            )
+        if self.parallel is not None and not self.parallel.is_main:
+            return distributed.RankCheckpointer(None, self.parallel)
+        manager = CheckpointManager(
+            folder,
+            keep_last=trainer.keep_last,
+            monitor=monitor,
+            mode=mode,
+            resumed_from=resumed_from,
+            writer=writer,
+            min_interval=trainer.checkpoint_min_interval,
+        )
+        return manager if self.parallel is None else distributed.RankCheckpointer(manager, self.parallel)
+
+    def _save_weights(self, run: Run, state: TrainState) -> None:
+        """The final ``model.safetensors`` (and ``ema.safetensors``): whole state dicts, written by rank 0
+        (gathered from every rank's shards under FSDP)."""
+        files = [("model.safetensors", "weights", contextlib.nullcontext())]
+        if state.ema is not None:
+            files.append(("ema.safetensors", "ema", state.ema.applied()))
+        for name, kind, weights in files:
+            with weights:  # the state dict's tensors are the live ones: serialized inside
+                tensors = fsdp.full_state_dict(state.model)
+                main = self.parallel is None or self.parallel.is_main
+                data = ckpt.serialize(ckpt.safetensors_ready(tensors), metadata={}) if main else b""
+            if data:
+                ckpt.write_sealed(run.dir / name, data)  # sealed: read back with its sha256 checked
+                run.artifact(run.dir / name, kind)
+
+    def _evaluator(self, val_loader: Iterable[Any] | None) -> Callable[[nn.Module], dict[str, float]] | None:
+        if val_loader is None:
+            return None
+        return lambda model: evaluate(
+            model, val_loader, self.task, device=self.device, precision=self.precision
         )
 
     def _record(self, run: Run, train_data: Data, val_data: Data | None, loader: Iterable[Any]) -> None:
@@ -474,8 +564,11 @@ class Trainer:
 
     def _loader(self, data: Data, *, train: bool) -> Iterable[Any]:
         cfg = self.config
-        if isinstance(data, DataLoader):
-            return data  # the user's own loader, used as is (resume then skips batches)
+        parallel = self.parallel if train else None  # every rank validates on the whole split
+        if isinstance(data, DataLoader):  # the user's own loader, used as is (resume then skips batches)
+            if parallel is None:
+                return data
+            return shard_loader(data, rank=parallel.rank, world_size=parallel.world_size)
         if isinstance(data, TensorDataset) and len(data.tensors) == 2:
             data = data.tensors
         if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
@@ -488,6 +581,8 @@ class Trainer:
             transform=self.augment if train else None,
             num_workers=cfg.data.num_workers,
             device=self.device,
+            rank=parallel.rank if parallel is not None else 0,
+            world_size=parallel.world_size if parallel is not None else 1,
         )
 
     # ------------------------------------------------------------------ evaluation
