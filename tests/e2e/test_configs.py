@@ -54,6 +54,11 @@ SHRINK: dict[str, list[str]] = {
     "pretrain-brown-lm.yaml": [*BROWN_GPT, *BROWN_LM],
     # alone, from scratch; test_pretrain_then_finetune_brown below starts it from a pretrained run
     "finetune-brown-genre.yaml": [*BROWN_GPT, *BROWN_GENRE, "model.pretrained=", "data.tokenizer=char"],
+    # the real Fashion-MNIST; the recipe's width and latent size shrunk with the model
+    "fashion-dcgan.yaml": ["model.name=dcgan_tiny", "model.width=4", "model.latent_dim=8"],
+    "digits-vae.yaml": ["model.name=vae_tiny", "model.latent_dim=4", "task.iwae_samples=10"],
+    # alone, from scratch (it fine-tunes the class-conditional run's U-Net)
+    "mnist-text-ddpm.yaml": ["model.name=diffusion_unet_tiny", "model.pretrained="],
 }
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -15,22 +16,25 @@ from ember.train.checkpoint import step_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 # 1257 training examples / 64 = 20 batches an epoch; a checkpoint every 7 steps lands mid-epoch.
-ARGS = [
-    "configs/digits-cnn.yaml",
+RESUME = [
     "trainer.epochs=4",
     "trainer.deterministic=true",
     "trainer.checkpoint_every=7",
     "trainer.keep_last=1",
-    "data.augment=[crop, cutout]",
-    "model.dropout=0.2",
 ]
+ARGS = ["configs/digits-cnn.yaml", *RESUME, "data.augment=[crop, cutout]", "model.dropout=0.2"]
+# a GAN steps two networks through one optimizer, draws latents, keeps an average and spectral-norm
+# vectors: all of it must come back
+GAN = ["configs/fashion-dcgan.yaml", *RESUME, "data.name=digits", "model.name=dcgan_tiny", "model.width=4"]
+GAN += ["model.latent_dim=8", "model.ema_decay=0.9"]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("args", [ARGS, GAN], ids=["cnn", "gan"])
+def test_sigkill_then_resume_matches_uninterrupted(cli, tmp_path: Path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ember", "train", *ARGS, "--runs-dir", str(runs)],
+        [sys.executable, "-m", "ember", "train", *args, "--runs-dir", str(runs)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -52,9 +56,9 @@ def test_sigkill_then_resume_matches_uninterrupted(cli, tmp_path: Path) -> None:
     assert RunStore(runs).get(run_id).status == "crashed"  # it never got to say anything: its pid tells
     assert not (runs / run_id / "model.safetensors").exists()
 
-    cli("train", *ARGS, "--runs-dir", str(runs), "--resume", run_id)
+    cli("train", *args, "--runs-dir", str(runs), "--resume", run_id)
     assert RunStore(runs).get(run_id).status == "completed"
-    out = cli("train", *ARGS, "--runs-dir", str(runs)).stdout
+    out = cli("train", *args, "--runs-dir", str(runs)).stdout
     straight = out.strip().splitlines()[-1].split()[1]
 
     resumed = load_file(runs / run_id / "model.safetensors")

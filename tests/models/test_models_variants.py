@@ -23,12 +23,20 @@ from ember.config import field_docs
 from ember.models._zoo import register_variant
 
 FINGERPRINTS = {
+    "autoencoder": ("AutoEncoder", 16, "8fa81ba3e205e35c"),
+    "autoencoder_tiny": ("AutoEncoder", 16, "bd1d1e9dd3abb911"),
+    "captioner": ("Captioner", 71, "68d6ef02b9778526"),
+    "captioner_tiny": ("Captioner", 51, "04b34f8279082ba8"),
     "centernet": ("CenterNet", 102, "34d83dffb1551c67"),
     "centernet_tiny": ("CenterNet", 78, "3592a853dc9bdfc3"),
     "cnn": ("CNN", 38, "59ae38deb2f707da"),
     "cnn_tiny": ("CNN", 14, "b2e2b2d11c5afaa8"),
     "convattn": ("ConvAttn", 83, "09937a9b17333718"),
     "convattn_tiny": ("ConvAttn", 53, "a5648e4e0bdd3ee2"),
+    "dcgan": ("DCGAN", 53, "bce1683c387c77e7"),
+    "dcgan_tiny": ("DCGAN", 53, "448305e9f88195b7"),
+    "diffusion_unet": ("DiffusionModel", 337, "e848e9ba4aedb9b9"),
+    "diffusion_unet_tiny": ("DiffusionModel", 257, "f4855f4aeddb13f0"),
     "dp_cnn": ("DPCNN", 8, "70fa00f1e7e1e409"),
     "dp_cnn_tiny": ("DPCNN", 8, "4c84ada9b8ade9d2"),
     "encoder_decoder": ("EncoderDecoder", 101, "76c24d1000248e64"),
@@ -55,6 +63,8 @@ FINGERPRINTS = {
     "transformer_encoder_tiny": ("TransformerEncoderClassifier", 18, "9d0d77386fbdfdbd"),
     "unet": ("UNet", 92, "15d55c94872215a2"),
     "unet_tiny": ("UNet", 66, "dbbae544e4c310fd"),
+    "vae": ("AutoEncoder", 16, "11dc20ea00de2bd4"),
+    "vae_tiny": ("AutoEncoder", 16, "19fed1e54390e319"),
     "vit": ("ViT", 81, "d971e5b23556199f"),
     "vit_tiny": ("ViT", 21, "1797c10b46b73713"),
 }

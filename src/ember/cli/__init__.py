@@ -15,7 +15,20 @@ from ember.cli import audit as audit_cli
 from ember.cli import card as card_cli
 from ember.cli import check as check_cli
 from ember.cli import compress as compress_cli
-from ember.cli import data, evaluate, export, generate, listing, package, registry, report, runs, serve, train
+from ember.cli import (
+    data,
+    evaluate,
+    export,
+    generate,
+    listing,
+    package,
+    registry,
+    report,
+    runs,
+    score,
+    serve,
+    train,
+)
 from ember.cli import explain as explain_cli
 from ember.cli import federated as federated_cli
 from ember.cli import find as find_cli
@@ -44,6 +57,8 @@ FAMILIES: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "serve": serve.register,
     "monitor": serve.register_monitor,
     "generate": generate.register,
+    "caption": generate.register_caption,
+    "score": score.register,
     "compress": compress_cli.register,
     "plan": compress_cli.register_plan,
     "profile": profile_cli.register,

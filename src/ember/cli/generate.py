@@ -1,4 +1,5 @@
-"""``ember generate``: text from a trained text model (a run or a bundle), streamed to the terminal."""
+"""``ember generate``: text from a trained text model (a run or a bundle), streamed to the terminal,
+or images from a model whose task makes them (a PNG grid: `ember.cli.generate_images`)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HELP = """Continue a prompt with a trained language model, or translate it with a translator: a run
-(id, prefix, 'latest') or a bundle (.ember file, or a registry reference NAME@VERSION|ALIAS). The
-model's task decides what the text is (its tokenizer and final weights do the decoding).
+HELP = """Sample from a trained model: a run (id, prefix, 'latest') or a bundle (.ember file, or a
+registry reference NAME@VERSION|ALIAS). The model's task decides what comes out.
+
+A model that makes images (VAE, GAN, diffusion) writes a PNG grid (-o). Sampling is seeded (--seed),
+so a command gives the same images twice. A class-conditional or text-conditioned model takes --class
+(an id or a class name) or --prompt; a diffusion model takes its sampler's options.
+
+A language model continues --prompt, a translator translates it (its tokenizer and final weights do
+the decoding).
 
 Text streams to stdout as it is decoded; the speed goes to stderr. Sampling is seeded (--seed), so a
 command gives the same text twice. A translator answers with its beam search (sampling options do
 not apply to it).
 
 examples:
+  ember generate RUN --n 64 -o vae.png
+  ember generate RUN --interpolate 3,8 -o morph.png                 # a VAE's latent interpolation
+  ember generate RUN --reconstruct -n 32 -o recon.png               # held-out images, reconstructed
+  ember generate RUN --class 7 --sampler ddim --steps 50 --guidance 3 -o sevens.png
+  ember generate RUN --class all -n 80 --guidance 3 -o digits.png  # a column per class
+  ember generate RUN --prompt "a seven written by hand" --guidance 3 -o seven.png
+  ember generate digits-ddpm.ember --class 3 -n 16 -o threes.png   # a bundle
   ember generate latest --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-p 0.95
   ember generate RUN --prompt "def fibonacci(n):" --stop "\\ndef " --stop "\\nclass "
   ember generate RUN --prompt "To be" --greedy
@@ -32,59 +46,105 @@ found on stderr; mask replaces blocklisted words and personal data; block withho
 """
 
 
+def register_caption(sub: argparse._SubParsersAction) -> None:
+    from ember.cli.generate_images import register_caption
+
+    register_caption(sub)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        help="continue a prompt with a trained language model (or translate it)",
+        help="sample images from a generative model, or continue a prompt with a language model",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", help="run id, unique prefix, 'latest', a bundle file or a registry reference")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add at most (default 200)")
     p.add_argument(
-        "--temperature", type=float, default=1.0, help="> 0; lower is more conservative (0: greedy)"
-    )
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    p.add_argument(
-        "--top-p", type=float, default=1.0, help="nucleus sampling: smallest set reaching p (1: all)"
-    )
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (CTRL)")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument(
-        "--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)"
+        "--prompt", help="text to continue (language model; default a newline) or to draw (text-conditioned)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
-    p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
-    p.add_argument(
+    p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
+    p.add_argument("--registry", metavar="DIR", help="the model registry (default $EMBER_REGISTRY)")
+    images = p.add_argument_group("images (generative models)")
+    images.add_argument("-n", "--n", type=int, default=64, help="images to make (default 64)")
+    images.add_argument(
+        "-o", "--output", default="samples.png", help="the PNG grid to write (default samples.png)"
+    )
+    images.add_argument(
+        "--class",
+        dest="label",
+        metavar="CLASS",
+        help="the class to draw: an id or a class name; 'all' cycles through the classes (a column each)",
+    )
+    images.add_argument(
+        "--interpolate", metavar="A,B", help="a VAE's latent path from a test image of class A to one of B"
+    )
+    images.add_argument(
+        "--reconstruct", action="store_true", help="an autoencoder's reconstructions under held-out images"
+    )
+    images.add_argument("--nrow", type=int, default=0, help="images a row in the grid (default: a square)")
+    images.add_argument("--sampler", choices=["ddpm", "ddim"], help="diffusion sampler (default ddim)")
+    images.add_argument("--steps", type=int, help="diffusion steps (default: 50 for ddim, all for ddpm)")
+    images.add_argument(
+        "--eta", type=float, help="DDIM noise: 0 deterministic (default), 1 the DDPM variance"
+    )
+    images.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 1: none)")
+    images.add_argument("--batch-size", type=int, default=250, help="images made at once (default 250)")
+    text = p.add_argument_group("text (language models, translators)")
+    text.add_argument("--max-new-tokens", type=int, default=200, help="tokens to add at most (default 200)")
+    text.add_argument(
+        "--temperature", type=float, default=1.0, help="> 0; lower is more conservative (0: greedy)"
+    )
+    text.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    text.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: smallest set reaching p (1: all)"
+    )
+    text.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (CTRL)")
+    text.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    text.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="stop before this text (repeatable)"
+    )
+    text.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
+    text.add_argument(
         "--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="autocast while decoding"
     )
-    p.add_argument(
+    text.add_argument(
         "--safety",
         default="flag",
         choices=["off", "flag", "mask", "block"],
         help="content safety (default flag)",
     )
-    p.add_argument(
+    text.add_argument(
         "--blocklist", metavar="FILE", help="words to flag, one per line (default: a short built-in list)"
     )
-    p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
-    p.add_argument("--registry", metavar="DIR", help="the model registry (default $EMBER_REGISTRY)")
     p.set_defaults(func=run)
 
 
 @dataclass
 class TextModel:
-    """What writing text takes: the model, its tokenizer and its task."""
+    """What sampling takes: the model, its tokenizer (a text model's) and its task."""
 
     model: Any
     tokenizer: Any
     task: Any
     source: str
+    spec: Any = None
+    """The model's `ember.tasks.spec.ModelSpec` (its classes, input shape)."""
+    run: str | None = None
+    """The run's id when the model comes from a run (None: a bundle)."""
 
 
 def run(args: argparse.Namespace) -> int:
-    return write_text(load_text_model(args.run, runs_dir=args.runs_dir, registry=args.registry), args)
+    from ember.cli.generate_images import generate_images
+    from ember.tasks import contract
+
+    source = load_text_model(args.run, runs_dir=args.runs_dir, registry=args.registry)
+    if contract.makes_images(source.task):
+        return generate_images(args, source)
+    if args.prompt is None:
+        args.prompt = "\n"
+    return write_text(source, args)
 
 
 def load_text_model(ref: str, *, runs_dir: str | None = None, registry: str | None = None) -> TextModel:
@@ -103,7 +163,7 @@ def load_text_model(ref: str, *, runs_dir: str | None = None, registry: str | No
         except (FileNotFoundError, ValueError):
             pass
         raise
-    return TextModel(loaded.model, loaded.tokenizer, loaded.task, f"run {loaded.id}")
+    return TextModel(loaded.model, loaded.tokenizer, loaded.task, f"run {loaded.id}", loaded.spec, loaded.id)
 
 
 def _bundle_model(ref: str, registry: str | None) -> TextModel:
@@ -116,7 +176,7 @@ def _bundle_model(ref: str, registry: str | None) -> TextModel:
             f"bundle {bundle.path} carries its model as an ONNX graph only, and text generation runs the "
             "PyTorch model; install the model's code (its entry point) where the bundle is opened"
         )
-    return TextModel(bundle.model, bundle.tokenizer, bundle.task, f"bundle {bundle.path}")
+    return TextModel(bundle.model, bundle.tokenizer, bundle.task, f"bundle {bundle.path}", bundle.spec)
 
 
 def write_text(source: TextModel, args: argparse.Namespace) -> int:

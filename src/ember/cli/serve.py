@@ -19,6 +19,8 @@ SERVE_EXAMPLES = """examples:
   curl -s localhost:8000/v1/predict -H 'content-type: image/png' --data-binary @digit.png
   ember serve shakespeare.ember                        # a language model: POST /v1/generate
   curl -sN localhost:8000/v1/generate -H 'content-type: application/json' -d '{"prompt": "ROMEO:", "max_new_tokens": 200, "stream": true}'
+  ember serve digits-ddpm.ember                        # a model that makes images: PNG from /v1/generate
+  curl -s localhost:8000/v1/generate -H 'content-type: application/json' -d '{"n": 16, "class": 7}' -o sevens.png
 """
 
 MONITOR_EXAMPLES = """examples:
@@ -32,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a bundle over HTTP (dynamic batching, metrics, drift)",
         description="Serve a model bundle: POST /v1/predict (what its task answers: classes, boxes, masks ...),\n"
-        'POST /v1/generate (text models: text in, text out, streamed as JSON lines with "stream": true),\n'
+        'POST /v1/generate (text models: text in, text out, streamed as JSON lines with "stream": true;\n'
+        "models that make images: PNG images),\n"
         "GET /healthz /readyz /metrics /v1/model /v1/drift /openapi.json.\n"
         "Binds 127.0.0.1 unless --host says otherwise. SIGTERM drains requests in flight.\n\n"
         + SERVE_EXAMPLES,
@@ -79,6 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=512,
         help="most tokens a /v1/generate request may ask for (default 512)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=64,
+        help="most images a /v1/generate request may ask of a model that makes images (default 64)",
     )
     p.add_argument("--registry", metavar="DIR", help="the model registry (default $EMBER_REGISTRY)")
     p.set_defaults(func=run_serve)
@@ -139,6 +148,7 @@ def run_serve(args: argparse.Namespace) -> int:
         drift_window=args.drift_window,
         safety_filter=safety_filter,
         max_new_tokens=args.max_new_tokens,
+        max_images=args.max_images,
     )
     source = f"plan {plan_path}" if plan_path else "no plan"
     print(

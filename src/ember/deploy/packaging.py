@@ -15,6 +15,7 @@ from torch import nn
 
 from ember.data import ArrayData, fingerprint, fingerprint_indices, load_splits
 from ember.deploy.profile import PROFILED_KINDS, ReferenceProfile, build_profile
+from ember.tasks import contract
 from ember.tasks.spec import ModelSpec
 
 SPLITS = ("train", "val", "test")
@@ -55,6 +56,12 @@ def profile_of(
     """
     spec: ModelSpec = run.spec
     kind = spec.inputs.kind
+    if not contract.profiles_inputs(run.task):
+        return None, {
+            "split": None,
+            "note": f"a {spec.task} model is asked for samples, not given inputs like its training data: "
+            "serving it watches no drift",
+        }
     if kind not in PROFILED_KINDS:
         return None, {
             "split": None,

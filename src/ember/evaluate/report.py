@@ -5,7 +5,8 @@ baselines), ``baselines`` (what they are, the margin with its interval and p-val
 and validation metrics), ``learning-rate``, then the task's own items (``report_items`` in
 `ember.tasks.contract`, kinds in `ember.tasks.items`) in ``confusion`` (a confusion matrix, or
 predictions against the truth), ``calibration``, ``per-class`` and ``mistakes`` (the worst
-examples), then ``checks`` (from :mod:`ember.evaluate.checks` when it is there) and ``facts``
+examples), ``samples`` (a grid of the images a generative model makes, the contract's
+``report_samples``), then ``checks`` (from :mod:`ember.evaluate.checks` when it is there) and ``facts``
 (config, data hash, source, environment, files). The report draws the items without knowing the
 family; a section the task has nothing for says so instead of disappearing.
 
@@ -49,6 +50,7 @@ SECTIONS = (
     ("calibration", "Calibration"),
     ("per-class", "Per-class metrics"),
     ("mistakes", "Worst mistakes"),
+    ("samples", "Samples"),
     ("checks", "Checks"),
     ("facts", "Run facts"),
 )
@@ -109,6 +111,7 @@ def render(
         "baselines": _baselines(card),
         "curves": _curves(history),
         "learning-rate": _learning_rate(history),
+        "samples": _samples(p.task, p.run.model, p.spec, p.task_name),
         "checks": _checks(p.record.id, runs_dir),
         "facts": _facts(p),
     }
@@ -309,6 +312,21 @@ def _learning_rate(history: list[tuple[int, int | None, str, float]]) -> str:
     return _img(plots.curves(lr, title="Learning rate", ylabel="lr"), "learning rate by step") + _note(
         "as logged: every trainer.log_every optimizer steps and at each epoch's end."
     )
+
+
+def _samples(task: Any, model: Any, spec: Any, task_name: str) -> str:
+    """A grid of the model's samples (a column per class when it takes one), for a task that makes
+    images (`ember.tasks.contract.report_samples`)."""
+    from ember.generative.images import grid, png_bytes
+
+    if not contract.makes_images(task):
+        return _note(f"the {task_name} task makes no images")
+    try:
+        images, nrow, caption = contract.report_samples(task, model, spec)
+    except (ValueError, NotApplicable) as e:
+        return _note(f"no samples: {e}")
+    scale = max(1, 56 // max(int(images.shape[-1]), 1))  # small images drawn at least 56 px a side
+    return _img(png_bytes(grid(images, nrow=nrow), scale=scale), f"samples: {caption}") + _note(caption)
 
 
 def _drawn(shown: Sequence[Any]) -> Iterator[tuple[str, str, str]]:

@@ -138,9 +138,10 @@ def scorecard(
         card.notes.append(f"no intervals or baselines: {e}")
         return card
     if evidence is None:
+        advice = (getattr(p.task, "instead", None) or {}).get("eval")  # the task's word on what else to run
         card.notes.append(
             f"no intervals or baselines for task '{card.task}': it gives no evidence (see ember.tasks.contract); "
-            "its metrics are shown as they are"
+            "its metrics are shown as they are" + (f"; {advice}" if advice else "")
         )
         return card
     model = _memo(evidence.statistics)  # the paired bootstraps rescore the model on the same resamples

@@ -10,6 +10,8 @@ and ``image_size``, map (B, C, H, W) floats to (B, num_classes) logits and offer
 ``forward_features`` / ``forward_head`` split. Dense prediction differs only in its output:
 ``centernet`` returns heatmap / size / offset maps, ``unet`` (B, num_classes, H, W) logits. Text
 families (gpt, rnn, transformer_encoder, encoder_decoder) take ``vocab_size`` and token ids.
+Generative families (``vae``, ``autoencoder``, ``dcgan``, ``diffusion_unet``) and the
+``captioner`` have contracts of their own, in their modules.
 
 Example:
     >>> import torch
@@ -22,10 +24,14 @@ Example:
 """
 
 from ember.models._zoo import create, list_models, register_family, register_model, register_variant, registry
+from ember.models.autoencoder import AutoEncoder, AutoEncoderConfig, AutoEncoderOutput  # generative
+from ember.models.captioner import Captioner, CaptionerConfig  # image to text
 from ember.models.cnn import CNN, CNNConfig
 from ember.models.convattn import ConvAttn, ConvAttnConfig
 from ember.models.detector import CenterNet, CenterNetConfig  # dense: detection
+from ember.models.diffusion_unet import DiffusionModel, DiffusionUNet, DiffusionUNetConfig  # generative
 from ember.models.dp_cnn import DPCNN, DPCNNConfig  # for differentially private training
+from ember.models.gan import DCGAN, DCGANConfig  # generative
 from ember.models.gpt import GPT, GPTConfig
 from ember.models.mlp import MLP, MLPConfig
 from ember.models.mobilenet import MobileNet, MobileNetConfig
@@ -77,4 +83,15 @@ __all__ = [
     "CenterNetConfig",
     "UNet",
     "UNetConfig",
+    # generative: autoencoders, GANs, diffusion; captioning
+    "AutoEncoder",
+    "AutoEncoderConfig",
+    "AutoEncoderOutput",
+    "Captioner",
+    "CaptionerConfig",
+    "DCGAN",
+    "DCGANConfig",
+    "DiffusionModel",
+    "DiffusionUNet",
+    "DiffusionUNetConfig",
 ]

@@ -268,7 +268,7 @@ def prepare(
     seed_everything(cfg.trainer.seed)
     fits.check_model(cfg, bundle, None)  # a CNN on a table: one line naming the models that fit
     model = build_model(cfg, bundle)
-    fits.check_model(cfg, bundle, model, train)
+    fits.check_model(cfg, bundle, model, train, build_task(cfg, bundle))
     return Prepared(cfg, bundle, splits, train, val, test, model, h.hexdigest(), model_spec(cfg, bundle))
 
 

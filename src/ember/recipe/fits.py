@@ -121,12 +121,17 @@ def check_task_options(cfg: Config) -> None:
         )
 
 
-def check_model(cfg: Config, bundle: DataBundle, model: nn.Module | None, train: Any = None) -> None:
+def check_model(
+    cfg: Config, bundle: DataBundle, model: nn.Module | None, train: Any = None, task: Any = None
+) -> None:
     """ConfigError unless ``cfg.model.name`` takes the data's inputs (and, built, runs on one example).
 
     Args:
         model: the built model, tried on two training examples when ``train`` is in-memory data;
             None checks the name only.
+        task: the run's task: the examples go through its ``forward`` (a diffusion task adds the
+            noise level, a captioner the phrase), with the random state left as it was; None calls
+            the model on the inputs alone.
     """
     kind = input_kind(bundle)
     name = cfg.model.name
@@ -143,8 +148,11 @@ def check_model(cfg: Config, bundle: DataBundle, model: nn.Module | None, train:
         return
     was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(train.x[:2])
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            if task is None:
+                model.eval()(train.x[:2])
+            else:
+                task.forward(model.eval(), (train.x[:2], train.y[:2]))
     except (RuntimeError, ValueError, IndexError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(

@@ -11,9 +11,14 @@ import contextlib
 from typing import Any
 
 from ember.tasks import contract
+from ember.tasks.autoencoder import AutoEncoding
 from ember.tasks.base import Evaluation, Task, registry
+from ember.tasks.captioning import Captioning
 from ember.tasks.classification import Classification
 from ember.tasks.detection import Detection
+from ember.tasks.diffusion import Diffusion
+from ember.tasks.gan import GAN
+from ember.tasks.generative import Generative
 from ember.tasks.language_model import LanguageModel
 from ember.tasks.regression import Regression
 from ember.tasks.segmentation import Segmentation
@@ -63,4 +68,10 @@ __all__ = [
     "Detection",
     "Segmentation",
     "Seq2Seq",
+    # generative
+    "AutoEncoding",
+    "Captioning",
+    "Diffusion",
+    "GAN",
+    "Generative",
 ]

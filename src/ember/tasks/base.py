@@ -7,6 +7,12 @@ need not inherit anything:
 - ``forward(model, batch) -> (output, target)``: how one batch goes through the model.
 - ``loss(output, target) -> Tensor``: a scalar to minimize.
 - ``evaluation() -> Evaluation``: a fresh accumulator of outputs for validation and test metrics.
+
+Optional, for tasks whose step is not one forward and one backward (see `ember.train.loop`):
+
+- ``train_step(model, batch, optimizer, *, autocast) -> Tensor``: the whole optimizer step (or
+  steps: a GAN's discriminator, then its generator); returns the loss to log.
+- ``after_step(model)``: runs after each optimizer step (a moving average of the weights).
 """
 
 from __future__ import annotations

@@ -38,6 +38,17 @@ member              what it answers                                          wit
                     tasks.items`): what the report shows beyond metrics
 ``human_texts``     ``(evaluation, spec) -> [{"output", "reference"[,         NotApplicable
                     "input"]}]`` per evaluated example, for rating sheets
+``sample``          ``(model, n, *, labels, prompt, generator, **options)``   NotApplicable
+                    ``-> (n, C, H, W)`` images in [0, 1] (``/v1/generate``
+                    as PNG, ``ember generate``, the report's sample grid)
+``sample_classes``  ``(model) -> int``: how many classes ``labels`` may name  0
+``report_samples``  ``(model, spec, *, seed) -> (images, nrow, caption)``:    a grid of ``sample``:
+                    the grid the report shows                                 a column per class
+``profile_inputs``  whether a server's requests are the training inputs, so a  True
+                    drift profile of them applies (False: a sampler's)
+``instead``         ``{stage: advice}``: what to do where a stage does not    the stage's own advice
+                    apply (``"check.<name>"`` for a check; ``"eval"``: what
+                    else measures the model, said beside its metrics)
 =================== ======================================================= =========================
 
 ``data`` is the evaluated split as the run gives it (`ember.recipe.LoadedRun.split`): a dataset,
@@ -172,6 +183,94 @@ def inapplicable_checks(task: Any) -> dict[str, str]:
     }
 
 
+NO_IMAGES = "its model does not make images; use /v1/predict (or /v1/generate for a text model)"
+"""The advice when image generation does not apply (the task has no ``sample``)."""
+_SAMPLE_ARGS = ("labels", "prompt", "generator")
+
+
+def profiles_inputs(task: Any) -> bool:
+    """Whether serving ``task``'s model takes inputs like its training data (a drift profile applies)."""
+    return bool(getattr(task, "profile_inputs", True))
+
+
+def makes_images(task: Any) -> bool:
+    """Whether ``task`` samples images (has ``sample``): what chooses /v1/generate's answer."""
+    return callable(getattr(task, "sample", None))
+
+
+def sample_options(task: Any) -> tuple[str, ...]:
+    """The sampler's own keyword options (a diffusion task's ``sampler``, ``steps``, ``eta``,
+    ``guidance``); ``()`` for a task without ``sample`` or without options."""
+    import inspect
+
+    own = getattr(task, "sample", None)
+    if own is None:
+        return ()
+    params = inspect.signature(own).parameters
+    return tuple(
+        name
+        for name, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _SAMPLE_ARGS
+    )
+
+
+def image_classes(task: Any, model: nn.Module) -> int:
+    """How many classes a request may name for ``model``'s images (0: it takes no class)."""
+    own = getattr(task, "sample_classes", None)
+    return int(own(model)) if own is not None else 0
+
+
+def generate_images(
+    task: Any,
+    model: nn.Module,
+    n: int,
+    *,
+    labels: torch.Tensor | None = None,
+    prompt: str | list[str] | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """``n`` images, (n, C, H, W) float in [0, 1], the same for the same ``seed``.
+
+    Raises:
+        NotApplicable: the task makes no images.
+        ValueError: an option the sampler does not take (naming those it takes), or labels or a
+            prompt the model cannot take.
+    """
+    own = require(task, "sample", "image generation", NO_IMAGES)
+    takes = sample_options(task)
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValueError(
+            f"task '{task_name(task)}' samples with no option {', '.join(unknown)}; "
+            f"it takes: {', '.join(takes) or 'none'}"
+        )
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator(device).manual_seed(seed)
+    return own(model, n, labels=labels, prompt=prompt, generator=generator, **options)
+
+
+def report_samples(
+    task: Any, model: nn.Module, spec: ModelSpec, *, seed: int = 0
+) -> tuple[torch.Tensor, int, str]:
+    """The grid of samples the report shows: ``(images, images a row, caption)``.
+
+    Default: 64 images, or 8 of each class (a column per class) for a class-conditional model.
+    """
+    own = getattr(task, "report_samples", None)
+    if own is not None:
+        images, nrow, caption = own(model, spec, seed=seed)
+        return images, int(nrow), str(caption)
+    classes = image_classes(task, model)
+    if classes:
+        labels = torch.arange(8 * classes) % classes
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        images = generate_images(task, model, len(labels), labels=labels.to(device), seed=seed)
+        names = ", ".join((spec.classes or [str(k) for k in range(classes)])[:classes])
+        return images, classes, f"8 samples of each class, a column each ({names}); seed {seed}"
+    return generate_images(task, model, 64, seed=seed), 8, f"64 samples; seed {seed}"
+
+
 def evaluation(task: Any, *, keep: bool = False) -> Any:
     """A fresh evaluation of ``task``; ``keep`` asks it to also keep what :func:`evidence`,
     :func:`baselines` and :func:`report_items` read (a task whose ``evaluation`` takes no ``keep``
@@ -246,7 +345,14 @@ __all__ = [
     "evidence",
     "example_inputs",
     "export_module",
+    "generate_images",
     "generate_text",
+    "image_classes",
+    "makes_images",
+    "profiles_inputs",
+    "report_samples",
+    "sample_options",
+    "NO_IMAGES",
     "human_texts",
     "inapplicable_checks",
     "protected_metric",

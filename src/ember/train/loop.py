@@ -5,6 +5,12 @@ loss), the ``callbacks`` (what happens around steps), the ``checkpointer``, and 
 job the ``parallel`` context (`ember.train.distributed`). The only host syncs are every
 ``log_every`` steps, at checkpoints and at epoch ends: per-step losses stay on the device until
 then, which is what keeps ember's per-step overhead near a hand-written loop's.
+
+Two optional task hooks vary the step itself (see `ember.tasks.base`): ``train_step(model, batch,
+optimizer, autocast=...)`` runs a whole optimizer step — forward, backward and ``optimizer.step()``,
+possibly several (a GAN's discriminator, then its generator) — and returns the loss to log;
+``after_step(model)`` runs after each optimizer step (a moving average of the weights). Everything
+else — position, schedule, logging, checkpoints, resume — is the same for them.
 """
 
 from __future__ import annotations
@@ -135,6 +141,14 @@ def _fit(
     accumulate = max(1, cfg.accumulate)
     max_steps = cfg.max_steps or state.total_steps
     step_callbacks = callbacks.has("on_step_end")
+    task_step = getattr(task, "train_step", None)  # the task steps the optimizer itself (GANs)
+    after_step = getattr(task, "after_step", None)
+    if task_step is not None and (accumulate > 1 or scaler is not None or parallel is not None):
+        raise ValueError(
+            f"{type(task).__name__} runs its own optimizer steps: it takes trainer.accumulate=1, no fp16 "
+            f"loss scaling and one process (got accumulate={accumulate}, precision={state.precision.name}"
+            + (", a data-parallel job)" if parallel is not None else ")")
+        )
     plain_step = scaler is None and not cfg.clip_grad_norm and not cfg.clip_grad_value
     autocast, full_precision = state.precision.autocast, state.precision.dtype is None
     log_every, checkpoint_every = cfg.log_every, cfg.checkpoint_every
@@ -190,28 +204,41 @@ def _fit(
         for batch in iterate_epoch(loader, state.epoch, state.batch_in_epoch):
             if move:
                 batch = to_device(batch, state.device)
-            hold = (
-                parallel is not None and (micro + 1) % accumulate != 0 and state.batch_in_epoch != last_batch
-            )
-            with parallel.hold_gradients(step_model) if hold else _ALL_REDUCE:  # type: ignore[union-attr]
-                if full_precision:
-                    output, target = task.forward(step_model, batch)
-                    loss = task.loss(output, target)
-                else:
-                    with autocast():
+            if task_step is not None:  # forward, backward and the optimizer step(s), by the task
+                loss = task_step(
+                    step_model,
+                    batch,
+                    optimizer,
+                    autocast=contextlib.nullcontext if full_precision else autocast,
+                )
+                window.append(loss.detach())
+            else:
+                hold = (
+                    parallel is not None
+                    and (micro + 1) % accumulate != 0
+                    and state.batch_in_epoch != last_batch
+                )
+                with parallel.hold_gradients(step_model) if hold else _ALL_REDUCE:  # type: ignore[union-attr]
+                    if full_precision:
                         output, target = task.forward(step_model, batch)
                         loss = task.loss(output, target)
-                window.append(loss.detach())
-                if weigh is not None and (share := weigh(state.batch_in_epoch)) != 1.0:
-                    loss = loss * share  # this rank's part of a global batch that splits unevenly
-                if accumulate > 1:
-                    loss = loss / accumulate
-                if micro % accumulate == 0:  # a new accumulation group: before backward, as a hand loop does
-                    optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                    else:
+                        with autocast():
+                            output, target = task.forward(step_model, batch)
+                            loss = task.loss(output, target)
+                    window.append(loss.detach())
+                    if weigh is not None and (share := weigh(state.batch_in_epoch)) != 1.0:
+                        loss = loss * share  # this rank's part of a global batch that splits unevenly
+                    if accumulate > 1:
+                        loss = loss / accumulate
+                    if (
+                        micro % accumulate == 0
+                    ):  # a new accumulation group: before backward, as a hand loop does
+                        optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
             n = _batch_size(batch)
             window_samples += n
             state.samples_seen += n
@@ -219,10 +246,13 @@ def _fit(
             micro += 1
             if micro % accumulate:
                 continue
-            if plain_step:  # no scaler, no clipping: what a hand-written loop does
-                optimizer.step()
-            else:
-                _optimizer_step(optimizer, scaler, params, cfg)
+            if task_step is None:  # (a task with train_step has stepped already)
+                if plain_step:  # no scaler, no clipping: what a hand-written loop does
+                    optimizer.step()
+                else:
+                    _optimizer_step(optimizer, scaler, params, cfg)
+            if after_step is not None:
+                after_step(model)
             state.step += 1
             if state.schedule is not None:
                 _set_lr(groups, state.schedule(state.step))
@@ -239,6 +269,8 @@ def _fit(
             completed = True
             if micro % accumulate:  # a ragged last group still makes a step
                 _optimizer_step(optimizer, scaler, params, cfg)
+                if after_step is not None:
+                    after_step(model)
                 state.step += 1
         sync()
         if vote is not None:  # a stop one rank asked for (a callback, SIGTERM) is every rank's

@@ -10,6 +10,8 @@ Endpoints::
                        the whole body (Content-Type image/*); for text models a string (or text/plain)
     POST /v1/generate  {"prompt": "...", ...} -> {"text": "..."}, or JSON lines as the text decodes
                        (language models, translators; see ``ember.deploy.serve.generate``)
+    POST /v1/generate  {"n": 4, "class": 7} -> PNG images, for a model whose task makes images
+                       (see ``ember.deploy.serve.generate_images``)
     GET  /healthz      the process and its batch worker are alive
     GET  /readyz       the model is loaded and warmed up, and the server is not draining
     GET  /metrics      Prometheus: requests, latency, batch sizes, queue depth, errors, drift, safety
@@ -63,7 +65,8 @@ import torch
 from ember.deploy.serve.backends import ServedModel
 from ember.deploy.serve.batching import DynamicBatcher
 from ember.deploy.serve.decode import Decoder
-from ember.deploy.serve.generate import GenerateRoute, add_generate
+from ember.deploy.serve.generate import add_generate
+from ember.deploy.serve.generate_images import generate_route
 from ember.deploy.serve.lane import ApiError, Lane, lane_protocol
 from ember.deploy.serve.metrics import Metrics
 from ember.deploy.serve.monitor import DriftCollector, DriftMonitor, Thresholds
@@ -95,6 +98,7 @@ def create_app(
     body_timeout_s: float = 30.0,
     admin_token: str | None = None,
     max_new_tokens: int = 512,
+    max_images: int = 64,
     generate_workers: int = 2,
 ) -> Any:
     """The FastAPI app serving ``model``.
@@ -119,6 +123,7 @@ def create_app(
         admin_token: the bearer token of ``GET /v1/admin/model`` (the card with environment, package
             and code versions); default ``$EMBER_SERVE_ADMIN_TOKEN``; with neither, that view is off.
         max_new_tokens: the most tokens a /v1/generate request may ask for.
+        max_images: the most images a /v1/generate request may ask of a model that makes images.
         generate_workers: threads decoding /v1/generate requests (each request has its own
             KV cache and generator; ``max_queue`` bounds the requests at once).
 
@@ -208,10 +213,10 @@ def create_app(
         max_decoding=max_queue,
     )
     app.state.lane = lane  # serve() answers most predict requests in the HTTP protocol through it
-    generation = GenerateRoute(
+    generation = generate_route(
         served, metrics, read_body=_read_body, error=lane.error, timeout_s=timeout_s,
         max_body_bytes=max_body_bytes, max_new_tokens=max_new_tokens, max_requests=max_queue,
-        workers=generate_workers,
+        workers=generate_workers, max_images=max_images,
     )  # fmt: skip
     add_generate(app, generation)
 

@@ -101,6 +101,9 @@ def text_pieces(served: ServedModel, prompt: str, options: dict[str, Any]) -> It
 class GenerateRoute:
     """``POST /v1/generate`` on an app (see the module docstring); built by :func:`add_generate`."""
 
+    expected = 'expected {"prompt": "...", "max_new_tokens": n, ...} (see /openapi.json)'
+    """What a 422 answer says a request looks like."""
+
     def __init__(
         self,
         served: ServedModel,
@@ -278,8 +281,7 @@ class GenerateRoute:
             if errors and errors[0]["type"] == "json_invalid":
                 raise ApiError(400, f"body is not valid JSON: {errors[0]['msg']}", "bad_json") from None
             parts = [f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in errors[:3]]
-            expected = 'expected {"prompt": "...", "max_new_tokens": n, ...} (see /openapi.json)'
-            raise ApiError(422, "; ".join(parts) + f"; {expected}", "validation") from None
+            raise ApiError(422, "; ".join(parts) + f"; {self.expected}", "validation") from None
 
     def _done(self, text: str, start: float) -> dict[str, Any]:
         """The closing fields of an answer, counted in the metrics."""
