@@ -213,6 +213,8 @@ class Comparison:
     verdict: str = ""
     metric: str = "accuracy"
     """What ``score`` is."""
+    mode: str = "max"
+    """Whether a higher (max) or a lower (min) ``score`` is better."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -287,6 +289,7 @@ def compare(
                 score=got,
                 drop=None if got is None or base_score is None else sign * (base_score - got),
                 metric=metric,
+                mode=mode,
                 max_abs_error=float((outputs[name] - reference).abs().max()) if same else float("inf"),
                 size_bytes=size_bytes(variants[name]),
                 latency={r.batch_size: r for r in rows if r.variant == name},
@@ -333,8 +336,9 @@ def _verdict(c: Comparison, base: str, base_size: int, max_drop: float) -> str:
         else f"{1 / smaller:.1f}x larger"
     )
     points = c.metric in ("accuracy",) or c.metric.endswith(("accuracy", "_macro", "map", "iou"))
+    change = None if c.drop is None else (-c.drop if c.mode == "max" else c.drop)  # the metric's own change
     drop = (
-        "" if c.drop is None else (f", {-100 * c.drop:+.1f} pt" if points else f", {c.metric} {-c.drop:+.4g}")
+        "" if change is None else (f", {100 * change:+.1f} pt" if points else f", {c.metric} {change:+.4g}")
     )
     if not c.faster:
         return f"not faster here (latency {ratios}); {size}{drop}"

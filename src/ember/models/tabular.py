@@ -14,14 +14,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from ember.models._zoo import register_model
+from ember.models._zoo import register_family, register_variant
 from ember.models.mlp import MLP, MLPConfig
 from ember.nn.tabular import TabularStem
 
@@ -117,63 +116,27 @@ class TabularMLP(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _config(**options: Any) -> TabularMLPConfig:
-    """The config, with lists (from YAML or JSON) as the tuples a frozen config holds."""
-    for key in ("cardinalities", "mean", "std"):
-        if options[key] is not None:
-            options[key] = tuple(options[key])
-    if options["edges"] is not None:
-        options["edges"] = tuple(tuple(e) for e in options["edges"])
-    return TabularMLPConfig(**options)
+def _from_config(config: TabularMLPConfig) -> TabularMLP:
+    """The model of ``config``, with lists (from YAML or JSON) as the tuples a frozen config holds."""
+    c = config
+    return TabularMLP(
+        dataclasses.replace(
+            c,
+            cardinalities=tuple(c.cardinalities),
+            mean=tuple(c.mean) if c.mean is not None else None,
+            std=tuple(c.std) if c.std is not None else None,
+            edges=tuple(tuple(e) for e in c.edges) if c.edges is not None else None,
+        )
+    )
 
 
-@register_model("tabular_mlp")
-def tabular_mlp(
-    *,
-    num_numeric: int = 0,
-    num_binary: int = 0,
-    cardinalities: Sequence[int] = (),
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    edges: Sequence[Sequence[float]] | None = None,
-    numeric_bins: bool = True,
-    bin_dim: int = 0,
-    num_classes: int = 2,
-    target_mean: float = 0.0,
-    target_std: float = 1.0,
-    width: int = 256,
-    depth: int = 2,
-    dropout: float = 0.1,
-    embed_dropout: float = 0.0,
-    norm: str = "batch",
-    act: str = "relu",
-    one_hot_max: int = 4,
-) -> TabularMLP:
-    """MLP for tables: standardized numbers, embedded categories, two hidden layers of 256 units."""
-    return TabularMLP(_config(**locals()))
-
-
-@register_model("tabular_mlp_tiny")
-def tabular_mlp_tiny(
-    *,
-    num_numeric: int = 0,
-    num_binary: int = 0,
-    cardinalities: Sequence[int] = (),
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    edges: Sequence[Sequence[float]] | None = None,
-    numeric_bins: bool = True,
-    bin_dim: int = 0,
-    num_classes: int = 2,
-    target_mean: float = 0.0,
-    target_std: float = 1.0,
-    width: int = 16,
-    depth: int = 1,
-    dropout: float = 0.0,
-    embed_dropout: float = 0.0,
-    norm: str = "layer",
-    act: str = "relu",
-    one_hot_max: int = 4,
-) -> TabularMLP:
-    """A one-hidden-layer, 16-unit table MLP for tests and CI."""
-    return TabularMLP(_config(**locals()))
+register_family(TabularMLPConfig, _from_config)
+register_variant(
+    "tabular_mlp",
+    TabularMLPConfig,
+    "MLP for tables: standardized numbers, embedded categories, two hidden layers of 256 units",
+)
+register_variant(
+    "tabular_mlp_tiny", TabularMLPConfig, "A one-hidden-layer, 16-unit table MLP for tests and CI",
+    width=16, depth=1, dropout=0.0, norm="layer",
+)  # fmt: skip

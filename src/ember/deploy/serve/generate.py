@@ -182,20 +182,25 @@ class GenerateRoute:
             },
         }
 
+    async def _admit(self, request: Any) -> Any:
+        """The parsed request, or 503 when ``max_requests`` are in flight (then counted in flight)."""
+        if self.in_flight >= self.max_requests:
+            raise ApiError(
+                503, f"server busy: {self.in_flight} generate requests in flight; retry shortly", "queue_full",
+                {"Retry-After": "1"},
+            )  # fmt: skip
+        parsed = await self._parse(request)
+        self.in_flight += 1
+        return parsed
+
     async def __call__(self, request: Any) -> Any:
         from fastapi.responses import Response, StreamingResponse
 
         start = time.perf_counter()
         try:
-            if self.in_flight >= self.max_requests:
-                raise ApiError(
-                    503, f"server busy: {self.in_flight} generate requests in flight; retry shortly", "queue_full",
-                    {"Retry-After": "1"},
-                )  # fmt: skip
-            parsed = await self._parse(request)
+            parsed = await self._admit(request)
         except Exception as e:
             return self._failed(e)
-        self.in_flight += 1
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()

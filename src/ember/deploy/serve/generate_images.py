@@ -133,15 +133,9 @@ class ImageRoute(GenerateRoute):
 
         start = time.perf_counter()
         try:
-            if self.in_flight >= self.max_requests:
-                raise ApiError(
-                    503, f"server busy: {self.in_flight} generate requests in flight; retry shortly", "queue_full",
-                    {"Retry-After": "1"},
-                )  # fmt: skip
-            parsed = await self._parse(request)
+            parsed = await self._admit(request)
         except Exception as e:
             return self._failed(e)
-        self.in_flight += 1
         try:
             work = asyncio.wrap_future(self.pool.submit(make_images, self.served, parsed))
             remaining = max(start + self.timeout_s - time.perf_counter(), 0.0)
