@@ -177,8 +177,8 @@ def main() -> None:
                 table.append(
                     [
                         r.variant,
-                        f"{100 * (r.accuracy or 0):.2f}",
-                        f"{-100 * (r.accuracy_drop or 0):+.2f}",
+                        f"{100 * (r.score or 0):.2f}",
+                        f"{-100 * (r.drop or 0):+.2f}",
                         f"{r.max_abs_error:.2g}",
                         f"{r.size_bytes / 1024:.0f}",
                         f"{one.p50_ms:.3f}",
