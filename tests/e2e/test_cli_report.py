@@ -56,7 +56,7 @@ def test_eval_compare_and_report(cli, tmp_path: Path, repo_root: Path) -> None: 
     sections.feed(page.read_text())
     assert sections.ids == [
         "summary", "metrics", "baselines", "curves", "learning-rate", "confusion", "calibration", "per-class",
-        "mistakes", "checks", "facts",
+        "mistakes", "samples", "checks", "facts",
     ]  # fmt: skip
     assert sections.images >= 8
     checks = re.search(r'<section id="checks">(.*?)</section>', page.read_text(), re.S)

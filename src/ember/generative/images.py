@@ -3,7 +3,7 @@
 Example:
     >>> import torch
     >>> grid(torch.zeros(6, 1, 4, 4), nrow=3).shape
-    torch.Size([1, 14, 22])
+    torch.Size([1, 14, 20])
     >>> png_bytes(torch.rand(1, 4, 4))[:4]
     b'\\x89PNG'
 """
