@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student", metavar="MODEL", help="zoo model for the student (default: half width)")
     p.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (default 4)")
     p.add_argument("--alpha", type=float, default=0.9, help="weight of the teacher's term (default 0.9)")
+    p.add_argument(
+        "--limit", type=int, default=1000, help="held-out examples each variant is scored on (default 1000)"
+    )
     _timing_args(p, threads="1")
     p.add_argument("--runs-dir", metavar="DIR", help="the run store (default $EMBER_RUNS or ./runs)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -121,7 +124,7 @@ def compress(args: argparse.Namespace) -> int:
     result = compress_run(
         args.run, techniques, amount=args.amount, epochs=args.epochs, student=args.student,
         temperature=args.temperature, alpha=args.alpha, threads=_ints(args.threads, "threads")[0],
-        rounds=args.rounds, round_s=args.round_s, runs_dir=args.runs_dir, log=log,
+        rounds=args.rounds, round_s=args.round_s, limit=args.limit, runs_dir=args.runs_dir, log=log,
     )  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

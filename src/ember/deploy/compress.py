@@ -125,10 +125,14 @@ def compress_run(
     threads: int = 1,
     rounds: int = 5,
     round_s: float = 0.2,
+    limit: int = 1000,
     runs_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> CompressResult:
     """Build the variants ``techniques`` give for run ``ref``, then score and time each here.
+
+    ``limit`` caps the held-out examples each variant is scored on (a seeded subset: a translator's
+    beam search over thousands of sentences, once per variant, takes long).
 
     Returns:
         The :class:`CompressResult`; also written to ``compress.json`` in the run folder.
@@ -139,6 +143,8 @@ def compress_run(
     """
     from ember.recipe import load_run
 
+    if limit < 1:
+        raise ValueError(f"--limit must be a positive number of examples, got {limit}")
     unknown = sorted(set(techniques) - set(TECHNIQUES))
     if unknown:
         raise ValueError(f"unknown technique(s) {', '.join(unknown)}; --try takes {', '.join(TECHNIQUES)}")
@@ -146,7 +152,7 @@ def compress_run(
     loaded = load_run(ref, runs_dir=runs_dir)
     task, spec = loaded.task, loaded.spec
     metric, mode = contract.protected_metric(task)
-    split, data = held_out(loaded)
+    split, data = held_out(loaded, limit=limit)
     scoring = loaded.scoring_task(split)
     example = timing_inputs(loaded, data)
     teacher = loaded.model.eval()
