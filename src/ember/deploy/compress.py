@@ -176,11 +176,21 @@ def compress_run(
     )  # fmt: skip
     for r in results:  # sizes of the variants themselves (a wrapper adds no weights)
         r.size_bytes = bench.size_bytes(models[r.variant])
-    n = len(data) if hasattr(data, "__len__") else 0
+    n = _examples(data)
     result = CompressResult(loaded.id, threads, metric, mode, n, results, skipped, runs)
     result.path = loaded.record.folder / REPORT
     atomic_write_bytes(result.path, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return result
+
+
+def _examples(data: Any) -> int:
+    """Examples in ``data``: a dataset's rows, a loader's dataset's (not its batches)."""
+    for source in (getattr(data, "dataset", None), data):
+        try:
+            return len(source)  # type: ignore[arg-type]
+        except TypeError:
+            continue
+    return 0
 
 
 def _timed(task: Any, model: Any, spec: Any) -> Any:
