@@ -60,4 +60,6 @@ def test_compress_prints_the_measured_pareto_table(cli, trained: tuple[Path, str
     bad = cli("compress", run_id, "--runs-dir", str(store), "--try", "quantum", check=False)
     assert bad.returncode == 2 and "unknown technique" in bad.stderr
     bad = cli("compress", run_id, "--runs-dir", str(store), "--limit", "0", check=False)
-    assert bad.returncode == 2 and "--limit must be a positive" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2 and "--limit must be a positive" in bad.stderr and "Traceback" not in bad.stderr
+    )
