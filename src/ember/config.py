@@ -9,6 +9,10 @@ Sections whose extra keys belong to a builder (``model``, ``data``, ``task``) co
 ``options`` dict; those are checked against the builder's signature when the recipe is built, still
 before any training.
 
+(The file is over 600 lines because it is the whole config schema in one place: every section's
+dataclass with a docstring per field, which ``--help`` and the docs read, and the one strict loader
+over them; splitting the sections apart would scatter what a user looks up together.)
+
 Example:
     >>> cfg = load_config({"model": {"name": "cnn_tiny"}}, overrides=["trainer.epochs=2"])
     >>> cfg.trainer.epochs

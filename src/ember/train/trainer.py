@@ -1,5 +1,10 @@
 """Trainer: the Python face of training — any nn.Module, any data, one call.
 
+(The file is over 600 lines because it is the one entrance to training: the typed config sections
+and flat keywords, the lazy run, resume, distributed setup and the run's final writes, in the order
+a fit takes them; the loop itself, checkpointing, logging, signals and the distributed pieces are
+their own modules.)
+
 Example:
     >>> import torch, tempfile
     >>> from torch import nn
