@@ -2,17 +2,22 @@
 
 The digits recipe with the same global batch gives the same parameters in 1 process, in 2
 torchrun "nodes" of one process each (DDP, c10d rendezvous on loopback) and in 2 processes under
-FSDP2; sharded checkpoints load across world sizes with equal state dicts.
+FSDP2; sharded checkpoints load across world sizes with equal state dicts. A GPT fitted through the
+Python API (`distributed_fit.py`) stops early and ends with its best epoch's weights under FSDP2 and
+DDP, and activation checkpointing under FSDP2 changes neither its losses nor its weights.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -87,6 +92,90 @@ def single(runs: Path) -> str:
 @pytest.fixture(scope="module")
 def sharded(runs: Path) -> str:
     return train(runs, "trainer.strategy=fsdp", "--nproc=2")
+
+
+@pytest.fixture(scope="module")
+def fitted(runs: Path) -> dict[str, dict[str, Any]]:
+    """`distributed_fit.py`'s variants: three in one 2-rank job, one in a single process."""
+    helper = str(Path(__file__).with_name("distributed_fit.py"))
+    jobs = [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            helper,
+            str(runs),
+        ]
+        + ["strategy=fsdp", "strategy=fsdp,activation_checkpointing=true", "strategy=ddp"],
+        [sys.executable, helper, str(runs), ""],
+    ]
+    lines = []
+    for command in jobs:
+        proc = subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return {line["variant"]: line for line in lines}
+
+
+def validations(runs: Path, run_id: str) -> list[dict[str, Any]]:
+    """The run's logged validation rows, one per epoch."""
+    rows = [json.loads(line) for line in (runs / run_id / "metrics.jsonl").read_text().splitlines()]
+    return [row for row in rows if "val/loss" in row]
+
+
+def checkpointed_model(runs: Path, run_id: str, step: int) -> dict[str, torch.Tensor]:
+    """The model's weights in the run's checkpoint of ``step``: a file, or a sharded folder read whole."""
+    folder = runs / run_id / "checkpoints"
+    sharded = folder / f"step-{step:06d}.dcp"
+    if not sharded.exists():
+        tensors = load_file(folder / f"step-{step:06d}.safetensors")
+        return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    import torch.distributed.checkpoint as dcp
+
+    model = {k: torch.empty_like(v) for k, v in weights(runs, run_id).items()}
+    with warnings.catch_warnings():  # read in this process, outside any process group: on purpose
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load({"model": model}, checkpoint_id=str(sharded), no_dist=True)
+    return model
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_early_stopping_ends_with_the_best_epoch(
+    runs: Path, fitted: dict[str, dict[str, Any]], strategy: str
+) -> None:
+    run_id = fitted[f"strategy={strategy}"]["run_id"]
+    rows = validations(runs, run_id)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]  # stopped after the worse third epoch, of 6
+    assert rows[1]["val/loss"] < min(rows[0]["val/loss"], rows[2]["val/loss"])
+    summary = RunStore(runs).get(run_id).summary
+    assert summary["steps"] == 12
+    assert "restored the weights of epoch 2" in summary["stop_reason"]
+    assert {k: summary[k] for k in rows[1] if k.startswith("val/")} == {
+        k: v for k, v in rows[1].items() if k.startswith("val/")
+    }  # the run's metrics are the best epoch's
+    final = weights(runs, run_id)
+    best = checkpointed_model(runs, run_id, 8)
+    assert all(torch.equal(final[k], best[k]) for k in final)
+    assert max_difference(final, checkpointed_model(runs, run_id, 12)) > 1e-3  # the last epoch's are gone
+    tolerance = {"fsdp": 1e-5, "ddp": 1e-6}[strategy]  # what a sharded and a replicated job match
+    assert max_difference(final, weights(runs, fitted[""]["run_id"])) < tolerance  # as one process ends
+
+
+def test_activation_checkpointing_composes_with_fsdp(runs: Path, fitted: dict[str, dict[str, Any]]) -> None:
+    plain, checkpointed = fitted["strategy=fsdp"], fitted["strategy=fsdp,activation_checkpointing=true"]
+    assert (plain["sharded"], plain["checkpointed"]) == (plain["blocks"], 0)
+    assert (checkpointed["sharded"], checkpointed["checkpointed"]) == (2, 2)  # each block both
+    for a, b in zip(
+        validations(runs, plain["run_id"]), validations(runs, checkpointed["run_id"]), strict=True
+    ):
+        assert a["val/loss"] == pytest.approx(b["val/loss"], rel=1e-6)
+    for step in (8, 12):  # the weights restored at the end, and the last epoch's
+        a, b = (checkpointed_model(runs, run["run_id"], step) for run in (plain, checkpointed))
+        assert max_difference(a, b) < 1e-6
+    assert max_difference(weights(runs, plain["run_id"]), weights(runs, checkpointed["run_id"])) < 1e-6
 
 
 def test_two_nodes_on_loopback_match_one_process(runs: Path, single: str) -> None:

@@ -79,6 +79,9 @@ class EarlyStopping(Callback):
         mode: ``min`` or ``max``; default: ``min`` for names containing "loss", else ``max``.
         min_delta: the smallest change that counts as an improvement.
         restore_best: put the best validation's weights back at the end (a CPU copy is kept).
+            Under FSDP (`ember.train.fsdp`) the state dict holds each rank's shards (DTensors):
+            every rank copies its own, 1/W of the model, and loads them back into its shards
+            with no collective; the run's final weights are then gathered from them.
     """
 
     def __init__(
