@@ -100,7 +100,9 @@ def test_ddim_steps_equal_diffusers(spacing: str, prediction: str, eta: float) -
     noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(5))
     for i in (0, 25, 49):
         prev = ts[i + 1] if i + 1 < len(ts) else -1
-        expected = oracle.step(output, ts[i], x_t, eta=eta, variance_noise=noise).prev_sample.float()
+        expected = oracle.step(
+            output, ts[i], x_t, eta=eta, variance_noise=noise, use_clipped_model_output=True
+        ).prev_sample.float()
         got = d.ddim_step(
             _schedule("linear"),
             output,
@@ -128,6 +130,24 @@ def test_ddim_with_eta_one_is_the_ddpm_posterior() -> None:
         ddim = d.ddim_step(schedule, output, t, t - 1, x_t, eta=1.0, noise=noise, clip=False)
         ddpm = d.ddpm_step(schedule, output, t, x_t, noise=noise, clip=False)
         torch.testing.assert_close(ddim, ddpm, rtol=1e-5, atol=1e-5)
+
+
+def test_ddim_with_eta_one_is_the_clipped_ddpm_step() -> None:
+    """With x̂_0 clipped, DDIM at eta = 1 still takes the DDPM step: its noise comes from the clipped x̂_0.
+
+    At the noisiest steps x̂_0 = (x_t - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) is far outside [-1, 1]; a DDIM step
+    that kept the model's ε̂ beside the clipped x̂_0 drifted off the sampling path (guided samples
+    became saturated blobs) while DDPM's did not.
+    """
+    schedule = _schedule("linear")
+    output, x_t = _inputs()
+    noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(2))
+    for t in (999, 700, 300, 10):
+        x0, _ = d.predicted_x0_and_noise(schedule, output, t, x_t)
+        assert t < 300 or (x0.abs() > 1).float().mean() > 0.5  # clipping is at work at the high steps
+        ddim = d.ddim_step(schedule, output, t, t - 1, x_t, eta=1.0, noise=noise)
+        ddpm = d.ddpm_step(schedule, output, t, x_t, noise=noise)
+        torch.testing.assert_close(ddim, ddpm, rtol=1e-4, atol=1e-4)
 
 
 def test_predictions_are_consistent() -> None:

@@ -220,6 +220,9 @@ def ddim_step(
 ) -> torch.Tensor:
     """One DDIM step ``x_t -> x_{prev_t}`` (``prev_t = -1``: to ᾱ = 1), eq. 12 of Song et al.
 
+    With ``clip``, x̂_0 is clipped to [-1, 1] and the step's noise direction is the one x_t and
+    the clipped x̂_0 imply, not the model's ε̂ (``use_clipped_model_output`` in diffusers).
+
     ``eta`` scales the noise: σ² = eta² (1 - ᾱ_prev) / (1 - ᾱ_t) (1 - ᾱ_t / ᾱ_prev); ``noise`` is
     needed when ``eta > 0``.
     """
@@ -227,6 +230,11 @@ def ddim_step(
     x0, eps = predicted_x0_and_noise(schedule, output, t, x_t, prediction)
     if clip:
         x0 = x0.clamp(-1, 1)
+        # the noise that x_t and the clipped x̂_0 imply (diffusers' use_clipped_model_output=True):
+        # with the model's own ε̂ beside a clipped x̂_0 the step leaves the path x_t is on, which
+        # at the first, noisiest steps (x̂_0 = x_t / 0.006 - ..., clipped almost everywhere) turns
+        # guided samples into saturated blobs; with it, eta = 1 is exactly the DDPM step
+        eps = (x_t - _f(ab_t.sqrt(), x_t) * x0) / _f((1 - ab_t).sqrt(), x_t)
     variance = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
     std = eta * variance.sqrt()
     x_prev = _f(ab_prev.sqrt(), x_t) * x0 + _f((1 - ab_prev - std**2).sqrt(), x_t) * eps
