@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 DIGITS = ["data.name=digits", "trainer.epochs=1", "--no-progress"]
 
@@ -80,7 +81,9 @@ def test_vae_gan_and_captioner(cli, tmp_path: Path) -> None:  # type: ignore[no-
             "train", "configs/digits-vae.yaml", "model.name=vae_tiny", "task.iwae_samples=5", *DIGITS, *runs
         ).stdout
     )
-    cli("generate", vae, "-n", "16", "-o", str(tmp_path / "vae.png"), *runs)
+    cli("generate", vae, "-n", "16", "--nrow", "8", "-o", str(tmp_path / "vae.png"), *runs)
+    with Image.open(tmp_path / "vae.png") as grid:  # 8 columns by 2 rows of 28-pixel images
+        assert grid.width > 3 * grid.height
     morph = cli("generate", vae, "--interpolate", "3,8", "-o", str(tmp_path / "morph.png"), *runs).stdout
     assert "64 images" in morph  # 8 rows of 8 steps
     rebuilt = cli(
