@@ -129,6 +129,8 @@ def variants_for(w: Workload, threads: int, workdir: Path, backends: list[str], 
     )
     for key, why in chosen.rejected.items():
         log(f"    rejected {key}: {why}")
+    for name, q in chosen.quality.items():
+        log(f"    {name}: relative error {q['relative_error']:.2g}, max abs error {q['max_abs_error']:.2g}")
     variants[f"plan: {chosen.backend}" + ("-static" if chosen.quantization == "static" else "")] = (
         placement.runner(chosen, w.model)
     )

@@ -26,7 +26,7 @@ on every CPU, not skipped: where the CPU has neither AMX nor AVX512-BF16
 The plan is JSON (``plan.json``; the serving app reads ``backend``, ``threads``, ``max_batch`` and
 ``max_wait_ms``)::
 
-    {"backend": "onnxruntime-int8", "threads": 1, "max_batch": 64, "max_wait_ms": 3.1,
+    {"backend": "onnxruntime-int8", "precision": "int8", "threads": 1, "max_batch": 64, "max_wait_ms": 3.1,
      "p50_ms": 6.2, "p99_ms": 7.9, "provider": "CPUExecutionProvider",
      "artifact": "model.int8.onnx", "artifact_sha256": "...", "measurements": [...], "quality": {...}}
 
@@ -383,9 +383,15 @@ def _build(
                 rejected[STATIC] = f"static quantization failed: {_short(e)}"
     for provider in _onnx.providers():
         for backend, path in files.items():
-            for t in thread_counts:
-                module = _onnx.OnnxModule(path, threads=t, provider=provider)
-                out.append(_Candidate(backend, t, module, provider, path))
+            try:  # a graph ONNX Runtime cannot load is reported, not fatal
+                out += [
+                    _Candidate(
+                        backend, t, _onnx.OnnxModule(path, threads=t, provider=provider), provider, path
+                    )
+                    for t in thread_counts
+                ]
+            except Exception as e:
+                rejected[backend] = f"ONNX Runtime ({provider}) could not load {path.name}: {_short(e)}"
     return out
 
 
