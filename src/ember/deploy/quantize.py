@@ -103,8 +103,8 @@ def bf16(model: nn.Module) -> Bf16Module:
     """A bfloat16 copy of ``model`` behind float32 doors (see :class:`Bf16Module`).
 
     A cast copy rather than ``torch.autocast``: the weights are converted once instead of on every
-    call (on the AMD EPYC Zen 4 the copy measured 0.65x / 0.52x eager's latency on a 4-layer GPT at
-    batch 1 / 16, autocast 0.71x / 0.47x, and the copy was faster on the MLP and CNN).
+    call, and held in half the bytes (``benchmarks/bf16_modes.py``: as fast or faster than autocast
+    on an MLP, a CNN and a 4-layer GPT; BENCHMARKS.md).
 
     Args:
         model: any module; its floating parameters and buffers become bf16 in the copy.
