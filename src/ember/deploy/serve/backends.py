@@ -110,7 +110,7 @@ class TorchRunner:
 
         self.backend = backend
         half = isinstance(model, Bf16Module)
-        inner = model.model if half else model
+        inner: nn.Module = model.model if isinstance(model, Bf16Module) else model
         self.module = WithEmbeddings(inner.eval()).eval()
         # a model without timm's split may take several inputs (a translator's source and target)
         forward: nn.Module = self.module if self.module.has_embeddings else _OutputsOnly(inner)
