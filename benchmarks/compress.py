@@ -4,13 +4,15 @@ Three trained models, each run as:
 
 - ``eager``: the fp32 ``nn.Module`` under ``torch.inference_mode`` (the baseline);
 - ``int8-dynamic``: ``ember.deploy.quantize.dynamic_int8`` (torch's dynamic int8, Linear layers);
+- ``bf16``: ``ember.deploy.quantize.bf16`` (a bfloat16 copy, float32 in and out);
 - ``ort-fp32``: ONNX Runtime on the verified export (``ember.deploy.quantize.onnx_fp32``);
 - ``ort-int8``: ONNX Runtime dynamic int8 of the MatMul/Gemm weights (``quantize.onnx_int8``);
 - ``plan``: whatever ``ember.deploy.placement.plan`` chose for this thread count (its backends:
-  eager, int8-dynamic, onnxruntime, onnxruntime-int8, plus ONNX Runtime static int8 calibrated on
-  training inputs; add ``--compiled`` for torch.compile), rebuilt from the plan with
-  ``placement.runner``. It is checked on the held-out split: fp32 backends within 1e-4 of eager,
-  int8 ones within 0.5 point of eager's accuracy, and must be faster than eager at batch 1 and 64.
+  eager, bf16, int8-dynamic, onnxruntime, onnxruntime-int8, plus ONNX Runtime static int8 calibrated
+  on training inputs; add ``--compiled`` for torch.compile of the fp32 and bf16 models), rebuilt
+  from the plan with ``placement.runner``. It is checked on the held-out split: fp32 backends within
+  1e-4 of eager, bf16 within 2% relative error, int8 and bf16 within 0.5 point of eager's accuracy,
+  and must be faster than eager at batch 1 and 64.
 
 Models: the zoo's ``transformer_encoder`` (4 layers, d 256, 4 heads, MLP x4; seq 128 with padding
 masks) trained on a synthetic token-frequency task; ``mlp`` (64-256-256-10) and ``cnn``
@@ -103,7 +105,7 @@ def encoder_model() -> Workload:
 
 def variants_for(w: Workload, threads: int, workdir: Path, backends: list[str], log: Callable[[str], None]):  # type: ignore[no-untyped-def]
     example = w.x_test[:64]
-    variants: dict[str, object] = {"eager": w.model}
+    variants: dict[str, object] = {"eager": w.model, "bf16": quantize.bf16(w.model)}
     try:
         variants["int8-dynamic"] = quantize.dynamic_int8(w.model)
     except ValueError as e:
@@ -127,6 +129,8 @@ def variants_for(w: Workload, threads: int, workdir: Path, backends: list[str], 
     )
     for key, why in chosen.rejected.items():
         log(f"    rejected {key}: {why}")
+    for name, q in chosen.quality.items():
+        log(f"    {name}: relative error {q['relative_error']:.2g}, max abs error {q['max_abs_error']:.2g}")
     variants[f"plan: {chosen.backend}" + ("-static" if chosen.quantization == "static" else "")] = (
         placement.runner(chosen, w.model)
     )
@@ -141,11 +145,13 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--round-s", type=float, default=0.3)
-    parser.add_argument("--compiled", action="store_true", help="let the plan try torch.compile too")
+    parser.add_argument(
+        "--compiled", action="store_true", help="let the plan try torch.compile (fp32 and bf16) too"
+    )
     args = parser.parse_args()
     kinds = [k.strip() for k in args.models.split(",")]
-    backends = ["eager", "int8-dynamic", "onnxruntime", "onnxruntime-int8"] + (
-        ["compiled"] if args.compiled else []
+    backends = ["eager", "bf16", "int8-dynamic", "onnxruntime", "onnxruntime-int8"] + (
+        ["compiled", "compiled-bf16"] if args.compiled else []
     )
 
     def log(line: str) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ember.deploy import bench, placement
 from ember.deploy.placement import PlanError, device_map, dispatch, plan
+from ember.models import create
 
 KEYS = {"backend", "threads", "max_batch", "max_wait_ms", "p50_ms", "p99_ms", "measurements"}
 
@@ -165,6 +166,93 @@ def test_saved_plan_rebuilds_the_measured_onnx_runner(
 def test_plan_refuses_unknown_backends() -> None:
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         plan(_mlp(), torch.randn(4, 64), backends=["tensorrt"])
+
+
+def test_plan_measures_bf16_and_records_it(tmp_path: Path) -> None:
+    model, x = _mlp(), torch.randn(32, 64)
+    result = plan(model, x, backends=["bf16"], threads=(1,), batch_sizes=(1, 16), rounds=3, round_s=0.01)
+    q = result.quality["bf16"]
+    assert q["ok"] and 0 < q["relative_error"] <= 0.02 and q["agreement"] >= 0.995
+    assert q["size_mb"] < 0.6 * result.quality["eager"]["size_mb"]  # bf16 weights: half the bytes
+    timed = {m["batch_size"] for m in result.measurements if m["backend"] == "bf16"}
+    assert timed == {1, 16}  # measured on every CPU, AMX or not: the numbers decide
+    assert result.machine["bf16"] in ("AMX", "AVX512-BF16", "emulated")
+    assert result.backend == "bf16" or "bf16@1" in result.rejected
+    data = json.loads(result.save(tmp_path / "plan.json").read_text())
+    assert data["budget"]["rtol"] == 0.02 and data["quality"]["bf16"]["relative_error"] == q["relative_error"]
+
+
+def test_a_bf16_plan_serves_float32_from_a_bf16_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement.bench, "measure", _fake_measure({"bf16": {1: 0.6, 8: 0.5}}, {1: 1, 8: 2}))
+    model, x = _mlp(), torch.randn(32, 64)
+    result = plan(model, x, backends=["bf16"], threads=(1,), batch_sizes=(1, 8))
+    assert (result.backend, result.precision, result.quantization) == ("bf16", "bf16", None)
+    served = placement.runner(json.loads(json.dumps(result.to_dict())), model)
+    with torch.no_grad():
+        got, want = served(x), model(x)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)
+    assert float((got - want).norm() / want.norm()) <= 0.02
+    assert model[0].weight.dtype == torch.float32  # the plan's model is untouched
+
+
+def test_bf16_keeps_token_ids_integer_and_is_bounded_by_relative_error() -> None:
+    torch.manual_seed(0)
+    model = create("gpt_tiny", vocab_size=40, block_size=16).eval()
+    ids = torch.randint(0, 40, (8, 16))
+    result = plan(model, ids, backends=["bf16"], threads=(1,), batch_sizes=(1,), rounds=1, round_s=0.001)
+    q = result.quality["bf16"]  # (B, T, V) logits: no classes to count, the relative error decides
+    assert q["ok"] and 0 < q["relative_error"] <= 0.02 and "agreement" not in q
+
+
+class _Cancels(nn.Module):
+    """x + 512 - 512: exact in fp32, but bf16 has a spacing of 4 at 512, so small inputs are lost."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 512.0) - 512.0
+
+
+class _Float32Constant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(64, 4), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.scale.float()  # bf16 @ fp32: no kernel
+
+
+def test_plan_rejects_bf16_out_of_bounds_or_not_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement.bench, "measure", _fake_measure({"bf16": {1: 0.5}}, {1: 1}))
+    x = torch.randn(64, 64)
+    result = plan(_Cancels(), x, backends=["bf16"], threads=(1,), batch_sizes=(1,))
+    assert result.backend == "eager" and not result.quality["bf16"]["ok"]
+    assert result.quality["bf16"]["reason"].startswith("relative error ")  # one line, with the bound
+    assert "> 0.02" in result.rejected["bf16"] and "\n" not in result.rejected["bf16"]
+    assert {m["backend"] for m in result.measurements} == {"eager"}  # out of bounds: never timed
+
+    # a classifier within the relative error that loses its accuracy: class 1 wins by 1e-3, which
+    # bf16 (spacing 1/32 near 4) rounds away, and a tie goes to class 0
+    tie = nn.Linear(64, 2)
+    with torch.no_grad():
+        tie.weight.copy_(torch.full((2, 64), 1 / 64))
+        tie.bias.copy_(torch.tensor([4.0, 4.001]))
+    y = torch.ones(64, dtype=torch.long)
+    result = plan(tie.eval(), x, backends=["bf16"], threads=(1,), batch_sizes=(1,), heldout=(x, y))
+    q = result.quality["bf16"]
+    assert q["relative_error"] <= 0.02 and q["accuracy_drop"] > 0.5
+    assert result.backend == "eager" and result.rejected["bf16"].startswith("accuracy drops")
+
+    result = plan(_Float32Constant(), x, backends=["bf16"], threads=(1,), batch_sizes=(1,))
+    assert result.rejected["bf16"].startswith("the model does not run in bfloat16: RuntimeError")
+
+
+def test_bf16_that_loses_on_a_cpu_without_native_bf16_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(placement.bench, "measure", _fake_measure({"bf16": {1: 1.4}}, {1: 1}))
+    monkeypatch.setattr(placement.quantize, "bf16_fast_path", lambda: None)
+    result = plan(_mlp(), torch.randn(8, 64), backends=["bf16"], threads=(1,), batch_sizes=(1,))
+    assert result.backend == "eager" and result.machine["bf16"] == "emulated"
+    assert result.rejected["bf16@1"].endswith(
+        "(this CPU has neither AMX nor AVX512-BF16: bf16 runs emulated)"
+    )
 
 
 def _blocks() -> nn.Sequential:

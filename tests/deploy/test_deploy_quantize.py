@@ -113,3 +113,37 @@ def test_encoder_attention_is_fused_for_onnx_runtime_and_quantized(tmp_path: Pat
     assert "QAttention" in ops  # the QKV projection in int8
     with torch.no_grad():
         assert (q(ids) - model(ids)).abs().max() < 0.05
+
+
+def test_ort_dynamic_int8_keeps_the_standard_causal_attention_float(tmp_path: Path) -> None:
+    """A causal GPT's graph holds opset 23's ``Attention(is_causal=1)``; quantizing it as the contrib
+    op of the same name gave a ``QAttention`` that ONNX Runtime refused to load."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ember.deploy import _onnx
+
+    info = helper.make_tensor_value_info
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+        helper.make_node("Reshape", ["h", "shape"], ["heads"], name="split_heads"),
+        helper.make_node("Attention", ["heads", "heads", "heads"], ["y"], name="sdpa", is_causal=1),
+    ]
+    shape = numpy_helper.from_array(np.array([1, 2, 4, 4], dtype=np.int64), "shape")  # (B, H, T, D)
+    graph = helper.make_graph(
+        nodes,
+        "causal",
+        [info("x", TensorProto.FLOAT, [4, 8])],
+        [info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        initializer=[weight, shape],
+    )
+    src = tmp_path / "causal.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]), str(src))
+    path = _onnx.quantize_dynamic_file(src, tmp_path / "causal.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Attention" in ops and "QAttention" not in ops and "MatMulInteger" in ops  # the MatMul is int8
+    x = torch.randn(4, 8)
+    got = quantize.OnnxModule(path)(x)  # loads and runs
+    assert got.shape == (1, 2, 4, 4) and torch.isfinite(got).all()

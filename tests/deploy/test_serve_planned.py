@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from safetensors.torch import save
 
 from ember.config import load_config
-from ember.deploy import bench, placement
+from ember.deploy import bench, placement, quantize
 from ember.deploy.bundle import open_bundle, write_bundle
 from ember.deploy.profile import build_profile
 from ember.deploy.serve import ApiError, ServedModel, create_app, load_plan
@@ -133,15 +133,19 @@ def _bundle(folder: Path, model: torch.nn.Module) -> Path:
     )
 
 
-def make_plan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """A bundle and the ``plan.json`` beside it, choosing ONNX Runtime int8 (timings faked: the
-    choice is not what is tested here, serving it is)."""
-    pytest.importorskip("onnxruntime")
+def make_plan(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, backend: str = "onnxruntime-int8"
+) -> tuple[Path, Path]:
+    """A bundle and the ``plan.json`` beside it, choosing ``backend`` (timings faked: the choice is
+    not what is tested here, serving it is; quality is checked for real)."""
+    if backend.startswith("onnxruntime"):
+        pytest.importorskip("onnxruntime")
 
     def measure(variants, example, *, batch_sizes, baseline, threads, rounds, round_s):  # type: ignore[no-untyped-def]
         rows = []
         for key in variants:
-            r = 1.0 if key.startswith("eager") else 0.3 if key.startswith("onnxruntime-int8") else 0.9
+            name = key.rsplit("@", 1)[0]
+            r = 1.0 if name == "eager" else 0.3 if name == backend else 0.9
             for b in batch_sizes:
                 rows.append(bench.Latency(key, b, threads, r * b, r * b, r * b, 10, r, (r, r), [r * b]))
         return rows
@@ -151,9 +155,9 @@ def make_plan(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
     bundle = _bundle(folder, model)
     x = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     chosen = placement.plan(
-        model, x[:64], backends=["onnxruntime-int8"], threads=(1,), batch_sizes=(1, 8), workdir=folder / "w"
+        model, x[:64], backends=[backend], threads=(1,), batch_sizes=(1, 8), workdir=folder / "w"
     )
-    assert chosen.backend == "onnxruntime-int8" and chosen.artifact is not None
+    assert chosen.backend == backend and (chosen.artifact is not None) == backend.startswith("onnxruntime")
     return bundle, chosen.save(folder / "plan.json")
 
 
@@ -181,3 +185,27 @@ def test_a_plan_is_served_from_the_artifact_it_measured(
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="sha256"):
         ServedModel.from_bundle(open_bundle(bundle), plan=plan, plan_folder=plan_path.parent)
+
+
+def test_a_bf16_plan_is_served_in_bf16_with_float32_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, plan_path = make_plan(tmp_path, monkeypatch, backend="bf16")
+    plan = load_plan(plan_path)
+    assert plan["precision"] == "bf16" and plan["quality"]["bf16"]["relative_error"] <= 0.02
+    served = ServedModel.from_bundle(open_bundle(bundle), plan=plan, plan_folder=plan_path.parent)
+    assert served.runner.backend == "bf16"
+    x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    out = served.runner(x)
+    assert out.outputs.dtype == torch.float32 and out.embeddings is not None  # drift still sees embeddings
+    assert out.embeddings.dtype == torch.float32
+    with TestClient(create_app(served)) as client:
+        card = client.get("/v1/model").json()
+        reply = client.post("/v1/predict", json={"inputs": x.tolist()})
+    assert reply.status_code == 200 and card["backend"] == "bf16"
+    got = torch.tensor(reply.json()["outputs"])
+    with torch.no_grad():
+        want, eager = quantize.bf16(_model())(x), _model()(x)
+    assert torch.equal(got, want)  # the bf16 copy of the bundle's weights itself ...
+    assert not torch.equal(got, eager)  # ... which is not the fp32 model,
+    assert float((got - eager).norm() / eager.norm()) < 0.02  # but within bf16's bound of it

@@ -258,14 +258,19 @@ def test_serve_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["serve", str(tmp_path / "missing.ember"), "--plan", str(plan)]) == 2
 
 
-def test_serve_runs_the_backend_the_plan_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("onnxruntime")
+def _make_plan(folder: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> tuple[Path, Path]:
+    """A bundle and a real plan beside it choosing ``backend`` (timings faked)."""
     sys.path.insert(0, str(ROOT / "tests" / "deploy"))
     try:
-        from test_serve_planned import make_plan  # a real plan (timings faked) choosing ORT int8
+        from test_serve_planned import make_plan
     finally:
         sys.path.remove(str(ROOT / "tests" / "deploy"))
-    bundle, plan_path = make_plan(tmp_path, monkeypatch)
+    return make_plan(folder, monkeypatch, backend)
+
+
+def test_serve_runs_the_backend_the_plan_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    bundle, plan_path = _make_plan(tmp_path, monkeypatch, "onnxruntime-int8")
     plan = json.loads(plan_path.read_text())
     srv = Server(str(bundle))  # plan.json beside the bundle: picked up without --plan
     try:
@@ -283,5 +288,21 @@ def test_serve_runs_the_backend_the_plan_chose(tmp_path: Path, monkeypatch: pyte
     srv = Server(str(bundle))
     try:
         assert "backend eager (no plan)" in srv.lines[0], srv.lines
+    finally:
+        srv.stop()
+
+
+def test_serve_runs_a_bf16_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle, _ = _make_plan(tmp_path, monkeypatch, "bf16")
+    srv = Server(str(bundle))  # plan.json beside the bundle: a bf16 copy of the bundle's weights
+    try:
+        assert "backend bf16 (plan " in srv.lines[0], srv.lines
+        x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+        reply = httpx.post(f"{srv.url}/v1/predict", json={"inputs": x.tolist()}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert len(body["outputs"]) == 3 and len(body["predictions"]) == 3
+        result = _load(srv, _inputs(10, seed=6), total=50, concurrency=4)
+        assert result.statuses == {200: 50} and result.failures == 0
     finally:
         srv.stop()

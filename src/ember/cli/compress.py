@@ -36,16 +36,19 @@ examples:
 
 PLAN_HELP = """Benchmark a model on the backends available here and write the serving plan.
 
-Backends: eager, compiled (torch.compile), int8-dynamic (torch), onnxruntime and onnxruntime-int8
-(each local ONNX Runtime execution provider). Each is checked against eager on held-out data (fp32:
-max abs error <= 1e-4; int8: accuracy loss <= 0.5 point), then timed at every thread count and batch
-size, taking turns with eager. A backend is chosen only when it is faster than eager at every batch
-size; the plan takes the best throughput whose p99 (plus the batching wait) meets --p99-ms.
+Backends: eager, compiled (torch.compile), bf16 and compiled-bf16 (a bfloat16 copy, float32 in and
+out), int8-dynamic (torch), onnxruntime and onnxruntime-int8 (each local ONNX Runtime execution
+provider). Each is checked against eager on held-out data (fp32: max abs error <= 1e-4; bf16:
+relative error <= 2% and, on a classifier, accuracy loss <= 0.5 point; int8: accuracy loss <= 0.5
+point), then timed at every thread count and batch size, taking turns with eager. A backend is
+chosen only when it is faster than eager at every batch size; the plan takes the best throughput
+whose p99 (plus the batching wait) meets --p99-ms.
 
 examples:
   ember plan latest --p99-ms 20
   ember plan digits-cnn@3 --p99-ms 20 --out plan.json
   ember plan runs/digits.ember --backends eager,onnxruntime-int8 --threads 1 --batch-sizes 1,64
+  ember plan latest --backends bf16,compiled-bf16      # eager is always measured beside them
 """
 
 
@@ -164,6 +167,7 @@ def compress(args: argparse.Namespace) -> int:
 
 def plan(args: argparse.Namespace) -> int:
     from ember.cli._format import table
+    from ember.deploy.placement import BF16_BACKENDS
     from ember.deploy.placement import plan as make_plan
     from ember.deploy.planning import plan_inputs
 
@@ -207,15 +211,17 @@ def plan(args: argparse.Namespace) -> int:
     )
     print(table(["backend", "threads", "batch", "p50 ms", "p99 ms", "vs eager"], rows))
     for name, q in result.quality.items():
-        extra = f", accuracy drop {100 * q['accuracy_drop']:.2f} pt" if "accuracy_drop" in q else ""
+        extra = f", relative error {q['relative_error']:.2g}" if name in BF16_BACKENDS else ""
+        extra += f", accuracy drop {100 * q['accuracy_drop']:.2f} pt" if "accuracy_drop" in q else ""
         extra += f", top-1 agreement {100 * q['agreement']:.2f}%" if "agreement" in q else ""
         status = "ok" if q["ok"] else f"rejected: {q['reason']}"
         print(f"  {name}: max abs error {q['max_abs_error']:.3g}{extra}, {q['size_mb']:.2f} MB; {status}")
     for key, why in result.rejected.items():
         if key not in result.quality:
             print(f"  {key}: {why}")
+    precision = " ".join(p for p in (result.precision, result.quantization) if p)  # "int8 static", "bf16"
     print(
-        f"plan: {result.backend} ({result.quantization or 'fp32'}), {result.threads} thread(s), max_batch "
+        f"plan: {result.backend} ({precision}), {result.threads} thread(s), max_batch "
         f"{result.max_batch}, max_wait_ms {result.max_wait_ms}, p50 {result.p50_ms:.3f} ms, p99 {result.p99_ms:.3f} ms"
     )
     print(f"  because {result.reason}")

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plan", metavar="FILE", help="serving plan from `ember plan` (default: plan.json beside the bundle)"
     )
     p.add_argument(
-        "--backend", help="override the plan's backend: eager, compiled, int8-dynamic, onnxruntime, ..."
+        "--backend", help="override the plan's backend: eager, compiled, bf16, int8-dynamic, onnxruntime, ..."
     )
     p.add_argument(
         "--max-batch", type=int, help="most items per model batch (plan's, else 64; 1 disables batching)"

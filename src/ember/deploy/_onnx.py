@@ -379,8 +379,14 @@ def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
     MatMul, Gemm and fused ``com.microsoft.Attention`` (:func:`fuse_attention`, whose QKV projection
     becomes ``QAttention``) are quantized; the attention scores and convolutions stay float.
     ONNX Runtime then fuses each quantized MatMul with its bias into ``DynamicQuantizeMatMul``.
+    The standard (opset 23) ``Attention`` that :func:`fuse_attention` leaves alone (causal, scaled)
+    shares the contrib op's name but not its inputs, so it is kept float: the quantizer would turn
+    it into a ``QAttention`` ONNX Runtime refuses to load.
     """
     quantization = require("onnxruntime.quantization", "export")
+    onnx = require("onnx", "export")
+    graph = onnx.load(str(src), load_external_data=False).graph
+    standard = [n.name for n in graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
     with quiet_quantizer():
         quantization.quantize_dynamic(
             str(src),
@@ -388,6 +394,7 @@ def quantize_dynamic_file(src: str | Path, dst: str | Path) -> Path:
             weight_type=quantization.QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+            nodes_to_exclude=standard,
         )
     return Path(dst)
 

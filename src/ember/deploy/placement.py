@@ -1,26 +1,32 @@
 """Hardware-aware placement: the serving plan measured on this machine, and device maps.
 
-:func:`plan` builds every backend available here (``eager``, ``compiled``, ``int8-dynamic``,
-``onnxruntime`` and ``onnxruntime-int8`` on each local ONNX Runtime execution provider), checks
-each against the eager model on held-out inputs, then times all of them at every thread count and
-batch size, *taking turns in one process* (see :mod:`ember.deploy.bench`). A backend is chosen only
-when
+:func:`plan` builds every backend available here (``eager``, ``compiled``, ``bf16``,
+``compiled-bf16``, ``int8-dynamic``, ``onnxruntime`` and ``onnxruntime-int8`` on each local ONNX
+Runtime execution provider), checks each against the eager model on held-out inputs, then times all
+of them at every thread count and batch size, *taking turns in one process* (see
+:mod:`ember.deploy.bench`). A backend is chosen only when
 
 - its outputs stay within bounds: fp32 backends (compiled, onnxruntime) within ``atol`` (1e-4) of
-  eager; int8 backends lose at most ``max_accuracy_drop`` (0.5 point) of accuracy on labelled
-  held-out data, or, without labels, agree with eager's top-1 class on all but that fraction;
+  eager; bf16 backends (a bfloat16 copy of the model, ``ember.deploy.quantize.bf16``, float32 in
+  and out) within a relative error ``rtol`` (2%: RMS of the difference over RMS of eager's
+  outputs, about two significant digits, which is what 8 bits of mantissa keep through a network)
+  *and*, on a classifier, within the int8 accuracy bound below; int8 backends lose at most
+  ``max_accuracy_drop`` (0.5 point) of accuracy on labelled held-out data, or, without labels,
+  agree with eager's top-1 class on all but that fraction;
 - it is faster than eager at the same thread count at **every** measured batch size, by at least
   ``min_gain`` (median of per-round ratios), so measurement noise never promotes a backend;
 - it meets the budgets: ``memory_mb`` (weights as stored) and ``p99_ms`` (the p99 of one call at the
   chosen ``max_batch`` plus the batching wait ``max_wait_ms``).
 
 Among those, the plan takes the configuration with the highest throughput at its ``max_batch``.
-Eager is always a candidate, so a plan never serves something slower than eager.
+Eager is always a candidate, so a plan never serves something slower than eager. bf16 is measured
+on every CPU, not skipped: where the CPU has neither AMX nor AVX512-BF16
+(``quantize.bf16_fast_path``) its rejection says so, and the plan's ``machine`` records the path.
 
 The plan is JSON (``plan.json``; the serving app reads ``backend``, ``threads``, ``max_batch`` and
 ``max_wait_ms``)::
 
-    {"backend": "onnxruntime-int8", "threads": 1, "max_batch": 64, "max_wait_ms": 3.1,
+    {"backend": "onnxruntime-int8", "precision": "int8", "threads": 1, "max_batch": 64, "max_wait_ms": 3.1,
      "p50_ms": 6.2, "p99_ms": 7.9, "provider": "CPUExecutionProvider",
      "artifact": "model.int8.onnx", "artifact_sha256": "...", "measurements": [...], "quality": {...}}
 
@@ -64,8 +70,9 @@ from ember._io import atomic_write_bytes
 from ember.deploy import _onnx, bench, quantize
 from ember.deploy.serve.backends import plan_digest
 
-BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("eager", "compiled", "bf16", "compiled-bf16", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
 FP32_BACKENDS = ("eager", "compiled", "onnxruntime")
+BF16_BACKENDS = ("bf16", "compiled-bf16")
 STATIC = "onnxruntime-int8-static"  # measured when calibration data is given; served as onnxruntime-int8
 
 
@@ -93,6 +100,8 @@ class Plan:
     """ONNX Runtime execution provider, for the onnxruntime backends."""
     quantization: str | None = None
     """``dynamic`` or ``static`` (calibrated) for the int8 backends."""
+    precision: str = "fp32"
+    """What the served arithmetic is: ``fp32``, ``bf16`` or ``int8``."""
     artifact: str | None = None
     """The file that was measured (ONNX backends), relative to the plan file once saved."""
     artifact_sha256: str | None = None
@@ -151,6 +160,7 @@ def plan(
     heldout: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     calibration: torch.Tensor | None = None,
     atol: float = 1e-4,
+    rtol: float = 0.02,
     max_accuracy_drop: float = 0.005,
     min_gain: float = 0.05,
     rounds: int = 5,
@@ -173,7 +183,10 @@ def plan(
             example batch).
         calibration: training inputs; when given, ONNX Runtime static int8 is tried too.
         atol: largest |output - eager| an fp32 backend may show.
-        max_accuracy_drop: largest accuracy loss (fraction, 0.005 = 0.5 point) of an int8 backend.
+        rtol: largest relative error of a bf16 backend: RMS of (output - eager) over RMS of eager's
+            output (0.02: about two significant digits).
+        max_accuracy_drop: largest accuracy loss (fraction, 0.005 = 0.5 point) of an int8 or bf16
+            backend on a classifier.
         min_gain: a backend must be at least this much faster than eager (0.05: 5%) at every batch size.
         rounds: timing rounds (variants take turns; ratios are medians over rounds).
         round_s: seconds per variant per round per batch size.
@@ -203,7 +216,7 @@ def plan(
 
     say(f"building {', '.join(wanted)} ({', '.join(map(str, thread_counts))} threads)")
     candidates = _build(model, example_batch, wanted, thread_counts, folder, calibration, rejected)
-    quality = _check_quality(model, candidates, x_check, y_check, atol, max_accuracy_drop)
+    quality = _check_quality(model, candidates, x_check, y_check, atol, rtol, max_accuracy_drop)
     for backend, q in quality.items():
         if not q["ok"]:
             rejected[backend] = q["reason"]
@@ -223,6 +236,7 @@ def plan(
         )
     measurements = _ratios_to_eager(rows, timed)
     choice = _choose(timed, measurements, quality, p99_ms, memory_mb, min_gain, rejected)
+    _note_bf16_path(rejected)
     cand, max_batch, wait = choice
     at = _row(measurements, cand.key, max_batch)
     plan_backend = "onnxruntime-int8" if cand.backend == STATIC else cand.backend
@@ -238,6 +252,7 @@ def plan(
         p99_ms=at["p99_ms"],
         provider=cand.provider,
         quantization=quantization,
+        precision="int8" if quantization else "bf16" if cand.backend in BF16_BACKENDS else "fp32",
         artifact=str(cand.artifact) if cand.artifact else None,
         artifact_sha256=artifact_sha,
         reason=reason,
@@ -246,6 +261,7 @@ def plan(
             "memory_mb": memory_mb,
             "max_accuracy_drop": max_accuracy_drop,
             "atol": atol,
+            "rtol": rtol,
         },
         measurements=measurements,
         quality=quality,
@@ -263,16 +279,20 @@ def runner(chosen: Plan | Mapping[str, Any], model: nn.Module, *, folder: str | 
         folder: where a saved plan's ``artifact`` lies (the plan file's folder).
 
     Returns:
-        The module (eager, compiled or torch int8) or ONNX Runtime runner the plan chose. Torch
-        backends need ``torch.set_num_threads(plan["threads"])`` in the serving process.
+        The module (eager, compiled, bf16, compiled bf16 or torch int8) or ONNX Runtime runner the
+        plan chose, float32 in and out. Torch backends need ``torch.set_num_threads(plan["threads"])``
+        in the serving process.
     """
     data = chosen.to_dict() if isinstance(chosen, Plan) else dict(chosen)
     backend, threads = data["backend"], int(data["threads"])
     if backend == "eager":
         return model.eval()
-    if backend == "compiled":
+    if backend in ("compiled", "compiled-bf16"):
+        source = quantize.bf16(model) if backend == "compiled-bf16" else model.eval()
         with bench.torch_threads(threads):
-            return torch.compile(model.eval(), dynamic=True)
+            return torch.compile(source, dynamic=True)
+    if backend == "bf16":
+        return quantize.bf16(model)
     if backend == "int8-dynamic":
         return quantize.dynamic_int8(model)
     artifact = Path(data["artifact"])
@@ -300,11 +320,29 @@ def _build(
 ) -> list[_Candidate]:
     out = [_Candidate("eager", t, model) for t in thread_counts]
     if "compiled" in wanted:
-        try:
-            for t in thread_counts:  # inductor fixes the OpenMP thread count at compile time
-                out.append(_Candidate("compiled", t, _compiled(model, example, t)))
+        try:  # inductor fixes the OpenMP thread count at compile time: one compile per count
+            out += [_Candidate("compiled", t, _compiled(model, example, t)) for t in thread_counts]
         except Exception as e:  # no compiler, unsupported op...: reported, not fatal
             rejected["compiled"] = f"torch.compile failed: {_short(e)}"
+    bf16_wanted = [b for b in BF16_BACKENDS if b in wanted]
+    if bf16_wanted:
+        try:
+            half = quantize.bf16(model)
+            with torch.inference_mode():
+                half(*bench.batch_of(example, 2))  # an op without a bf16 kernel fails here, not in timing
+        except Exception as e:
+            for b in bf16_wanted:
+                rejected[b] = f"the model does not run in bfloat16: {_short(e)}"
+        else:
+            if "bf16" in wanted:
+                out += [_Candidate("bf16", t, half) for t in thread_counts]
+            if "compiled-bf16" in wanted:
+                try:
+                    out += [
+                        _Candidate("compiled-bf16", t, _compiled(half, example, t)) for t in thread_counts
+                    ]
+                except Exception as e:
+                    rejected["compiled-bf16"] = f"torch.compile failed: {_short(e)}"
     if "int8-dynamic" in wanted:
         try:
             q = quantize.dynamic_int8(model)
@@ -345,9 +383,15 @@ def _build(
                 rejected[STATIC] = f"static quantization failed: {_short(e)}"
     for provider in _onnx.providers():
         for backend, path in files.items():
-            for t in thread_counts:
-                module = _onnx.OnnxModule(path, threads=t, provider=provider)
-                out.append(_Candidate(backend, t, module, provider, path))
+            try:  # a graph ONNX Runtime cannot load is reported, not fatal
+                out += [
+                    _Candidate(
+                        backend, t, _onnx.OnnxModule(path, threads=t, provider=provider), provider, path
+                    )
+                    for t in thread_counts
+                ]
+            except Exception as e:
+                rejected[backend] = f"ONNX Runtime ({provider}) could not load {path.name}: {_short(e)}"
     return out
 
 
@@ -390,6 +434,7 @@ def _check_quality(
     x: bench.Inputs,
     y: torch.Tensor | None,
     atol: float,
+    rtol: float,
     max_drop: float,
 ) -> dict[str, dict[str, Any]]:
     reference = _outputs(model, x)
@@ -401,9 +446,11 @@ def _check_quality(
         if c.backend in out:
             continue
         got = _outputs(c.run, x)
-        err = float((got - reference).abs().max()) if got.shape == reference.shape else float("inf")
+        same = got.shape == reference.shape
+        err = float((got - reference).abs().max()) if same else float("inf")
         q: dict[str, Any] = {
             "max_abs_error": err,
+            "relative_error": _relative_error(got, reference) if same else float("inf"),
             "size_mb": bench.size_bytes(c.run) / 2**20,
             "checked_on": len(x[0] if isinstance(x, tuple) else x),
         }
@@ -418,6 +465,14 @@ def _check_quality(
             q["reason"] = (
                 "" if q["ok"] else f"max abs error {err:.3g} > {atol:g} (an fp32 backend must match eager)"
             )
+        elif c.backend in BF16_BACKENDS and q["relative_error"] > rtol:
+            q["ok"] = False
+            q["reason"] = (
+                f"relative error {q['relative_error']:.3g} > {rtol:g} (RMS of the difference from eager "
+                "over RMS of eager's outputs)"
+            )
+        elif c.backend in BF16_BACKENDS and not classify:
+            q["ok"], q["reason"] = True, ""  # no classes to count: the relative error is the bound
         elif not classify:
             q["ok"], q["reason"] = False, "int8 needs a classifier's (B, K) outputs to check accuracy"
         elif "accuracy_drop" in q:
@@ -439,6 +494,13 @@ def _check_quality(
 
 
 # --------------------------------------------------------------------------- choosing
+
+
+def _relative_error(got: torch.Tensor, reference: torch.Tensor) -> float:
+    """RMS of ``got - reference`` over RMS of ``reference`` (0 when both are all zeros)."""
+    scale = float(reference.double().pow(2).mean().sqrt())
+    diff = float((got.double() - reference.double()).pow(2).mean().sqrt())
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
 
 
 def _ratios_to_eager(rows: list[bench.Latency], timed: list[_Candidate]) -> list[dict[str, Any]]:
@@ -541,6 +603,15 @@ def _choose(
     return best[2], best[3], best[4]
 
 
+def _note_bf16_path(rejected: dict[str, str]) -> None:
+    """Say why bf16 lost where the CPU has no native bf16 (measured anyway: the numbers decide)."""
+    if quantize.bf16_fast_path() is not None:
+        return
+    for key, why in rejected.items():
+        if key.split("@")[0] in BF16_BACKENDS and why.startswith("not faster"):
+            rejected[key] = f"{why} (this CPU has neither AMX nor AVX512-BF16: bf16 runs emulated)"
+
+
 def _matches(m: Mapping[str, Any], c: _Candidate) -> bool:
     return m["backend"] == c.backend and m["threads"] == c.threads and m["provider"] == c.provider
 
@@ -576,6 +647,7 @@ def _machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
+        "bf16": quantize.bf16_fast_path() or "emulated",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

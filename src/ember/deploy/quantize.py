@@ -1,4 +1,5 @@
-"""int8 quantization, each a function model → model (the input model is never changed).
+"""Reduced precision, each a function model → model (the input model is never changed): int8
+quantization and bfloat16.
 
 - :func:`dynamic_int8`: PyTorch dynamic quantization of ``nn.Linear`` / ``nn.LSTM`` / ``nn.GRU``
   (int8 weights, activations quantized per call). A plain ``nn.Module`` comes back. On small
@@ -9,6 +10,13 @@
 - :func:`static_int8`: post-training static int8 for CNNs through **ONNX Runtime** (QDQ, min/max
   calibration on the batches given, per-channel weights). torch 2.13 moved PT2E quantization out to
   torchao, which ember does not depend on; ONNX Runtime's int8 Conv kernels are the fast path here.
+
+- :func:`bf16`: a bfloat16 copy of the model behind float32 doors (:class:`Bf16Module`): floating
+  inputs are cast to bf16 on the way in, floating outputs back to float32 on the way out, integer
+  inputs (token ids) pass untouched. Weights take half the bytes; matmuls and convolutions run on
+  oneDNN's bf16 kernels, fast where the CPU has AMX or AVX512-BF16 (:func:`bf16_fast_path`) and
+  emulated elsewhere. bf16 keeps 8 significant bits (about 2-3 decimal digits): ``ember plan``
+  checks its outputs against eager before choosing it.
 
 The ONNX variants return an :class:`~ember.deploy._onnx.OnnxModule`: an ``nn.Module`` whose forward
 takes and returns torch tensors (CPU, float32), with no parameters (it cannot be trained further).
@@ -22,6 +30,9 @@ Example:
     torch.Size([2, 4])
     >>> type(model[0]).__name__  # the input model is untouched
     'Linear'
+    >>> half = bf16(model)
+    >>> half(torch.randn(2, 16)).dtype, half.model[0].weight.dtype
+    (torch.float32, torch.bfloat16)
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,6 +81,61 @@ def dynamic_int8(
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         return quantize_dynamic(copy.deepcopy(model).eval(), set(quantizable), dtype=dtype)
+
+
+class Bf16Module(nn.Module):
+    """``model`` (already in bfloat16) called with float32 in and float32 out.
+
+    Floating inputs are cast to bf16 and floating outputs (tensors, or tuples / lists / dicts of
+    them) back to float32, so callers never see bf16; integer inputs (token ids) and outputs pass
+    untouched.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Any) -> Any:
+        return _cast(self.model(*(_cast(x, torch.bfloat16) for x in inputs)), torch.float32)
+
+
+def bf16(model: nn.Module) -> Bf16Module:
+    """A bfloat16 copy of ``model`` behind float32 doors (see :class:`Bf16Module`).
+
+    A cast copy rather than ``torch.autocast``: the weights are converted once instead of on every
+    call, and held in half the bytes (``benchmarks/bf16_modes.py``: as fast or faster than autocast
+    on an MLP, a CNN and a 4-layer GPT; BENCHMARKS.md).
+
+    Args:
+        model: any module; its floating parameters and buffers become bf16 in the copy.
+
+    Returns:
+        A new :class:`Bf16Module` in eval mode; ``model`` is unchanged.
+    """
+    return Bf16Module(copy.deepcopy(model).to(torch.bfloat16).eval()).eval()
+
+
+def bf16_fast_path() -> str | None:
+    """The CPU feature that gives bf16 matmuls native speed here: ``"AMX"``, ``"AVX512-BF16"``, or None
+    (bf16 then is emulated in fp32 and usually slower than fp32 eager)."""
+    # private torch.cpu probes (torch >= 2.3); missing ones count as absent
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` with its floating tensors (at any depth of tuples, lists and dicts) cast to ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
+    if isinstance(value, tuple | list):
+        items = [_cast(v, dtype) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # namedtuples too
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    return value
 
 
 def onnx_fp32(
@@ -143,4 +210,13 @@ def _folder(workdir: str | Path | None) -> Path:
     return folder
 
 
-__all__ = ["DYNAMIC_TYPES", "dynamic_int8", "onnx_fp32", "onnx_int8", "static_int8"]
+__all__ = [
+    "DYNAMIC_TYPES",
+    "Bf16Module",
+    "bf16",
+    "bf16_fast_path",
+    "dynamic_int8",
+    "onnx_fp32",
+    "onnx_int8",
+    "static_int8",
+]

@@ -6,6 +6,8 @@ monitor compares those with the bundle's reference sample). Backends:
 
 - ``eager``: the ``nn.Module`` under ``torch.inference_mode`` (always available; the default).
 - ``compiled``: the same module through ``torch.compile`` (dynamic batch dimension).
+- ``bf16`` / ``compiled-bf16``: a bfloat16 copy of the module (``ember.deploy.quantize.bf16``),
+  eager or compiled; requests and replies stay float32 (token ids stay integers), embeddings too.
 - ``int8-dynamic``: PyTorch dynamic int8 quantization of the Linear layers.
 - ``onnxruntime`` / ``onnxruntime-int8``: the module exported to ONNX (dynamic batch, outputs and
   embeddings, verified by ``ember.deploy.export.export_onnx``) and run by ONNX Runtime, optionally
@@ -43,7 +45,8 @@ from torch import nn
 from ember._io import require
 from ember.tasks.spec import InputSpec, ModelSpec
 
-BACKENDS = ("eager", "compiled", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("eager", "compiled", "bf16", "compiled-bf16", "int8-dynamic", "onnxruntime", "onnxruntime-int8")
+TORCH_BACKENDS = ("eager", "compiled", "bf16", "compiled-bf16", "int8-dynamic")
 PLAN_KEYS: dict[str, tuple[type, ...]] = {
     "backend": (str,),
     "threads": (int,),
@@ -96,14 +99,23 @@ class WithEmbeddings(nn.Module):
 
 
 class TorchRunner:
-    """Runs an ``nn.Module`` (eager, compiled or int8-quantized) under ``inference_mode``."""
+    """Runs an ``nn.Module`` (eager, compiled, bf16 or int8-quantized) under ``inference_mode``.
+
+    A bf16 model (``quantize.Bf16Module``) is unwrapped so that its embeddings are served too, and
+    the whole forward (outputs and embeddings) is cast back to float32.
+    """
 
     def __init__(self, model: nn.Module, backend: str = "eager") -> None:
+        from ember.deploy.quantize import Bf16Module
+
         self.backend = backend
-        self.module = WithEmbeddings(model.eval()).eval()
+        half = isinstance(model, Bf16Module)
+        inner: nn.Module = model.model if isinstance(model, Bf16Module) else model
+        self.module = WithEmbeddings(inner.eval()).eval()
         # a model without timm's split may take several inputs (a translator's source and target)
-        self._forward: Callable[..., Any] = self.module if self.module.has_embeddings else _OutputsOnly(model)
-        if backend == "compiled":
+        forward: nn.Module = self.module if self.module.has_embeddings else _OutputsOnly(inner)
+        self._forward: Callable[..., Any] = Bf16Module(forward) if half else forward
+        if backend in ("compiled", "compiled-bf16"):
             self._forward = torch.compile(self._forward, dynamic=True)
 
     def __call__(self, *inputs: torch.Tensor) -> RunOutput:
@@ -190,9 +202,9 @@ def planned_runner(plan: dict[str, Any], model: nn.Module, *, folder: str | Path
     backend, threads = str(plan.get("backend", "eager")), int(plan.get("threads", 0))
     if threads > 0:
         torch.set_num_threads(threads)
-    if backend == "compiled":  # compiled with the serving wrapper (outputs and embeddings)
-        return TorchRunner(model, "compiled")
-    if backend in ("eager", "int8-dynamic"):
+    if backend in ("compiled", "compiled-bf16"):  # compiled with the serving wrapper (outputs and embeddings)
+        return TorchRunner(_bf16(model) if backend == "compiled-bf16" else model, backend)
+    if backend in ("eager", "bf16", "int8-dynamic"):
         return TorchRunner(placement.runner(plan, model, folder=folder), backend)
     if not plan.get("artifact"):
         raise ValueError(
@@ -213,8 +225,8 @@ def build_runner(
 
     Args:
         model: the trained model (put in eval mode; never modified in place).
-        backend: ``eager`` (no extra dependency), ``compiled``, ``int8-dynamic``, ``onnxruntime`` or
-            ``onnxruntime-int8``.
+        backend: ``eager`` (no extra dependency), ``compiled``, ``bf16``, ``compiled-bf16``,
+            ``int8-dynamic``, ``onnxruntime`` or ``onnxruntime-int8``.
         example: an input batch ``(B, *input_shape)`` (or a tuple, one per model argument); required
             for the ONNX backends (export).
         threads: intra-op threads (0: leave the library default). For torch backends this sets
@@ -230,11 +242,13 @@ def build_runner(
     if backend not in BACKENDS:
         raise ValueError(f"unknown serving backend '{backend}'; expected one of {', '.join(BACKENDS)}")
     model = model.eval()
-    if backend in ("eager", "compiled", "int8-dynamic"):
+    if backend in TORCH_BACKENDS:
         if threads > 0:
             torch.set_num_threads(threads)
         if backend == "int8-dynamic":
             model = _int8_dynamic(model)
+        elif backend in ("bf16", "compiled-bf16"):
+            model = _bf16(model)
         return TorchRunner(model, backend)
     if example is None:
         raise ValueError(f"backend '{backend}' exports the model to ONNX and needs an example batch")
@@ -276,6 +290,12 @@ def _int8_dynamic(model: nn.Module) -> nn.Module:
     from ember.deploy.quantize import dynamic_int8
 
     return dynamic_int8(model)
+
+
+def _bf16(model: nn.Module) -> nn.Module:
+    from ember.deploy.quantize import bf16
+
+    return bf16(model)
 
 
 def plan_digest(plan: dict[str, Any]) -> str:
