@@ -10,9 +10,11 @@ how close a run is to the hardware's limit, whatever the model, in a way samples
   model (no arithmetic, no random numbers drawn, no hooks fired) on one training batch's inputs (or
   through the task when the model takes more than its inputs): the forward's FLOPs, times 3 for
   forward + backward (a matmul's backward is two).
-- **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device, measured
-  once per process (:func:`matmul_peak`; ~30 ms on a CPU). This is what ``precision: auto`` measures
-  too; a run's MFU is a share of what the same machine was seen to give, not of a datasheet.
+- **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device
+  (:func:`matmul_peak`; 0.1–0.2 s on one CPU thread), measured once for a device, torch version
+  and thread count and then kept, in the process and across processes (`ember.train.measured`).
+  This is what ``precision: auto`` measures too; a run's MFU is a share of what the same machine
+  was seen to give, not of a datasheet.
 
 Example:
     >>> import torch
@@ -25,12 +27,13 @@ Example:
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from typing import Any
 
 import torch
 from torch import nn
+
+from ember.train.measured import measured, positive
 
 
 def train_flops_per_sample(model: nn.Module, batch: Any, task: Any = None) -> float | None:
@@ -108,9 +111,22 @@ def _forward_flops(model: nn.Module, batch: Any, task: Any) -> int:
     return int(counter.get_total_flops())
 
 
-@functools.cache
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` on ``device``, measured once per process."""
+    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` on ``device``.
+
+    Measured once for this device, torch version and thread count, then kept (`ember.train.measured`):
+    a matmul's best speed is the hardware's and the kernel library's, which none of these change.
+    """
+    return measured(
+        "matmul_peak",
+        device,
+        lambda: _time_matmul(device, dtype, n, repeats),
+        check=positive,
+        args=(str(dtype), n, repeats),
+    )
+
+
+def _time_matmul(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
