@@ -112,7 +112,7 @@ def _settings(values: dict[str, Any]) -> tuple[Any, ...] | None:
         if isinstance(value, torch.Tensor):
             value = ("tensor", tuple(value.shape), value.dtype)
         elif isinstance(value, list | tuple):
-            inner = _settings(dict(enumerate(value)))
+            inner = _settings({str(i): v for i, v in enumerate(value)})
             if inner is None:
                 return None
             value = (type(value), inner)
