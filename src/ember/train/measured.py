@@ -19,9 +19,10 @@ answer is kept with the load it was measured under (runnable threads per CPU, th
 average): one measured on an oversubscribed machine (over one per CPU) is measured again by a
 later process that finds the load less than half of that. A file that cannot be read, is of
 another format, or holds a value its measurement's check refuses (not a positive number, an
-unknown implementation) is measured over and rewritten; it is never trusted and never an error. A file that cannot be written leaves the answer kept in the process.
-To refresh: ``EMBER_REMEASURE=1`` measures again and keeps the new answers; deleting the file
-forgets them all; ``EMBER_MEASURE_CACHE=off`` keeps nothing on disk.
+unknown implementation) is measured over and rewritten; it is never trusted and never an error.
+A file that cannot be written leaves the answer kept in the process. To refresh:
+``EMBER_REMEASURE=1`` measures again and keeps the new answers; deleting the file forgets them
+all; ``EMBER_MEASURE_CACHE=off`` keeps nothing on disk.
 
 Example:
     >>> measured("answer", torch.device("cpu"), lambda: 42.0, check=lambda v: v > 0)
