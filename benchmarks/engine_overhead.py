@@ -26,6 +26,17 @@ round's ratio. Beside it, the best-of-rounds ratio takes each variant's fastest 
 ``t(N2)``: on a shared machine interference only ever adds time, so the minimum is the steadiest
 estimate of what the code itself costs (the reasoning of ``timeit``).
 
+That fixed cost is a *later* fit's: each variant ran untimed once first, in the same process. A
+user's first fit in a new process also pays what a process does once (torch's lazy imports,
+ember's hardware measurements), so it is measured apart, each round, in a fresh child process per
+variant that imports everything, loads the data, then times one run of ``N1`` steps; its set-up is
+that time less ``N1`` times the variant's marginal step. Any PyTorch loop's first optimizer imports
+``torch._dynamo`` (0.6–1.5 s here, varying with the load more than all else together), so the
+child imports it first and times that apart: the table shows it on its own row, and the set-up
+figures exclude it (a user's first fit pays both). ``ember`` runs there twice: with an empty
+measurement cache (``ember.train.measured``: the first process on a machine, or after
+``EMBER_REMEASURE=1``) and with the cache its earlier run left (every later process).
+
 Digits has 1,797 examples: an epoch is only 29 steps, so per-epoch work (ember's checkpoint and run
 store flush, Lightning's checkpoint) weighs a lot; ``--epoch-scale K`` repeats the examples K times
 to show the same engines with K times longer epochs.
@@ -34,6 +45,7 @@ Usage:
     python benchmarks/engine_overhead.py                        # both models, 1 and 2 threads
     python benchmarks/engine_overhead.py --models mlp --threads 1 --rounds 7
     python benchmarks/engine_overhead.py --models mlp --epoch-scale 20 --steps-mlp 580,5800
+    python benchmarks/engine_overhead.py --models mlp --threads 1 --variants plain,ember --no-first-fit
 """
 
 from __future__ import annotations
@@ -43,11 +55,14 @@ import contextlib
 import gc
 import io
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -249,17 +264,46 @@ class Measured:
     fixed: list[float]  # seconds, one per round
     short: list[float]  # t(N1), one per round
     long: list[float]  # t(N2), one per round
+    first: dict[str, list[float]] = field(default_factory=dict)  # how -> t(N1) of a fresh process's first run
 
     def best_marginal(self, n1: int, n2: int) -> float:
         """From the fastest t(N1) and t(N2) over the rounds: interference only ever adds time."""
         return (min(self.long) - min(self.short)) / (n2 - n1)
 
 
-def measure(work: Workload, variants: list[str], rounds: int, tmp: Path) -> dict[str, Measured]:
+FIRST_FIT = {"plain": ["plain"], "ember": ["ember, cache empty", "ember, cache kept"]}
+"""The variants timed in fresh processes, and how (ember: with and without its measurement cache)."""
+DYNAMO = "import torch._dynamo (any loop's first optimizer; not in the rows above)"
+
+
+def first_fit(
+    variant: str, model: str, threads: int, steps: int, cache: Path, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Seconds of ``import torch._dynamo``, then of the first run of ``variant`` for ``steps`` steps, in a
+    fresh process (the other imports and the data loading untimed)."""
+    command = [
+        sys.executable,
+        __file__,
+        "--first-fit-child",
+        f"{variant},{model},{threads},{steps}",
+        f"--epoch-scale={args.epoch_scale}",
+        f"--clock={args.clock}",
+    ]
+    env = os.environ | {"EMBER_MEASURE_CACHE": str(cache), "OMP_NUM_THREADS": str(threads)}
+    env.pop("EMBER_REMEASURE", None)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    dynamo, run = done.stdout.strip().splitlines()[-1].split()
+    return float(dynamo), float(run)
+
+
+def measure(
+    work: Workload, variants: list[str], rounds: int, tmp: Path, child: tuple[str, int, argparse.Namespace]
+) -> dict[str, Measured]:
     n1, n2 = work.steps
     for variant in variants:  # one untimed warm-up each: imports, lazy initialization, page cache
         timed(variant, work, min(n1, 30), tmp)
     out = {v: Measured([], [], [], []) for v in variants}
+    model, threads, args = child
     for r in range(rounds):
         for variant in _common.rotate(variants, r):
             t1 = timed(variant, work, n1, tmp)
@@ -269,6 +313,13 @@ def measure(work: Workload, variants: list[str], rounds: int, tmp: Path) -> dict
             out[variant].fixed.append(t1 - n1 * marginal)
             out[variant].short.append(t1)
             out[variant].long.append(t2)
+        if args.first_fit:
+            cache = tmp / f"measured-{model}-{threads}-{r}.json"  # empty for the first ember child
+            for variant in _common.rotate([v for v in variants if v in FIRST_FIT], r):
+                for how in FIRST_FIT[variant]:
+                    dynamo, seconds = first_fit(variant, model, threads, n1, cache, args)
+                    out[variant].first.setdefault(how, []).append(seconds)
+                    out["plain"].first.setdefault(DYNAMO, []).append(dynamo)
     return out
 
 
@@ -288,9 +339,25 @@ def report(work: Workload, threads: int, results: dict[str, Measured]) -> str:
                 f"{_common.median(ratios):.3f}x",
                 _common.spread(ratios),
                 f"{m.best_marginal(n1, n2) / best_base:.3f}x",
-                f"{_common.median(m.fixed) * 1e3:.0f}",
+                f"{_common.median(m.fixed) * 1e3:.0f} ({_ms_range([f * 1e3 for f in m.fixed])})",
             ]
         )
+    first = []
+    plain_setup: list[float] = []
+    for m in results.values():
+        for how, times in m.first.items():
+            if how == DYNAMO:
+                continue
+            # the set-up: the first run less its steps at the pace this variant kept in that round
+            setup = [(t - n1 * per_step) * 1e3 for t, per_step in zip(times, m.marginal)]
+            plain_setup = plain_setup or setup  # plain comes first
+            extra = [a - b for a, b in zip(setup, plain_setup)]
+            first.append(
+                [how, f"{_common.median(setup):.0f}", _ms_range(setup), f"{_common.median(extra):+.0f}"]
+            )
+    if DYNAMO in results["plain"].first:
+        dynamo = [t * 1e3 for t in results["plain"].first[DYNAMO]]
+        first.append([DYNAMO, f"{_common.median(dynamo):.0f}", _ms_range(dynamo), ""])
     per_epoch = -(-len(work.y) // BATCH)
     head = (
         f"{work.name}, batch {BATCH}, {per_epoch} steps per epoch, {threads} thread(s), "
@@ -303,9 +370,22 @@ def report(work: Workload, threads: int, results: dict[str, Measured]) -> str:
         "ratio to plain (median)",
         "ratio range",
         "best-of-rounds ratio",
-        "fixed set-up ms",
+        "later-fit set-up ms (range)",
     ]
-    return head + "\n" + _common.table(header, rows)
+    text = head + "\n" + _common.table(header, rows)
+    if first:
+        header = [
+            "first run in a fresh process",
+            "set-up ms (median)",
+            "range",
+            "vs plain (median of rounds)",
+        ]
+        text += "\n\n" + _common.table(header, first)
+    return text
+
+
+def _ms_range(values: list[float]) -> str:
+    return f"{min(values):.0f} to {max(values):.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -323,6 +403,15 @@ def main(argv: list[str] | None = None) -> None:
         choices=["wall", "cpu"],
         help="cpu: process CPU time of all threads (a cross-check on a machine shared with other work)",
     )
+    parser.add_argument(
+        "--no-first-fit",
+        dest="first_fit",
+        action="store_false",
+        help="skip the first runs in fresh processes (plain, ember with and without its cache)",
+    )
+    parser.add_argument(
+        "--first-fit-child", default="", help=argparse.SUPPRESS
+    )  # variant,model,threads,steps
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -332,6 +421,17 @@ def main(argv: list[str] | None = None) -> None:
         return a, b
 
     warnings.filterwarnings("ignore")
+    if args.first_fit_child:  # a fresh process: time the first run, print its seconds
+        variant, name, threads, steps = args.first_fit_child.split(",")
+        _common.set_threads(int(threads))
+        work = workloads(pair(args.steps_mlp), pair(args.steps_cnn), args.epoch_scale)[name]
+        start = CLOCK()
+        import torch._dynamo  # noqa: F401  (what any loop's first optimizer imports)
+
+        dynamo = CLOCK() - start
+        with tempfile.TemporaryDirectory() as folder:
+            print(dynamo, timed(variant, work, int(steps), Path(folder)))
+        return
     variants = ["plain"] + [v for v in args.variants.split(",") if v and v != "plain"]
     if any(v.startswith("lightning") for v in variants):
         import lightning  # noqa: F401  (its import sets its loggers to INFO; quiet them afterwards)
@@ -344,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.models.split(","):
             for threads in (int(t) for t in args.threads.split(",")):
                 _common.set_threads(threads)
-                results = measure(works[name], variants, args.rounds, Path(folder))
+                results = measure(works[name], variants, args.rounds, Path(folder), (name, threads, args))
                 print()
                 print(report(works[name], threads, results), flush=True)
 

@@ -50,3 +50,84 @@ def test_reproducibility_records() -> None:
     assert env["python"] and "torch" in env["packages"]
     src = source_version()
     assert len(src["source_sha256"]) == 64
+
+
+def test_kept_open_keeps_the_write_ahead_log_between_transactions(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    wal = Path(f"{store.db_path}-wal")
+    assert not wal.exists()  # the last connection closed: the log was folded in and deleted
+    with store.kept_open():
+        with store.kept_open():  # reentrant
+            run = store.create("demo", config_yaml="")
+        run.update(best=1.0)
+        assert wal.exists()  # the idle connection keeps it: a transaction is only a log append
+        assert store.get(run.id).best == 1.0
+    assert not wal.exists() and store.get(run.id).best == 1.0
+
+
+def test_one_record_writes_run_json_once_at_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.track import runs
+
+    run = RunStore(tmp_path).create("demo", config_yaml="")
+    writes: list[Path] = []
+    write = runs.atomic_write_bytes
+    monkeypatch.setattr(
+        runs, "atomic_write_bytes", lambda path, data: (writes.append(path), write(path, data))
+    )
+    (run.dir / "w.bin").write_bytes(b"w")
+    with run.one_record():
+        run.update(best=0.5)
+        run.artifact(run.dir / "w.bin", "weights")
+        with run.one_record():
+            run.finish("completed")
+        assert writes == [] and json.loads((run.dir / "run.json").read_text())["status"] == "running"
+    assert writes == [run.dir / "run.json"]
+    record = json.loads((run.dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["best"] == 0.5
+    assert [a["path"] for a in record["artifacts"]] == ["w.bin"]
+
+
+def test_an_update_that_changes_nothing_recorded_leaves_run_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import socket
+
+    from ember.track import runs
+
+    run = RunStore(tmp_path).create("demo", config_yaml="")
+    writes: list[Path] = []
+    monkeypatch.setattr(runs, "atomic_write_bytes", lambda path, data: writes.append(path))
+    run.update(status="running", pid=os.getpid(), host=socket.gethostname(), heartbeat=1.0)
+    assert writes == []  # what run.json holds already (the heartbeat is never written to it)
+    run.update(status="running", pid=os.getpid() + 1)
+    assert writes == [run.dir / "run.json"]
+
+
+def test_source_version_is_read_again_only_when_its_stamp_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.track import repro
+
+    reads: list[Path] = []
+    monkeypatch.setattr(repro, "_read_source_version", lambda root: reads.append(root) or {"git": "a"})
+    monkeypatch.setattr(repro, "_source", (None, {}))
+    assert source_version() == source_version() == {"git": "a"}
+    assert len(reads) == 1
+    monkeypatch.setattr(repro, "_source_stamp", lambda root: ("changed",))
+    source_version()
+    assert len(reads) == 2
+
+
+def test_the_source_stamp_sees_an_edit_a_new_file_and_a_removed_one(tmp_path: Path) -> None:
+    from ember.track.repro import _source_stamp
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    stamp = _source_stamp(tmp_path)
+    assert _source_stamp(tmp_path) == stamp
+    (tmp_path / "a.py").write_text("x = 22\n")
+    assert _source_stamp(tmp_path) != stamp
+    stamp = _source_stamp(tmp_path)
+    (tmp_path / "b.py").write_text("")
+    assert _source_stamp(tmp_path) != stamp
+    with_b = _source_stamp(tmp_path)
+    (tmp_path / "b.py").unlink()
+    assert _source_stamp(tmp_path) not in (with_b, None)

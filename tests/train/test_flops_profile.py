@@ -118,3 +118,38 @@ def test_compile_trains_the_same_weights_layout_and_times_itself(
     from ember.track import RunStore
 
     assert RunStore().get(result.run_id).summary["compile_s"] >= 0
+
+
+class Repeated(nn.Module):
+    """A layer whose FLOPs depend on a plain setting, not on its parameters' shapes."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.times):
+            x = self.linear(x)
+        return x
+
+
+def test_a_count_is_kept_for_the_same_architecture_and_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ember.train import flops
+
+    monkeypatch.setattr(flops, "_COUNTS", {})
+    calls: list[int] = []
+    count = flops._forward_flops
+    monkeypatch.setattr(flops, "_forward_flops", lambda *a: calls.append(1) or count(*a))
+    x = torch.randn(4, 8)
+    once = train_flops_per_sample(Repeated(2), x)
+    assert train_flops_per_sample(Repeated(2), x) == once == 3 * 2 * (2 * 8 * 8)  # another model, same count
+    assert len(calls) == 1
+    assert train_flops_per_sample(Repeated(3), x) == 3 * 3 * (2 * 8 * 8)  # a setting changed
+    assert train_flops_per_sample(Repeated(2), torch.randn(4, 5, 8)) == 5 * once  # the shapes changed
+    assert len(calls) == 3
+    odd = Repeated(2)
+    odd.helper = object()  # an attribute whose effect cannot be told: counted every time
+    train_flops_per_sample(odd, x)
+    train_flops_per_sample(odd, x)
+    assert len(calls) == 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -24,16 +26,13 @@ def test_bf16_speedup_is_a_positive_ratio() -> None:
 
 @pytest.mark.parametrize(("speedup", "expected"), [(0.54, "fp32"), (1.29, "fp32"), (2.2, "bf16")])
 def test_auto_follows_the_measured_speedup(
-    monkeypatch: pytest.MonkeyPatch, speedup: float, expected: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, speedup: float, expected: str
 ) -> None:
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         expected = "fp32"  # no bf16 kernels at all: auto never picks bf16, whatever a timing says
-    precision.native_bf16.cache_clear()
+    monkeypatch.setenv("EMBER_MEASURE_CACHE", str(tmp_path / "measured.json"))  # nothing kept yet
     monkeypatch.setattr(precision, "bf16_matmul_speedup", lambda: speedup)
-    try:
-        assert resolve_precision("auto", torch.device("cpu")).name == expected
-    finally:
-        precision.native_bf16.cache_clear()
+    assert resolve_precision("auto", torch.device("cpu")).name == expected
 
 
 def test_the_run_records_the_resolved_precision(tmp_path) -> None:  # type: ignore[no-untyped-def]

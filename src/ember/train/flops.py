@@ -9,10 +9,15 @@ how close a run is to the hardware's limit, whatever the model, in a way samples
   counted once with :class:`torch.utils.flop_counter.FlopCounterMode` on a *meta-device copy* of the
   model (no arithmetic, no random numbers drawn, no hooks fired) on one training batch's inputs (or
   through the task when the model takes more than its inputs): the forward's FLOPs, times 3 for
-  forward + backward (a matmul's backward is two).
-- **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device, measured
-  once per process (:func:`matmul_peak`; ~30 ms on a CPU). This is what ``precision: auto`` measures
-  too; a run's MFU is a share of what the same machine was seen to give, not of a datasheet.
+  forward + backward (a matmul's backward is two). A count is kept in the process under what it
+  depends on (every module's class and settings, the parameters' and buffers' shapes, the batch's
+  shapes; see :func:`_signature`), so the next fit of the same architecture on the same shapes
+  does not count again.
+- **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device
+  (:func:`matmul_peak`; 0.1–0.2 s on one CPU thread), measured once for a device, torch version
+  and thread count and then kept, in the process and across processes (`ember.train.measured`).
+  This is what ``precision: auto`` measures too; a run's MFU is a share of what the same machine
+  was seen to give, not of a datasheet.
 
 Example:
     >>> import torch
@@ -25,12 +30,15 @@ Example:
 from __future__ import annotations
 
 import copy
-import functools
+import dataclasses
 import time
+import types
 from typing import Any
 
 import torch
 from torch import nn
+
+from ember.train.measured import measured, positive
 
 
 def train_flops_per_sample(model: nn.Module, batch: Any, task: Any = None) -> float | None:
@@ -52,11 +60,78 @@ def train_flops_per_sample(model: nn.Module, batch: Any, task: Any = None) -> fl
     per_token = getattr(model, "flops_per_token", None)
     if callable(per_token) and not first.is_floating_point() and first.ndim == 2:  # (B, T) token ids
         return float(per_token(first.shape[1])) * first.shape[1]
+    key = _signature(model, batch, task)
+    if key is not None and key in _COUNTS:
+        return _COUNTS[key]
     try:
         forward = _forward_flops(model, batch, task)
+        count = 3.0 * forward / max(1, first.shape[0]) if forward else None
     except Exception:  # an op without a meta kernel, data-dependent control flow: no count, no harm
+        count = None
+    if key is not None:
+        if len(_COUNTS) >= 64:  # many architectures (a sweep): start over rather than grow
+            _COUNTS.clear()
+        _COUNTS[key] = count
+    return count
+
+
+_COUNTS: dict[tuple[Any, ...], float | None] = {}  # _signature -> count, this process's
+_MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: parameters, hooks, ...
+_PLAIN = (int, float, str, bool, type(None), torch.dtype, torch.device)
+
+
+def _signature(model: nn.Module, batch: Any, task: Any) -> tuple[Any, ...] | None:
+    """What a count depends on, or None when that cannot be told (then nothing is kept).
+
+    The count is the FLOPs of running the modules' ``forward`` code (their classes) on meta tensors,
+    which have shapes but no values, so it is fixed by the classes, each module's settings (its
+    attributes: ``in_features``, ``stride``, a loop count ...), the parameters' and buffers' shapes
+    and the batch's shapes (and the task's class and settings, when the task runs the model). An
+    attribute that is not plain data (a number, string, dtype, shape, tuple or list of them, a
+    dataclass of them, a function) makes the signature unknown: its effect cannot be told apart.
+    A ``forward`` that reads global state is the one thing this does not see.
+    """
+    modules = []
+    for name, module in model.named_modules():
+        settings = _settings({k: v for k, v in vars(module).items() if k not in _MODULE_STATE})
+        if settings is None:
+            return None
+        modules.append((name, type(module), module.training, settings))
+    tensors = [(n, tuple(t.shape), t.dtype) for n, t in (*model.named_parameters(), *model.named_buffers())]
+    shapes = _settings({"batch": batch})
+    worker = None if task is None else (type(task), _settings(dict(vars(task))))
+    if shapes is None or (worker is not None and worker[1] is None):
         return None
-    return 3.0 * forward / max(1, first.shape[0]) if forward else None
+    return (tuple(modules), tuple(tensors), shapes, worker)
+
+
+def _settings(values: dict[str, Any]) -> tuple[Any, ...] | None:
+    """``values`` as a hashable tuple (tensors by shape and dtype), or None if one is not plain data."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            value = ("tensor", tuple(value.shape), value.dtype)
+        elif isinstance(value, list | tuple):
+            inner = _settings({str(i): v for i, v in enumerate(value)})
+            if inner is None:
+                return None
+            value = (type(value), inner)
+        elif isinstance(value, dict):
+            inner = _settings({repr(k): v for k, v in value.items()})
+            if inner is None:
+                return None
+            value = (dict, inner)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            inner = _settings({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+            if inner is None:
+                return None
+            value = (type(value), inner)
+        elif isinstance(value, type | types.FunctionType | types.BuiltinFunctionType):
+            pass  # by identity: the same function is the same code
+        elif not isinstance(value, _PLAIN):
+            return None
+        out.append((key, value))
+    return tuple(out)
 
 
 def _first_tensor(batch: Any) -> torch.Tensor | None:
@@ -108,9 +183,22 @@ def _forward_flops(model: nn.Module, batch: Any, task: Any) -> int:
     return int(counter.get_total_flops())
 
 
-@functools.cache
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
-    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` on ``device``, measured once per process."""
+    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` on ``device``.
+
+    Measured once for this device, torch version and thread count, then kept (`ember.train.measured`):
+    a matmul's best speed is the hardware's and the kernel library's, which none of these change.
+    """
+    return measured(
+        "matmul_peak",
+        device,
+        lambda: _time_matmul(device, dtype, n, repeats),
+        check=positive,
+        args=(str(dtype), n, repeats),
+    )
+
+
+def _time_matmul(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)

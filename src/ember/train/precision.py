@@ -11,18 +11,19 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ember.train.measured import measured, positive
 
-@functools.cache
+
 def native_bf16(device: torch.device) -> bool:
     """True where bf16 training runs faster than fp32: CUDA with bf16, or a CPU whose bf16 matmul wins.
 
-    On CPU the answer is measured, once per process: a CPU flag alone does not tell. An Intel CPU
+    On CPU the answer is measured, once for this CPU, torch version and thread count, then kept in
+    the process and across processes (`ember.train.measured`): a CPU flag alone does not tell. An Intel CPU
     with AVX512-BF16 but no AMX ran bf16 autocast training at 0.54x the speed of fp32, while an AMD
     Zen CPU with the same flag runs bf16 matmuls 2.2x faster than fp32 and GPT training 1.44–1.48x
     (``benchmarks/gpt_train.py``). So ``auto`` picks bf16 there and fp32 on the first.
@@ -32,7 +33,8 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
             return False
-        return bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
+        speedup = measured("bf16_matmul_speedup", device, lambda: bf16_matmul_speedup(), check=positive)
+        return speedup >= BF16_MIN_SPEEDUP
     return False
 
 

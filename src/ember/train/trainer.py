@@ -323,6 +323,10 @@ class Trainer:
         Returns:
             A :class:`FitResult` with the run id, final and best metrics.
         """
+        with self.store.kept_open():  # the run store's transactions stay cheap for the whole fit
+            return self._fit(train_data, val_data, resume)
+
+    def _fit(self, train_data: Data, val_data: Data | None, resume: str | None) -> FitResult:
         cfg = self.config
         # one rank of a torchrun job joins its process group (gloo / NCCL); one process: None
         parallel = self.parallel = distributed.setup(cfg.trainer.strategy, self.device, seed=cfg.trainer.seed)
@@ -431,22 +435,25 @@ class Trainer:
             )
             raise
         writer.close()
-        self._save_weights(run, state)
-        seconds = time.perf_counter() - started
-        summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
-        run.update(headline=monitor, best=state.best)
-        hardware = {
-            "flops_per_sample": state.flops_per_sample,
-            "peak_flops": state.peak_flops,
-            "compile_s": compile_timer.seconds if compile_timer is not None else None,
-            "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
-        }
-        if main and profiler is not None and profiler.result is not None:
-            path = run.dir / "profile.json"
-            atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
-            run.artifact(path, "profile")
-        summary |= {k: v for k, v in hardware.items() if v}
-        run.finish("completed", summary={**summary, "steps": state.step, "stop_reason": state.stop_reason})
+        with run.one_record():  # the weights, the best and the status: one run.json write
+            self._save_weights(run, state)
+            seconds = time.perf_counter() - started
+            summary = {k: v for k, v in state.metrics.items() if not k.startswith("accuracy/")}
+            run.update(headline=monitor, best=state.best)
+            hardware = {
+                "flops_per_sample": state.flops_per_sample,
+                "peak_flops": state.peak_flops,
+                "compile_s": compile_timer.seconds if compile_timer is not None else None,
+                "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
+            }
+            if main and profiler is not None and profiler.result is not None:
+                path = run.dir / "profile.json"
+                atomic_write_bytes(path, json.dumps(profiler.result.to_dict(), indent=1).encode())
+                run.artifact(path, "profile")
+            summary |= {k: v for k, v in hardware.items() if v}
+            run.finish(
+                "completed", summary={**summary, "steps": state.step, "stop_reason": state.stop_reason}
+            )
         return FitResult(
             run_id=run.id,
             run_dir=run.dir,
@@ -512,6 +519,12 @@ class Trainer:
 
     def _record(self, run: Run, train_data: Data, val_data: Data | None, loader: Iterable[Any]) -> None:
         """What later stages need from this run: its data's fingerprint, its spec, its data (Python runs)."""
+        with run.one_record():  # one run.json write for the three
+            self._record_inputs(run, train_data, val_data, loader)
+
+    def _record_inputs(
+        self, run: Run, train_data: Data, val_data: Data | None, loader: Iterable[Any]
+    ) -> None:
         if self.data_sha256 is None and isinstance(train_data, ArrayData | tuple):
             data = train_data if isinstance(train_data, ArrayData) else ArrayData(*train_data)
             self.data_sha256 = fingerprint(data.x, data.y)
