@@ -24,6 +24,11 @@ position table).
 Usage:
     python benchmarks/gpt_train.py                      # 2 threads, fp32 and bf16, 5 rounds
     python benchmarks/gpt_train.py --rounds 3 --steps 3,11 --precisions bf16
+    python benchmarks/gpt_train.py --compile            # also both loops under torch.compile
+
+With ``--compile`` each loop also runs compiled (``model.compile()`` in the plain loop, as nanoGPT's
+``compile=True``; ``compile=True`` for ember): the compiled ember is compared with the compiled plain
+loop. A fresh model is compiled in every call; the marginal time per step leaves the compile out.
 """
 
 from __future__ import annotations
@@ -156,9 +161,11 @@ def nanogpt_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 DATA = torch.randint(0, VOCAB, (2_000_000,), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
 
 
-def run_plain(steps: int, precision: str, tmp: Path) -> None:
+def run_plain(steps: int, precision: str, tmp: Path, compile: bool = False) -> None:
     torch.manual_seed(0)
     model = NanoGPT()
+    if compile:
+        model.compile()  # as nanoGPT's train.py does with compile=True
     optimizer = nanogpt_optimizer(model)
     model.train()
     for _ in range(steps):
@@ -172,7 +179,7 @@ def run_plain(steps: int, precision: str, tmp: Path) -> None:
         optimizer.zero_grad(set_to_none=True)
 
 
-def run_ember(steps: int, precision: str, tmp: Path) -> None:
+def run_ember(steps: int, precision: str, tmp: Path, compile: bool = False) -> None:
     torch.manual_seed(0)
     model = ember.models.create(
         "gpt", vocab_size=VOCAB, block_size=BLOCK, num_layers=LAYERS, num_heads=HEADS, embed_dim=WIDTH
@@ -193,13 +200,14 @@ def run_ember(steps: int, precision: str, tmp: Path) -> None:
         weight_decay=DECAY,
         epochs=1,
         precision=precision,
+        compile=compile,
         runs_dir=tmp / "runs",
         progress=False,
     )
     trainer.fit(loader)
 
 
-RUNNERS: dict[str, Callable[[int, str, Path], None]] = {"plain": run_plain, "ember": run_ember}
+RUNNERS: dict[str, Callable[..., None]] = {"plain": run_plain, "ember": run_ember}
 
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent waiting for a core
@@ -207,8 +215,9 @@ CLOCK = time.perf_counter  # --clock cpu: time.process_time, blind to time spent
 
 def timed(variant: str, steps: int, precision: str, tmp: Path) -> float:
     gc.collect()
+    name, _, compiled = variant.partition("+")
     start = CLOCK()
-    RUNNERS[variant](steps, precision, tmp)
+    RUNNERS[name](steps, precision, tmp, compile=bool(compiled))
     return CLOCK() - start
 
 
@@ -244,6 +253,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=["wall", "cpu"],
         help="cpu: process CPU time (for a shared machine)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time both loops compiled by torch.compile (plain+compile, ember+compile)",
+    )
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -252,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     _common.set_threads(args.threads)
     print(_common.machine())
-    variants = list(RUNNERS)
+    variants = list(RUNNERS) + ([f"{v}+compile" for v in RUNNERS] if args.compile else [])
     per_step: dict[tuple[str, str], list[float]] = {(v, p): [] for v in variants for p in precisions}
     peaks: list[float] = []
     fp32_peaks: list[float] = []
@@ -275,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     tokens = BATCH * BLOCK
     rows = []
     for (variant, precision), times in per_step.items():
-        base = per_step[("plain", precision)]
-        ratio = [b / t for t, b in zip(times, base)]  # throughput ratio to plain
+        base = per_step[("plain+compile" if variant.endswith("+compile") else "plain", precision)]
+        ratio = [b / t for t, b in zip(times, base)]  # throughput ratio to the same plain loop
         row = [
             variant,
             precision,

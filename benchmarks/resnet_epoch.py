@@ -6,7 +6,8 @@ Two variants of ``configs/fashion-resnet.yaml``, the same seed, data and model:
   model.channels_last=false optim.implementation=for-loop``);
 - ``chosen``: the recipe as committed: ``precision: auto`` (bf16 where its matmuls measure faster),
   channels-last weights, the optimizer implementation chosen by measurement (``auto``); with
-  ``--compile`` a third variant adds ``trainer.compile=true``.
+  ``--compile`` a third variant adds ``trainer.compile=true``; with ``--each``, the chosen settings
+  with fp32 instead of ``auto`` and with NCHW instead of channels-last, to tell which choice pays.
 
 Time: each variant trains ``N1`` and ``N2`` optimizer steps through ``ember.fit`` (run store,
 validation, checkpoint and test included); the marginal ``(t(N2) - t(N1)) / (N2 - N1)`` is its time per
@@ -18,6 +19,7 @@ scored on the official test split, so "same accuracy" is checked on the same bud
 Usage:
     python benchmarks/resnet_epoch.py                          # 5 rounds, steps 10 and 50, 2 threads
     python benchmarks/resnet_epoch.py --rounds 5 --epochs 2    # and test accuracy after 2 epochs each
+    python benchmarks/resnet_epoch.py --each                   # which of the choices pays
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ VARIANTS = {
         "optim.implementation": "for-loop",
     },
     "chosen": {},
+    "chosen, fp32": {"trainer.precision": "fp32"},
+    "chosen, NCHW": {"model.channels_last": False},
     "chosen+compile": {"trainer.compile": True},
 }
 
@@ -71,12 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time the recipe with trainer.compile=true"
     )
+    parser.add_argument(
+        "--each", action="store_true", help="also the chosen settings less one of them (which one pays)"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     _common.set_threads(args.threads)
     print(_common.machine())
     n1, n2 = (int(v) for v in args.steps.split(","))
-    variants = [v for v in VARIANTS if args.compile or "compile" not in v]
+    variants = [v for v in VARIANTS if (args.compile or "compile" not in v) and (args.each or "," not in v)]
     cfg = load_config(str(CONFIG))
     per_epoch = math.ceil(60_000 * (1 - cfg.data.val_fraction) / cfg.data.batch_size)
     per_step: dict[str, list[float]] = {v: [] for v in variants}

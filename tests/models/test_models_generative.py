@@ -95,3 +95,40 @@ def test_bad_shapes_and_options_are_explained() -> None:
         models.create("diffusion_unet_tiny", condition="label")
     with pytest.raises(ValueError, match="unknown phrase set 'shoes'"):
         models.create("captioner_tiny", phrases="shoes")
+
+
+def test_a_text_unet_fine_tuned_from_a_class_unet_reads_phrases_as_it_read_classes(tmp_path: Path) -> None:
+    """The phrase encoder is aligned to the class table it replaces (`DiffusionUNet.adopt`): each
+    class's training phrases and held-out paraphrases embed where the class did, the empty phrase
+    where "no class" did, for the trained network and its moving average alike."""
+    from ember.train.finetune import load_pretrained
+
+    torch.manual_seed(0)
+    source = models.create("diffusion_unet_tiny", image_size=8, condition="class")
+    save_file(source.state_dict(), tmp_path / "class.safetensors")
+    model = models.create("diffusion_unet_tiny", image_size=8, condition="text", phrases="digits")
+    report = load_pretrained(model, tmp_path / "class.safetensors", ignore=["ema_updates"])
+    assert sorted(report.adopted) == ["ema.label.weight", "net.label.weight"]
+    assert not report.unexpected and "adoption" in report.summary()
+    phrases, t = PHRASE_SETS["digits"], torch.tensor([3])
+    with torch.no_grad():
+        for unet, was in ((model.net, source.net), (model.ema, source.ema)):
+            table = was.label.weight
+            for k in range(10):
+                texts = phrases.phrases(k, "heldout") + phrases.phrases(k)[:3]
+                out = unet.label(phrases.batch(texts))
+                assert torch.cdist(out, table).argmin(1).eq(k).all(), (k, texts)
+                assert (out - table[k]).square().mean() < 0.02 * table.square().mean()
+                assert torch.allclose(
+                    unet.embed(t, phrases.batch(texts[:1])), was.embed(t, torch.tensor([k])), atol=0.2
+                )
+            empty = unet.embed(t, None) - was.embed(t, None)
+            assert empty.square().mean() < 0.02 * table.square().mean()
+
+
+def test_align_phrases_refuses_a_table_of_another_shape() -> None:
+    from ember.models.diffusion_unet import PhraseEncoder, align_phrases
+
+    encoder = PhraseEncoder(PHRASE_SETS["digits"].vocab_size, 16)
+    with pytest.raises(ValueError, match="shape"):
+        align_phrases(encoder, torch.zeros(5, 16), PHRASE_SETS["digits"], steps=1)

@@ -537,12 +537,13 @@ class Run:
     def update(self, **fields: Any) -> None:
         """Set columns of this run's row (data_sha256, headline, best, ...)."""
         allowed = {"data_sha256", "headline", "best", "status", "error", "finished", "summary"}
-        allowed |= {"pid", "host", "heartbeat"}
+        allowed |= {"pid", "host", "heartbeat", "environment"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"cannot set run fields {sorted(bad)}; allowed: {sorted(allowed)}")
-        if "summary" in fields:
-            fields["summary"] = json.dumps(fields["summary"])
+        for column in ("summary", "environment"):
+            if column in fields:
+                fields[column] = json.dumps(fields[column])
         cols = ", ".join(f"{k} = ?" for k in fields)
         recorded = [k for k in fields if k != "heartbeat"]  # run.json keeps all columns but this one
         with self.store.db() as db:

@@ -5,7 +5,9 @@
   ember checkpoint) into ``model``, and returns a `LoadReport`: what was loaded, what the model has
   that the weights lack (``missing``: a new head keeps its fresh init), what the weights have that
   the model lacks (``unexpected``), and same-named tensors of another shape (``mismatched``, left as
-  they were). Nothing is unpickled: weights are safetensors.
+  they were). A model with an ``adopt(tensors)`` method is offered the unexpected tensors and
+  may use some (``adopted``: a text-conditioned U-Net aligns its phrase encoder to a
+  class-conditional one's label table). Nothing is unpickled: weights are safetensors.
 - `freeze(model, patterns)` / `unfreeze(model, patterns)` set ``requires_grad`` by name pattern
   (fnmatch; a module's name covers everything inside it: ``blocks.0``, ``head``, ``*``). The
   optimizer only ever sees trainable parameters, so frozen ones never move.
@@ -86,6 +88,9 @@ class LoadReport:
     """(name, shape in the weights, shape in the model): same name, other shape, not loaded."""
     ignored: list[str] = field(default_factory=list)
     """Matched an ``ignore`` pattern, so not loaded."""
+    adopted: list[str] = field(default_factory=list)
+    """Not in the model by name, but used by its ``adopt`` (a class table a phrase encoder is
+    aligned to, `ember.models.diffusion_unet`)."""
 
     def summary(self) -> str:
         """A few lines for a person: counts, then the names that were not loaded."""
@@ -101,6 +106,8 @@ class LoadReport:
             lines.append(f"  unused (not in the model): {_names(self.unexpected)}")
         if self.ignored:
             lines.append(f"  ignored: {_names(self.ignored)}")
+        if self.adopted:
+            lines.append(f"  used by the model's own adoption: {_names(self.adopted)}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,6 +218,10 @@ def load_pretrained(
                 tensor.copy_(weights[name])  # state_dict tensors share storage with the model's
                 report.loaded.append(name)
     report.unexpected = [name for name in weights if name not in own and name not in skipped]
+    adopt = getattr(model, "adopt", None)
+    if callable(adopt) and report.unexpected:  # the model may use tensors no name of its matches
+        report.adopted = list(adopt({name: weights[name] for name in report.unexpected}))
+        report.unexpected = [name for name in report.unexpected if name not in report.adopted]
     return report
 
 

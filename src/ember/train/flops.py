@@ -11,7 +11,7 @@ how close a run is to the hardware's limit, whatever the model, in a way samples
   through the task when the model takes more than its inputs): the forward's FLOPs, times 3 for
   forward + backward (a matmul's backward is two). A count is kept in the process under what it
   depends on (every module's class and settings, the parameters' and buffers' shapes, the batch's
-  shapes; see :func:`_signature`), so the next fit of the same architecture on the same shapes
+  shapes; see :func:`signature`), so the next fit of the same architecture on the same shapes
   does not count again.
 - **Peak**: the best FLOP/s of a square matmul in the run's compute dtype on its device
   (:func:`matmul_peak`; 0.1–0.2 s on one CPU thread), measured once for a device, torch version
@@ -60,7 +60,7 @@ def train_flops_per_sample(model: nn.Module, batch: Any, task: Any = None) -> fl
     per_token = getattr(model, "flops_per_token", None)
     if callable(per_token) and not first.is_floating_point() and first.ndim == 2:  # (B, T) token ids
         return float(per_token(first.shape[1])) * first.shape[1]
-    key = _signature(model, batch, task)
+    key = signature(model, batch, task)
     if key is not None and key in _COUNTS:
         return _COUNTS[key]
     try:
@@ -75,12 +75,12 @@ def train_flops_per_sample(model: nn.Module, batch: Any, task: Any = None) -> fl
     return count
 
 
-_COUNTS: dict[tuple[Any, ...], float | None] = {}  # _signature -> count, this process's
+_COUNTS: dict[tuple[Any, ...], float | None] = {}  # signature -> count, this process's
 _MODULE_STATE = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping: parameters, hooks, ...
 _PLAIN = (int, float, str, bool, type(None), torch.dtype, torch.device)
 
 
-def _signature(model: nn.Module, batch: Any, task: Any) -> tuple[Any, ...] | None:
+def signature(model: nn.Module, batch: Any, task: Any) -> tuple[Any, ...] | None:
     """What a count depends on, or None when that cannot be told (then nothing is kept).
 
     The count is the FLOPs of running the modules' ``forward`` code (their classes) on meta tensors,

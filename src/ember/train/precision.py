@@ -11,8 +11,12 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
+import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -64,6 +68,57 @@ def bf16_matmul_speedup(n: int = 512, repeats: int = 5) -> float:
         return min(times)
 
     return best(a, b) / max(best(a16, b16), 1e-9)
+
+
+BF16_STEP_MIN_SPEEDUP = 1.1
+"""On a model's own training step, bf16 must win by at least this much for ``auto`` to keep it.
+
+A matmul that runs 2.2x faster in bf16 does not make every model faster: the Fashion-MNIST ResNet's
+small convolutions (and the casts around them) trained at 0.71x the speed of fp32 on the AMD EPYC
+where the char GPT trained 1.48x faster (``benchmarks/resnet_epoch.py``, ``benchmarks/gpt_train.py``).
+Below 10% a gain does not pay for bf16's coarser rounding."""
+
+
+def bf16_step_speedup(model: torch.nn.Module, batch: Any, task: Any, repeats: int = 3) -> float:
+    """fp32 time / bf16-autocast time of one forward and backward of ``model`` on ``batch``.
+
+    Runs a copy of the model (its weights, BatchNorm statistics and gradients are not touched) with
+    the random-number state restored afterwards, so the training that follows is the one it would
+    have been without the measurement. One warm-up step each (oneDNN builds its kernels), then
+    ``repeats`` steps of each taking turns; the ratio of the best times.
+
+    Args:
+        model: the model as it will train (on its device, in train mode).
+        batch: one training batch, on the model's device.
+        task: how a batch goes through the model: ``task.forward(model, batch)`` and ``task.loss``.
+    """
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.random.fork_rng(devices=[]):
+        twin = copy.deepcopy(model).train()
+
+        def step(dtype: torch.dtype | None) -> float:
+            start = time.perf_counter()
+            context = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+            with context:
+                output, target = task.forward(twin, batch)
+                loss = task.loss(output, target)
+            loss.backward()
+            twin.zero_grad(set_to_none=True)
+            return time.perf_counter() - start
+
+        step(None), step(torch.bfloat16)
+        fp32, bf16 = [], []
+        for _ in range(repeats):
+            fp32.append(step(None))
+            bf16.append(step(torch.bfloat16))
+    return min(fp32) / max(min(bf16), 1e-9)
+
+
+def step_key(signature: tuple[Any, ...]) -> str:
+    """A model-and-batch signature (`ember.train.flops`) as a short text that is the same in every
+    process: functions and types by name, not by address."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(signature))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _NO_AUTOCAST: contextlib.nullcontext[None] = contextlib.nullcontext()

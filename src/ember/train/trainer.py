@@ -62,11 +62,18 @@ from ember.train.callbacks import CallbackList, EarlyStopping, ProgressBar
 from ember.train.checkpointer import CheckpointManager
 from ember.train.compiling import CompileTimer, compile_model, fallback_to_eager
 from ember.train.ema import EMA
-from ember.train.flops import matmul_peak, train_flops_per_sample
+from ember.train.flops import matmul_peak, signature, train_flops_per_sample
 from ember.train.loggers import build_loggers
-from ember.train.loop import evaluate, fit, predict
+from ember.train.loop import evaluate, fit, predict, to_device
+from ember.train.measured import measured, positive
 from ember.train.optim import build_optimizer, build_schedule
-from ember.train.precision import resolve_device, resolve_precision
+from ember.train.precision import (
+    BF16_STEP_MIN_SPEEDUP,
+    bf16_step_speedup,
+    resolve_device,
+    resolve_precision,
+    step_key,
+)
 from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
 from ember.train.run_logger import RunLogger
@@ -263,6 +270,7 @@ class Trainer:
         self.record_data = record_data
         self.data_sha256: str | None = None  # set by the recipe (data + split hashes), else computed
         self.parallel: distributed.Parallel | None = None  # set by fit in a torchrun job
+        self.bf16_step_speedup: float | None = None  # measured by fit when `auto` weighs bf16 on CPU
 
     # ------------------------------------------------------------------ runs
 
@@ -295,6 +303,9 @@ class Trainer:
     def _resume(self, ref: str, state: TrainState) -> Path | None:
         """Continue run ``ref``: its newest checkpoint's state into ``state``; that checkpoint's path."""
         self.run, last = self._resume_run(ref)
+        recorded = (self.store.get(self.run.id).environment or {}).get("precision")
+        if self.config.trainer.precision == "auto" and recorded in {"fp32", "bf16"}:
+            self.precision = state.precision = resolve_precision(recorded, self.device)  # as it began
         if self.parallel is not None and self.parallel.strategy == "fsdp":
             path = fsdp.latest_sharded(self.run.dir / "checkpoints")
             if path is not None:
@@ -350,6 +361,8 @@ class Trainer:
         loader = self._loader(train_data, train=True)
         val_loader = self._loader(val_data, train=False) if val_data is not None else None
         per_epoch, total = step_plan(len(loader), cfg.trainer)  # type: ignore[arg-type]
+        if resume is None:
+            self._weigh_bf16(model, loader)
         if parallel is not None:
             distributed.wrap(model, parallel)  # DDP, or fully_shard in place: before the optimizer
         optimizer = build_optimizer(model, cfg.optim)
@@ -445,6 +458,7 @@ class Trainer:
                 "peak_flops": state.peak_flops,
                 "compile_s": compile_timer.seconds if compile_timer is not None else None,
                 "optimizer_implementation": getattr(optimizer, "ember_implementation", None),
+                "bf16_step_speedup": self.bf16_step_speedup,
             }
             if main and profiler is not None and profiler.result is not None:
                 path = run.dir / "profile.json"
@@ -538,6 +552,57 @@ class Trainer:
             for split, part in (("train", train_data), ("val", val_data)):
                 if part is not None:
                     record_split(run, split, part)
+
+    def _weigh_bf16(self, model: nn.Module, loader: Iterable[Any]) -> None:
+        """``precision: auto`` on a CPU whose bf16 matmul wins: keep bf16 only if this model's own
+        training step is at least ``BF16_STEP_MIN_SPEEDUP`` faster in it, else train in fp32.
+
+        Measured once per architecture, batch shapes, CPU, torch and thread count, and kept
+        (`ember.train.measured`); the speed-up is recorded in the run's summary. A task that steps
+        its optimizers itself (a GAN) keeps the matmul's answer. In a torchrun job rank 0 measures
+        and every rank follows it. A resumed run keeps the precision it started with.
+        """
+        if (
+            self.config.trainer.precision != "auto"
+            or self.precision.name != "bf16"
+            or self.device.type != "cpu"
+            or getattr(self.task, "train_step", None) is not None
+        ):
+            return
+        parallel = self.parallel
+        if parallel is None or parallel.is_main:
+            with torch.random.fork_rng(devices=[]):  # a shuffling loader draws its order from it
+                first = next(iter(loader), None)
+            if first is not None:
+                batch = to_device(first, self.device)
+                shape_key = signature(model, batch, self.task)
+
+                def weigh() -> float:
+                    return bf16_step_speedup(model, batch, self.task)
+
+                with contextlib.suppress(Exception):  # a model that cannot be copied: the matmul decides
+                    speedup = (
+                        weigh()
+                        if shape_key is None
+                        else measured(
+                            "bf16_step_speedup",
+                            self.device,
+                            weigh,
+                            check=positive,
+                            args=(step_key(shape_key),),
+                        )
+                    )
+                    self.bf16_step_speedup = round(speedup, 3)
+        chosen = "bf16" if (self.bf16_step_speedup or 0.0) >= BF16_STEP_MIN_SPEEDUP else "fp32"
+        if self.bf16_step_speedup is None:  # nothing to measure on: the matmul's answer stands
+            chosen = "bf16"
+        if parallel is not None:
+            chosen = parallel.broadcast_text(chosen)
+        self.precision = resolve_precision(chosen, self.device)
+        if self.run is not None and (parallel is None or parallel.is_main):  # made before fit (recipes)
+            environment = self.store.get(self.run.id).environment
+            if environment.get("precision") != chosen:
+                self.run.update(environment=environment | {"precision": chosen})
 
     def _measure_mfu_inputs(self, state: TrainState, loader: Iterable[Any]) -> None:
         """The training FLOPs per sample and the device's matmul peak, for MFU (`ember.train.flops`)."""
