@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,35 @@ def test_classes_are_named_by_id_or_name() -> None:
         parse_class("3", classes)
     with pytest.raises(ValueError, match="neither a class id nor a class name; the classes: T-shirt/top"):
         parse_class("boot", classes)
+
+
+def test_the_default_scorer_is_the_most_accurate_classifier_on_the_data(tmp_path: Path) -> None:
+    """Not merely the newest: a private model trained after the data's classifier scores worse."""
+    import time
+
+    from ember.generative.score import find_classifier
+    from ember.track import RunStore
+
+    store = RunStore(tmp_path)
+
+    def run(
+        name: str, data: str, task: str, headline: str | None, best: float | None, done: bool = True
+    ) -> str:
+        config = f"name: {name}\ndata:\n  name: {data}\ntask:\n  name: {task}\n"
+        made = store.create(name, config_yaml=config)
+        (made.dir / "model.safetensors").write_bytes(b"weights")
+        made.update(status="completed" if done else "failed", headline=headline, best=best)
+        time.sleep(0.01)  # created in this order
+        return made.id
+
+    with pytest.raises(ValueError, match="no completed classification run on 'fashion-mnist'"):
+        find_classifier(None, "fashion-mnist", (1, 28, 28), runs_dir=tmp_path)
+    lossy = run("lossy", "fashion-mnist", "classification", "val/loss", 0.3)
+    assert find_classifier(None, "fashion-mnist", (1, 28, 28), runs_dir=tmp_path) == lossy
+    good = run("classifier", "fashion-mnist", "classification", "val/accuracy", 0.914)
+    run("private", "fashion-mnist", "classification", "val/accuracy", 0.865)
+    run("broken", "fashion-mnist", "classification", "val/accuracy", 0.99, done=False)
+    run("other-data", "mnist-10k", "classification", "val/accuracy", 0.995)
+    run("a-gan", "fashion-mnist", "gan", "val/accuracy", 0.999)
+    assert find_classifier(None, "fashion-mnist", (1, 28, 28), runs_dir=tmp_path) == good
+    assert find_classifier(lossy, "fashion-mnist", (1, 28, 28), runs_dir=tmp_path) == lossy  # named: as asked

@@ -10,7 +10,7 @@ from ember.cli._format import fmt, table
 
 HELP = """Score a generative run (VAE, GAN, diffusion): sample --n images and compare them with the run's
 held-out test images in the feature space of a classifier trained apart on the same data (by default
-the newest completed classification run on it: ember train configs/mnist-classifier.yaml). These are
+the most accurate completed classification run on it: ember train configs/mnist-classifier.yaml). These are
 domain features, not Inception's: figures compare runs on one data set, not with published FIDs.
 
 columns:
@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", help="run id, unique prefix, or 'latest'")
     p.add_argument(
-        "--classifier", metavar="RUN", help="the scoring classifier run (default: newest on the data)"
+        "--classifier",
+        metavar="RUN",
+        help="the scoring classifier run (default: the most accurate on the data)",
     )
     p.add_argument("-n", "--n", type=int, default=1000, help="samples and reference images (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples and baselines (default 0)")

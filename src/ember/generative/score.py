@@ -1,6 +1,6 @@
 """``ember score``: how good are a generative run's samples, measured by a classifier trained apart.
 
-The scorer is a classification run on the same data set (by default the newest completed one; see
+The scorer is a classification run on the same data set (by default the most accurate completed one; see
 ``configs/mnist-classifier.yaml``). Its penultimate features are the space of every distance here:
 a *domain* feature space, as FID papers on MNIST use, not Inception's (whose weights need a
 download and describe photographs). Figures in it compare runs and baselines on one data set; they
@@ -155,19 +155,28 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> t
 def find_classifier(
     ref: str | None, data_name: str, shape: tuple[int, ...], *, runs_dir: str | Path | None
 ) -> str:
-    """The scorer's run id: ``ref``, or the newest completed classification run on ``data_name``."""
+    """The scorer's run id: ``ref``, or the most accurate completed classification run on ``data_name``.
+
+    Runs are ranked by their best validation accuracy (a differentially private model, or one
+    trained briefly, is a weaker feature space than the data's own classifier recipe); runs whose
+    headline is not an accuracy come after those that have one, and among equals the newest wins.
+    """
     from ember.config import load_config
     from ember.track import RunStore
 
     store = RunStore(runs_dir)
     if ref is not None:
         return store.get(ref).id
-    for record in store.list():
+    candidates = []
+    for newest_first, record in enumerate(store.list()):
         if record.status != "completed" or not (record.folder / "model.safetensors").is_file():
             continue
         cfg = load_config(_yaml(record.config))
         if cfg.data.name == data_name and cfg.task.name == "classification":
-            return record.id
+            accurate = (record.headline or "").endswith("accuracy") and record.best is not None
+            candidates.append((accurate, record.best if accurate else 0.0, -newest_first, record.id))
+    if candidates:
+        return max(candidates)[3]
     raise ValueError(
         f"no completed classification run on '{data_name}' to score with; train one first "
         f"(e.g. `ember train configs/mnist-classifier.yaml` for mnist-10k), or name one with --classifier"
@@ -241,7 +250,7 @@ def score_run(
 
     Args:
         ref: the generative run (id, prefix or ``latest``).
-        classifier: the scorer run (default: the newest completed classification run on the data).
+        classifier: the scorer run (default: the most accurate completed classification run on the data).
         n: samples, and reference images (fewer when a split has fewer).
         seed: the seed of the samples and of the baselines.
         batch_size: samples made at once.
