@@ -20,6 +20,10 @@ reported as a :class:`RunStoreError` that says to run ``ember runs rebuild``
 without saying so (SIGKILL, a power cut) reads as ``crashed``: its pid is gone from this host, or,
 seen from another host, its heartbeat (written every few seconds while it trains) stopped.
 
+(The file is over 600 lines because the store and the run it hands out share one transaction
+discipline: the schema, the row checks, the held connection of a fit and ``run.json``'s writes are
+one contract, and a change to any of them has to be read beside the others.)
+
 Example:
     >>> import tempfile
     >>> store = RunStore(tempfile.mkdtemp())
