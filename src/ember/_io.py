@@ -7,6 +7,11 @@ mid-write, never sees half a file. A process killed mid-write leaves its tempora
 :func:`remove_orphans` deletes those whose process is gone. Cache folders (downloads, tokenized
 corpora) are published the same way, in one rename of a finished folder.
 
+The run store and the registry are SQLite files in WAL mode, opened through `connect_wal`: when
+several processes open a new one at the same moment (the ranks of a new torchrun job), all but one
+are told "database is locked" at once, since SQLite's mode change does not wait on a busy
+handler; `connect_wal` waits for the other process instead, as every other statement does.
+
 An optional library (onnx, fastapi, matplotlib, sacrebleu ...) is imported by the function that
 needs it, through `require`, so that ``import ember`` stays light and a missing one fails with the
 ``pip install`` line that brings it.
@@ -29,10 +34,34 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
+
+
+def connect_wal(
+    path: str | Path,
+    *,
+    timeout: float = 30.0,
+    isolation_level: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None = "DEFERRED",
+) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` in WAL mode, waiting up to ``timeout`` seconds
+    for other processes' locks, also while another process turns a new file to WAL."""
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=isolation_level)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

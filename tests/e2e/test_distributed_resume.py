@@ -92,8 +92,9 @@ def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> 
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     runs = tmp_path_factory.mktemp("straight")
     out = start(runs, uuid.uuid4().hex, "--nproc", "2").communicate(timeout=600)[0]
-    (record,) = RunStore(runs).list()
-    assert record.status == "completed", out
+    records = RunStore(runs).list()
+    assert len(records) == 1 and records[0].status == "completed", out
+    record = records[0]
     return final(runs, record.id)
 
 
@@ -119,7 +120,9 @@ def test_a_rank_killed_under_max_restarts_continues_the_same_run(
     killed_at = kill_mid_epoch(runs, proc, mark, "RANK=1", "TORCHELASTIC_RESTART_COUNT=0")
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, out
-    (record,) = RunStore(runs).list()  # the restarted workers found the job's run
+    records = RunStore(runs).list()
+    assert len(records) == 1, out  # the restarted workers found the job's run
+    record = records[0]
     assert record.status == "completed" and record.summary["steps"] == 60
     logged = sorted({step for step, _, _, _ in RunStore(runs).metrics(record.id, "train/loss")})
     assert logged == sorted({*range(7, 61, 7), 20, 40, 50, 60}), killed_at  # every log step, no gap

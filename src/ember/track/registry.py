@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ember._io import atomic_write_bytes
+from ember._io import atomic_write_bytes, connect_wal
 from ember._registry import did_you_mean
 from ember.track.artifacts import Archive, read_archive
 
@@ -180,9 +180,8 @@ class ModelRegistry:
             db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        db = connect_wal(self.db_path, isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         return db
 

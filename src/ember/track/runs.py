@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ember._io import atomic_write_bytes
+from ember._io import atomic_write_bytes, connect_wal
 from ember.track import rowcheck
 from ember.track.repro import sha256_file
 
@@ -222,9 +222,8 @@ class RunStore:
                 held.close()
 
     def connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30)
+        db = connect_wal(self.db_path)
         rowcheck.register(db)
-        db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
