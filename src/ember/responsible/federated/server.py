@@ -208,14 +208,21 @@ def _simulate(
         "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0"
     )  # silences a FutureWarning; no GPUs are asked for
     threads = max(1, (os.cpu_count() or 1))
-    flwr.simulation.start_simulation(
-        client_fn=client_fn,
-        num_clients=len(shares),
-        config=server_config,
-        strategy=strategy,
-        client_resources={"num_cpus": 1},
-        ray_init_args={"num_cpus": threads, "include_dashboard": False, "log_to_driver": False},
-    )
+    import ray
+
+    started = not ray.is_initialized()
+    try:
+        flwr.simulation.start_simulation(
+            client_fn=client_fn,
+            num_clients=len(shares),
+            config=server_config,
+            strategy=strategy,
+            client_resources={"num_cpus": 1},
+            ray_init_args={"num_cpus": threads, "include_dashboard": False, "log_to_driver": False},
+        )
+    finally:  # Flower's simulation leaves the Ray it started running (its processes, its open files)
+        if started and ray.is_initialized():
+            ray.shutdown()
 
 
 def _free_port() -> int:
