@@ -65,6 +65,18 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         driver.quit()
 
 
+def _rendered(browser: Any, timeout: float = 20.0) -> None:
+    """Wait until the form's script has read localStorage and drawn the page (it fills ``#progress``).
+
+    Chromedriver can return from ``get`` or ``refresh`` while the new page is still being parsed,
+    when ``#rater`` exists but the script that restores it has not run yet.
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout).until(lambda d: d.find_element(By.ID, "progress").text != "")
+
+
 def _wait_for(folder: Path, pattern: str, timeout: float = 20.0) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -88,6 +100,7 @@ def test_form_rates_reloads_downloads_and_imports(browser: Any, tmp_path: Path, 
     sheet = export_sheet(items, tmp_path / "sheet", systems={"A": "run-a", "B": "run-b"}, seed=2)
     key = json.loads(sheet.key.read_text())
     browser.get(sheet.form.resolve().as_uri())
+    _rendered(browser)
     assert browser.find_element(By.ID, "progress").text == "0 of 6 rated"
     assert not browser.find_elements(By.CSS_SELECTOR, ".input-text b")  # markup in an input is shown as text
     browser.find_element(By.ID, "rater").send_keys("dana")
@@ -98,6 +111,7 @@ def test_form_rates_reloads_downloads_and_imports(browser: Any, tmp_path: Path, 
     assert browser.find_element(By.ID, "progress").text == "6 of 6 rated"
 
     browser.refresh()  # answers live in localStorage: a reload keeps them
+    _rendered(browser)
     assert browser.find_element(By.ID, "rater").get_attribute("value") == "dana"
     assert browser.find_element(By.ID, "progress").text == "6 of 6 rated"
     checked = browser.find_elements(By.CSS_SELECTOR, "input[type='radio']:checked")
