@@ -1,9 +1,11 @@
 """CheckpointManager and RunLogger through kills and resumes: finite states only, the best kept,
-orphans removed, metrics committed while training."""
+orphans removed, metrics committed while training and before every checkpoint."""
 
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from ember.train import NonFiniteLossError, Trainer
 from ember.train import checkpoint as ck
 from ember.train.checkpointer import CheckpointManager
 from ember.train.precision import resolve_precision
+from ember.train.run_logger import CommitFirst, RunLogger
 from ember.train.state import TrainState
 
 
@@ -146,3 +149,33 @@ def test_training_metrics_are_committed_while_an_epoch_runs(
     trainer = Trainer(_bn_model(), lr=0.01, epochs=1, batch_size=4, log_every=1, callbacks=[Slow()])
     trainer.fit((x, y))
     assert seen and seen[0] >= 2  # steps of the epoch in progress, before it ended
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["on-the-writer", "on-the-training-thread"])
+def test_a_checkpoint_is_written_after_every_metric_logged_before_it(tmp_path: Path, ordered: bool) -> None:
+    """A job killed just after the checkpoint of step 7 resumes from step 8: the loss logged at 7 has
+    to be in the store by then, however short the time since the last commit."""
+    store = RunStore(tmp_path)
+    run = store.create("demo", config_yaml="name: demo\n", params={})
+    writer = ck.BackgroundWriter()
+    logger = RunLogger(run, writer, every_s=3600.0)  # on its own, no commit during this test
+    in_store: list[list[int]] = []
+
+    def look() -> None:  # what the store holds when the checkpoint is written
+        in_store.append(sorted({step for step, *_ in store.metrics(run.id, "train/loss")}))
+
+    class Inner:
+        def save(self, state: Any, *, reason: str) -> None:
+            if ordered:
+                writer.submit(look)  # like CheckpointManager's write
+            else:
+                look()  # like FSDP's shards
+
+    checkpointer = CommitFirst(Inner(), logger, ordered=ordered)
+    state = SimpleNamespace(step=0, epoch=0)
+    for step in (7, 14):
+        state.step = step
+        logger.on_log(state, {"train/loss": 1.0 / step})  # type: ignore[arg-type]
+        checkpointer.save(state, reason="step")  # type: ignore[arg-type]
+    writer.close()
+    assert in_store == [[7], [7, 14]]

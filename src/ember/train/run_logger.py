@@ -1,4 +1,5 @@
-"""RunLogger: the callback that carries a fit's logged metrics into its run in the store."""
+"""RunLogger: the callback that carries a fit's logged metrics into its run in the store, and
+CommitFirst: the checkpointer wrapper that commits those metrics before every checkpoint."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 from ember.track import Run
 from ember.train import checkpoint as ckpt
+from ember.train.loop import Checkpointer
 from ember.train.state import TrainState
 
 
@@ -15,10 +17,12 @@ class RunLogger:
     heartbeat while fit runs.
 
     A commit (one transaction) happens at a log, validation or epoch end that comes ``every_s``
-    seconds or more after the previous commit or after the previous of these events, and at the
-    end of fit. So a killed run loses at most the last second of its per-step metrics (or, when
-    logs are further apart than that, none), while fast steps do not pay a transaction per log.
-    With a ``writer`` the commit runs on its background thread, in order with the checkpoints.
+    seconds or more after the previous commit or after the previous of these events, before every
+    checkpoint (through :class:`CommitFirst`), and at the end of fit. So a killed run loses at most
+    the last second of its per-step metrics (or, when logs are further apart than that, none), and
+    never one logged at or before the checkpoint it resumes from, while fast steps do not pay a
+    transaction per log. With a ``writer`` the commit runs on its background thread, in order with
+    the checkpoints.
     """
 
     def __init__(
@@ -60,3 +64,23 @@ class RunLogger:
             self.run.flush()
         else:
             self.writer.submit(self.run.write, self.run.take())
+
+
+class CommitFirst:
+    """A fit's checkpointer that commits the run's buffered metrics before each checkpoint.
+
+    A fit resumed from the checkpoint of step N logs again from step N + 1, so a metric logged at or
+    before N that was still in memory when the job was killed would leave a gap in the run for good.
+    Committing first closes it. ``ordered``: ``inner`` writes through the logger's writer, whose jobs
+    run in order, so the commit lands before the checkpoint without waiting; otherwise (FSDP's
+    shards, written on the training thread) the commit is waited for.
+    """
+
+    def __init__(self, inner: Checkpointer, logger: RunLogger, *, ordered: bool) -> None:
+        self.inner, self.logger, self.ordered = inner, logger, ordered
+
+    def save(self, state: TrainState, *, reason: str) -> None:
+        self.logger.commit()
+        if not self.ordered and self.logger.writer is not None:
+            self.logger.writer.wait()
+        self.inner.save(state, reason=reason)

@@ -76,7 +76,7 @@ from ember.train.precision import (
 )
 from ember.train.profile import MarkedLoader, StepProfile, StepProfiler
 from ember.train.records import SPEC_FILE, record_split, task_origin, write_spec
-from ember.train.run_logger import RunLogger
+from ember.train.run_logger import CommitFirst, RunLogger
 from ember.train.signals import deferred_signals
 from ember.train.state import TrainState
 
@@ -408,8 +408,11 @@ class Trainer:
         if compile_timer is not None:
             compile_model(model if parallel is None else parallel.train_module(model))
             callbacks.append(compile_timer)
-        if main:  # rank 0 alone writes the run
-            callbacks.append(RunLogger(run, writer))
+        if main:  # rank 0 alone writes the run, and commits its metrics before each checkpoint
+            run_logger = RunLogger(run, writer)
+            callbacks.append(run_logger)
+            sharded = self.parallel is not None and self.parallel.strategy == "fsdp"  # not on the writer
+            checkpointer = CommitFirst(checkpointer, run_logger, ordered=not sharded)
         callbacks.append(ProgressBar(self.progress if main else False, headline=self.task.headline))
         if main:  # TensorBoard, MLflow: imported only when chosen
             callbacks += build_loggers(cfg, run.dir, run.id)
